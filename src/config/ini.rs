@@ -1,0 +1,381 @@
+//! uWSGI-style ini files, read with rust-ini.
+//!
+//! rust-ini does the section / key / value split and keeps repeated keys in
+//! order. uWSGI's rules that rust-ini does not know are applied around it:
+//! a line pass before parsing turns comment lines (`;` or `#`, also
+//! indented) into blank lines and a bare key into `key = true` (line numbers
+//! are preserved, and the same pass records each key's line for error
+//! messages); after parsing, values are expanded (`%d %n %p %h`, `%(key)`,
+//! `$(VAR)`, `$(VAR:-default)`, `@(file)`) and `include`/`ini` keys splice
+//! other files in place. An inline `;` stays part of the value, as in uWSGI.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use ini::{Ini, ParseOption};
+
+use super::{ConfigError, Entry, Origin};
+
+/// Files larger than this are refused before reading: a config file is
+/// never megabytes long, and refusing early keeps errors instant.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Includes deeper than this are certainly a mistake (cycles are caught
+/// earlier, this bounds long chains).
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// Loads `FILE` or `FILE:section` and appends its entries.
+pub fn load_spec(spec: &str, entries: &mut Vec<Entry>) -> Result<(), ConfigError> {
+    let (path, section) = split_spec(spec);
+    load_file(&PathBuf::from(path), section.unwrap_or("uwsgi"), entries, &mut Vec::new())
+}
+
+/// `app.ini:prod` names section `prod`; a path that exists as written wins.
+fn split_spec(spec: &str) -> (&str, Option<&str>) {
+    if Path::new(spec).exists() {
+        return (spec, None);
+    }
+    match spec.rsplit_once(':') {
+        Some((p, s)) if !s.is_empty() && !s.contains('/') => (p, Some(s)),
+        _ => (spec, None),
+    }
+}
+
+/// Everything a value expansion needs to know about the file it is in.
+struct FileCtx<'a> {
+    path: &'a Path,
+    abs: PathBuf,
+}
+
+impl FileCtx<'_> {
+    fn dir(&self) -> String {
+        let mut d = self.abs.parent().map(|p| p.display().to_string()).unwrap_or_default();
+        if !d.ends_with('/') {
+            d.push('/');
+        }
+        d
+    }
+}
+
+fn load_file(
+    path: &Path,
+    section: &str,
+    entries: &mut Vec<Entry>,
+    stack: &mut Vec<PathBuf>,
+) -> Result<(), ConfigError> {
+    let origin0 = || Some(Origin::File { path: path.to_owned(), line: 0 });
+    let file_err = |msg: String| ConfigError::new(None, None, format!("{}: {msg}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| file_err(format!("cannot read config file: {e}")))?;
+    if !meta.is_file() {
+        return Err(file_err("not a regular file".into()));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(file_err(format!("config file is {} bytes, over the {MAX_FILE_BYTES}-byte limit", meta.len())));
+    }
+    let abs = std::fs::canonicalize(path).map_err(|e| file_err(format!("cannot resolve path: {e}")))?;
+    if stack.contains(&abs) {
+        return Err(file_err("include cycle: this file includes itself (directly or through others)".into()));
+    }
+    if stack.len() >= MAX_INCLUDE_DEPTH {
+        return Err(file_err(format!("includes nested deeper than {MAX_INCLUDE_DEPTH} levels")));
+    }
+    let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read config file: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|b| **b == b'\n').count();
+        ConfigError::new(Some(Origin::File { path: path.to_owned(), line }), None, "not valid UTF-8")
+    })?;
+    if let Some(pos) = text.find('\0') {
+        let line = 1 + text[..pos].matches('\n').count();
+        return Err(ConfigError::new(Some(Origin::File { path: path.to_owned(), line }), None, "NUL byte in file"));
+    }
+
+    let (prepared, lines) = prepare(&text);
+    let opt = ParseOption {
+        enabled_quote: false,
+        enabled_escape: false,
+        enabled_indented_mutiline_value: false,
+        enabled_preserve_key_leading_whitespace: false,
+    };
+    let ini = Ini::load_from_str_opt(&prepared, opt).map_err(|e| {
+        ConfigError::new(Some(Origin::File { path: path.to_owned(), line: e.line }), None, e.msg.to_string())
+    })?;
+
+    let mut found = false;
+    let ctx = FileCtx { path, abs: abs.clone() };
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    stack.push(abs);
+    for props in ini.section_all(Some(section)) {
+        found = true;
+        for (key, raw) in props.iter() {
+            let n = seen.entry(key).or_default();
+            let line = lines.get(&(section.to_owned(), key.to_owned())).and_then(|v| v.get(*n)).copied().unwrap_or(0);
+            *n += 1;
+            let origin = Origin::File { path: path.to_owned(), line };
+            let value = expand(raw, &ctx, entries).map_err(|m| ConfigError::new(Some(origin.clone()), Some(key), m))?;
+            if key == "include" || key == "ini" {
+                let (inc, sec) = split_spec(&value);
+                let inc_path = resolve_relative(&ctx, inc);
+                load_file(&inc_path, sec.unwrap_or(section), entries, stack).map_err(|mut err| {
+                    if err.origin.is_none() {
+                        err.origin = Some(origin.clone());
+                        err.key = Some(key.to_owned());
+                    }
+                    err
+                })?;
+                continue;
+            }
+            entries.push(Entry { key: key.to_owned(), value, origin });
+        }
+    }
+    stack.pop();
+    if !found {
+        return Err(ConfigError::new(origin0(), None, format!("no [{section}] section in this file")));
+    }
+    Ok(())
+}
+
+fn resolve_relative(ctx: &FileCtx, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() { p.to_owned() } else { ctx.abs.parent().unwrap_or(Path::new("/")).join(p) }
+}
+
+/// The line pass described in the module doc. Returns the text for
+/// rust-ini and, per (section, key), the line of each occurrence in order.
+fn prepare(text: &str) -> (String, HashMap<(String, String), Vec<usize>>) {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut lines: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    let mut section = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            out.push('\n');
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            section = rest.split(']').next().unwrap_or("").trim().to_owned();
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let (key, rest) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v)),
+            None => (line, None),
+        };
+        lines.entry((section.clone(), key.to_owned())).or_default().push(i + 1);
+        // uWSGI splits at the first `=` only; rust-ini would also split a key
+        // at `:`, so the line is rewritten as exactly `key=value`.
+        out.push_str(key);
+        out.push('=');
+        out.push_str(rest.map(str::trim).unwrap_or("true"));
+        out.push('\n');
+    }
+    (out, lines)
+}
+
+/// Expands uWSGI magic variables and placeholders in one value.
+fn expand(raw: &str, ctx: &FileCtx, entries: &[Entry]) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(pos) = rest.find(['%', '$', '@']) {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        let sigil = tail.as_bytes()[0];
+        if tail.len() >= 2 && tail.as_bytes()[1] == b'(' {
+            let close = tail.find(')').ok_or_else(|| format!("unclosed `{}(` in {raw:?}", sigil as char))?;
+            let inner = &tail[2..close];
+            match sigil {
+                b'%' => {
+                    let v = entries
+                        .iter()
+                        .find(|e| e.key == inner)
+                        .ok_or_else(|| format!("placeholder %({inner}) refers to a key that is not set before it"))?;
+                    out.push_str(&v.value);
+                }
+                b'$' => {
+                    let (var, default) = match inner.split_once(":-") {
+                        Some((v, d)) => (v, Some(d)),
+                        None => (inner, None),
+                    };
+                    match (std::env::var(var), default) {
+                        (Ok(v), _) => out.push_str(&v),
+                        (Err(_), Some(d)) => out.push_str(d),
+                        (Err(_), None) => {
+                            return Err(format!(
+                                "environment variable {var} is not set (use $({var}:-default) for a fallback)"
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    let p = resolve_relative(ctx, inner);
+                    let s = std::fs::read_to_string(&p).map_err(|e| format!("@({inner}): {}: {e}", p.display()))?;
+                    out.push_str(s.strip_suffix('\n').unwrap_or(&s));
+                }
+            }
+            rest = &tail[close + 1..];
+            continue;
+        }
+        if sigil == b'%' && tail.len() >= 2 {
+            let magic = match tail.as_bytes()[1] {
+                b'd' => Some(ctx.dir()),
+                b'n' => Some(ctx.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+                b'p' => Some(ctx.abs.display().to_string()),
+                b'h' => Some(nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()),
+                b'%' => Some("%".to_owned()),
+                _ => None,
+            };
+            if let Some(m) = magic {
+                out.push_str(&m);
+                rest = &tail[2..];
+                continue;
+            }
+        }
+        out.push(sigil as char);
+        rest = &tail[1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Keys used as `%(key)` placeholders anywhere in the raw files are
+/// variables, not options; the resolver skips them instead of calling them
+/// unknown. Values are already expanded by then, so the source texts are
+/// scanned (only files, only on this rare path: an unknown key).
+pub fn referenced_keys(entries: &[Entry]) -> HashSet<String> {
+    let keys: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+    let mut used = HashSet::new();
+    // A key is treated as a variable when some other value of the same file
+    // contains its expansion marker in the source text.
+    let mut texts: HashMap<PathBuf, String> = HashMap::new();
+    for e in entries {
+        if let Origin::File { path, .. } = &e.origin {
+            texts.entry(path.clone()).or_insert_with(|| std::fs::read_to_string(path).unwrap_or_default());
+        }
+    }
+    for text in texts.values() {
+        let mut rest = text.as_str();
+        while let Some(pos) = rest.find("%(") {
+            rest = &rest[pos + 2..];
+            if let Some(end) = rest.find(')') {
+                if keys.contains(&rest[..end]) {
+                    used.insert(rest[..end].to_owned());
+                }
+            }
+        }
+    }
+    used
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+        p
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("podmaster-ini-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn load(path: &Path) -> Result<Vec<(String, String, usize)>, String> {
+        let mut v = Vec::new();
+        load_spec(path.to_str().unwrap(), &mut v).map_err(|e| e.to_string())?;
+        Ok(v.into_iter()
+            .map(|e| {
+                let line = match e.origin {
+                    Origin::File { line, .. } => line,
+                    _ => 0,
+                };
+                (e.key, e.value, line)
+            })
+            .collect())
+    }
+
+    #[test]
+    fn uwsgi_rules() {
+        let d = tmpdir("rules");
+        let p = write(
+            &d,
+            "app.ini",
+            "; comment\n[other]\nprocesses = 9\n[uwsgi]\n# another\nsocket = 127.0.0.1:3031\n  ; indented comment\n\
+             socket = :3032\nmaster\nprocesses = 4 ; not a comment\nchdir = %d\nname = %n\n",
+        );
+        let got = load(&p).unwrap();
+        let dir = format!("{}/", std::fs::canonicalize(&d).unwrap().display());
+        assert_eq!(
+            got,
+            vec![
+                ("socket".into(), "127.0.0.1:3031".into(), 6),
+                ("socket".into(), ":3032".into(), 8),
+                ("master".into(), "true".into(), 9),
+                ("processes".into(), "4 ; not a comment".into(), 10),
+                ("chdir".into(), dir, 11),
+                ("name".into(), "app".into(), 12),
+            ]
+        );
+    }
+
+    #[test]
+    fn sections_placeholders_env_and_files() {
+        let d = tmpdir("ph");
+        write(&d, "secret.txt", "s3cr3t\n");
+        // SAFETY: test-only; no other test reads this variable.
+        unsafe { std::env::set_var("PODMASTER_INI_TEST_VAR", "from-env") };
+        let p = write(
+            &d,
+            "a.ini",
+            "[prod]\nbase = /srv\nchdir = %(base)/app\nx = $(PODMASTER_INI_TEST_VAR)\n\
+             y = $(PODMASTER_INI_UNSET:-dflt)\nz = @(secret.txt)\npct = 100%%\n",
+        );
+        let got = load(Path::new(&format!("{}:prod", p.display()))).unwrap();
+        let vals: Vec<_> = got.iter().map(|(k, v, _)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            vals,
+            vec![
+                ("base", "/srv"),
+                ("chdir", "/srv/app"),
+                ("x", "from-env"),
+                ("y", "dflt"),
+                ("z", "s3cr3t"),
+                ("pct", "100%")
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let d = tmpdir("err");
+        let p = write(&d, "e.ini", "[uwsgi]\nprocesses = 2\nchdir = $(PODMASTER_INI_SURELY_UNSET)\n");
+        let err = load(&p).unwrap_err();
+        assert!(err.starts_with(&format!("{}:3: chdir: environment variable", p.display())), "{err}");
+
+        let p = write(&d, "nosec.ini", "[app]\nprocesses = 2\n");
+        assert_eq!(load(&p).unwrap_err(), format!("{}:0: no [uwsgi] section in this file", p.display()));
+
+        let missing = d.join("missing.ini");
+        assert!(load(&missing).unwrap_err().contains("cannot read config file"));
+
+        let p = write(&d, "bin.ini", "[uwsgi]\nprocesses = \u{0}\n");
+        assert_eq!(load(&p).unwrap_err(), format!("{}:2: NUL byte in file", p.display()));
+    }
+
+    #[test]
+    fn include_splices_and_cycles_fail() {
+        let d = tmpdir("inc");
+        write(&d, "b.ini", "[uwsgi]\nprocesses = 3\n");
+        let a = write(&d, "a.ini", "[uwsgi]\nsocket = :1\ninclude = b.ini\nlisten = 5\n");
+        let keys: Vec<_> = load(&a).unwrap().into_iter().map(|(k, _, _)| k).collect();
+        assert_eq!(keys, vec!["socket", "processes", "listen"]);
+
+        write(&d, "c.ini", "[uwsgi]\ninclude = d.ini\n");
+        write(&d, "d.ini", "[uwsgi]\nini = c.ini\n");
+        let err = load(&d.join("c.ini")).unwrap_err();
+        assert!(err.contains("include cycle"), "{err}");
+    }
+}

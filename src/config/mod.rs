@@ -1,0 +1,452 @@
+//! Configuration: read every source into one ordered list of raw entries
+//! (each remembering where it came from), then resolve that list into a
+//! typed [`Config`] in one place. Reading never binds, spawns or touches
+//! paths beyond the files it reads; errors carry their origin so a person
+//! can find the offending line.
+
+pub mod cli;
+pub mod ini;
+pub mod options;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::sockets::SocketSpec;
+use options::{Kind, OptDef};
+
+/// Where a value came from; printed in front of every configuration error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    Env(String),
+    File { path: PathBuf, line: usize },
+    Cli(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Cli(flag) => write!(f, "--{flag}"),
+        }
+    }
+}
+
+/// One `key = value` as read, before any type is checked.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// A configuration error: one line, naming the origin, the key and the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: Option<Origin>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(origin: Option<Origin>, key: Option<&str>, message: impl Into<String>) -> Self {
+        ConfigError { origin, key: key.map(str::to_owned), message: message.into() }
+    }
+
+    fn at(entry: &Entry, message: impl Into<String>) -> Self {
+        Self::new(Some(entry.origin.clone()), Some(&entry.key), message)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(o) = &self.origin {
+            write!(f, "{o}: ")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, "{k}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How many accepting workers make the instance ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyWorkers {
+    Count(u32),
+    Percent(u32),
+}
+
+impl ReadyWorkers {
+    /// The number of accepting workers needed out of `processes`
+    /// (a percentage rounds up, and is at least 1).
+    pub fn target(self, processes: u32) -> u32 {
+        match self {
+            ReadyWorkers::Count(n) => n.min(processes),
+            ReadyWorkers::Percent(p) => (u64::from(processes) * u64::from(p)).div_ceil(100).max(1) as u32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A socket spec together with the origin of the line that declared it.
+#[derive(Debug, Clone)]
+pub struct SocketEntry {
+    pub spec: SocketSpec,
+    pub origin: Origin,
+}
+
+/// The effective, typed configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sockets: Vec<SocketEntry>,
+    pub processes: u32,
+    pub script: Option<PathBuf>,
+    pub probe_socket: Option<String>,
+    pub ready_workers: ReadyWorkers,
+    pub drain_delay: Duration,
+    pub worker_reload_mercy: Duration,
+    pub worker_stop_signal: Option<Signal>,
+    pub listen: i32,
+    pub chdir: Option<PathBuf>,
+    pub virtualenv: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub log_format: LogFormat,
+    /// Every option as set (canonical name, value), for `uwsgi.opt`.
+    pub opt: Vec<(String, String)>,
+    /// uWSGI options accepted and ignored, with where they were set.
+    pub ignored: Vec<(String, Origin)>,
+}
+
+/// Sources in precedence order (lowest first), as given on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub files: Vec<String>,
+    pub cli: Vec<Entry>,
+}
+
+/// Reads every source, lowest precedence first: `UWSGI_*`/`PODMASTER_*`
+/// environment variables, config files in order, command-line options.
+pub fn load(sources: &Sources, env: impl Iterator<Item = (String, String)>) -> Result<Vec<Entry>, ConfigError> {
+    let mut entries = env_entries(env);
+    for spec in &sources.files {
+        ini::load_spec(spec, &mut entries)?;
+    }
+    entries.extend(sources.cli.iter().cloned());
+    Ok(entries)
+}
+
+/// `UWSGI_PROCESSES=4` and `PODMASTER_PROCESSES=4` both mean `processes = 4`.
+/// Only names of known options are taken, so unrelated variables that share
+/// the prefix (`UWSGI_VERSION`, podmaster's own worker hand-off) are ignored.
+fn env_entries(env: impl Iterator<Item = (String, String)>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix("UWSGI_").or_else(|| var.strip_prefix("PODMASTER_")) else {
+            continue;
+        };
+        let key = rest.to_ascii_lowercase().replace('_', "-");
+        if let Some(def) = options::lookup(&key) {
+            out.push(Entry { key: def.name.to_owned(), value, origin: Origin::Env(var) });
+        }
+    }
+    out.sort_by(|a, b| a.origin.to_string().cmp(&b.origin.to_string()));
+    out
+}
+
+pub fn parse_bool(value: &str) -> bool {
+    !matches!(value.trim().to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0")
+}
+
+fn parse_uint(entry: &Entry) -> Result<u64, ConfigError> {
+    entry
+        .value
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| ConfigError::at(entry, format!("expected a whole number, found {:?}", entry.value)))
+}
+
+fn parse_seconds(entry: &Entry) -> Result<Duration, ConfigError> {
+    let v = entry.value.trim();
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0 * 365.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| ConfigError::at(entry, format!("expected seconds (e.g. 5 or 0.5), found {v:?}")))
+}
+
+pub fn parse_signal(name: &str) -> Option<Signal> {
+    let upper = name.trim().to_ascii_uppercase();
+    if let Ok(n) = upper.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    full.parse::<Signal>().ok()
+}
+
+impl Config {
+    /// Type-checks the raw entries and applies defaults. The last value of a
+    /// scalar wins; repeatable options keep every value in order.
+    pub fn resolve(entries: &[Entry]) -> Result<Config, ConfigError> {
+        let mut cfg = Config {
+            sockets: Vec::new(),
+            processes: 1,
+            script: None,
+            probe_socket: None,
+            ready_workers: ReadyWorkers::Percent(100),
+            drain_delay: Duration::ZERO,
+            worker_reload_mercy: Duration::from_secs(25),
+            worker_stop_signal: None,
+            listen: 1024,
+            chdir: None,
+            virtualenv: None,
+            pythonpath: Vec::new(),
+            log_format: LogFormat::Text,
+            opt: Vec::new(),
+            ignored: Vec::new(),
+        };
+        let mut variables = None;
+        for e in entries {
+            let Some(def) = options::lookup(&e.key) else {
+                if options::HARMLESS.contains(&e.key.as_str()) {
+                    cfg.ignored.push((e.key.clone(), e.origin.clone()));
+                    cfg.opt.push((e.key.clone(), e.value.clone()));
+                    continue;
+                }
+                if options::UNSUPPORTED.contains(&e.key.as_str()) {
+                    return Err(ConfigError::at(
+                        e,
+                        "this uWSGI option is not supported by podmaster (it would change what runs); \
+                         use python-worker-override with your own server instead",
+                    ));
+                }
+                if variables.get_or_insert_with(|| ini::referenced_keys(entries)).contains(&e.key) {
+                    // Used only as a %(placeholder) variable, as uWSGI allows.
+                    continue;
+                }
+                let hint = options::suggest(&e.key).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                return Err(ConfigError::at(e, format!("unknown option{hint}")));
+            };
+            cfg.apply(def, e)?;
+            cfg.opt.push((def.name.to_owned(), e.value.clone()));
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply(&mut self, def: &OptDef, e: &Entry) -> Result<(), ConfigError> {
+        if def.kind == Kind::Bool {
+            // Only `master` is boolean so far, and it is always on.
+            let _ = parse_bool(&e.value);
+            return Ok(());
+        }
+        match def.name {
+            "socket" => {
+                let spec = SocketSpec::parse(e.value.trim()).map_err(|m| ConfigError::at(e, m))?;
+                self.sockets.push(SocketEntry { spec, origin: e.origin.clone() });
+            }
+            "processes" => {
+                let n = parse_uint(e)?;
+                if n == 0 || n > 1024 {
+                    return Err(ConfigError::at(e, format!("expected 1 to 1024 workers, found {n}")));
+                }
+                self.processes = n as u32;
+            }
+            "python-worker-override" => self.script = Some(PathBuf::from(e.value.trim())),
+            "probe-socket" => self.probe_socket = Some(e.value.trim().to_owned()),
+            "ready-workers" => {
+                let v = e.value.trim();
+                self.ready_workers = if let Some(p) = v.strip_suffix('%') {
+                    match p.trim().parse::<u32>() {
+                        Ok(p) if (1..=100).contains(&p) => ReadyWorkers::Percent(p),
+                        _ => return Err(ConfigError::at(e, format!("expected a percentage 1%..100%, found {v:?}"))),
+                    }
+                } else {
+                    match v.parse::<u32>() {
+                        Ok(n) if n >= 1 => ReadyWorkers::Count(n),
+                        _ => {
+                            return Err(ConfigError::at(
+                                e,
+                                format!("expected a number of workers (>= 1) or a percentage, found {v:?}"),
+                            ));
+                        }
+                    }
+                };
+            }
+            "drain-delay" => self.drain_delay = parse_seconds(e)?,
+            "worker-reload-mercy" => self.worker_reload_mercy = parse_seconds(e)?,
+            "worker-stop-signal" => {
+                let sig = parse_signal(&e.value)
+                    .ok_or_else(|| ConfigError::at(e, format!("unknown signal {:?}", e.value.trim())))?;
+                if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+                    return Err(ConfigError::at(e, "SIGKILL/SIGSTOP cannot be a graceful stop signal"));
+                }
+                self.worker_stop_signal = Some(sig);
+            }
+            "listen" => {
+                let n = parse_uint(e)?;
+                if n == 0 || n > i32::MAX as u64 {
+                    return Err(ConfigError::at(e, format!("expected a backlog of at least 1, found {n}")));
+                }
+                self.listen = n as i32;
+            }
+            "chdir" => self.chdir = Some(PathBuf::from(e.value.trim())),
+            "virtualenv" => self.virtualenv = Some(PathBuf::from(e.value.trim())),
+            "pythonpath" => self.pythonpath.push(PathBuf::from(e.value.trim())),
+            "log-format" => {
+                self.log_format = match e.value.trim() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => return Err(ConfigError::at(e, format!("expected `text` or `json`, found {other:?}"))),
+                }
+            }
+            other => return Err(ConfigError::at(e, format!("internal error: option {other} is declared but not wired"))),
+        }
+        Ok(())
+    }
+
+    /// Checks that need the whole configuration.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.script.is_none() {
+            return Err(ConfigError::new(
+                None,
+                Some("python-worker-override"),
+                "no worker configured: set python-worker-override = SCRIPT (see README)",
+            ));
+        }
+        if self.sockets.is_empty() {
+            return Err(ConfigError::new(None, Some("socket"), "no socket configured: add socket = HOST:PORT"));
+        }
+        Ok(())
+    }
+
+    /// The worker script, checked to be a readable regular file.
+    pub fn check_script(path: &Path) -> Result<(), String> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| format!("cannot read worker script {}: {e}", path.display())),
+            Ok(_) => Err(format!("worker script {} is not a regular file", path.display())),
+            Err(e) => Err(format!("worker script {}: {e}", path.display())),
+        }
+    }
+
+    /// Number of accepting workers that makes the instance ready.
+    pub fn ready_target(&self) -> u32 {
+        self.ready_workers.target(self.processes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(key: &str, value: &str) -> Entry {
+        Entry { key: key.into(), value: value.into(), origin: Origin::Cli(key.into()) }
+    }
+
+    fn base() -> Vec<Entry> {
+        vec![e("socket", "127.0.0.1:0"), e("python-worker-override", "w.py")]
+    }
+
+    #[test]
+    fn last_scalar_wins_and_lists_accumulate() {
+        let mut v = base();
+        v.extend([e("processes", "2"), e("processes", "4"), e("socket", ":9000")]);
+        let c = Config::resolve(&v).unwrap();
+        assert_eq!(c.processes, 4);
+        assert_eq!(c.sockets.len(), 2);
+    }
+
+    #[test]
+    fn bad_number_names_origin_and_key() {
+        let mut v = base();
+        v.push(Entry {
+            key: "processes".into(),
+            value: "abc".into(),
+            origin: Origin::File { path: "app.ini".into(), line: 7 },
+        });
+        let err = Config::resolve(&v).unwrap_err().to_string();
+        assert_eq!(err, r#"app.ini:7: processes: expected a whole number, found "abc""#);
+    }
+
+    #[test]
+    fn unknown_option_suggests() {
+        let mut v = base();
+        v.push(e("procesess", "4"));
+        let err = Config::resolve(&v).unwrap_err().to_string();
+        assert_eq!(err, "--procesess: procesess: unknown option; did you mean `processes`?");
+    }
+
+    #[test]
+    fn harmless_and_unsupported() {
+        let mut v = base();
+        v.push(e("vacuum", "true"));
+        assert_eq!(Config::resolve(&v).unwrap().ignored.len(), 1);
+        v.push(e("module", "app:application"));
+        assert!(Config::resolve(&v).unwrap_err().to_string().contains("not supported"));
+    }
+
+    #[test]
+    fn ready_workers_forms() {
+        assert_eq!(ReadyWorkers::Percent(100).target(4), 4);
+        assert_eq!(ReadyWorkers::Percent(50).target(3), 2);
+        assert_eq!(ReadyWorkers::Percent(1).target(4), 1);
+        assert_eq!(ReadyWorkers::Count(9).target(4), 4);
+        let mut v = base();
+        v.push(e("ready-workers", "0%"));
+        assert!(Config::resolve(&v).is_err());
+    }
+
+    #[test]
+    fn seconds_and_signals() {
+        let mut v = base();
+        v.extend([e("drain-delay", "0.5"), e("worker-stop-signal", "term")]);
+        let c = Config::resolve(&v).unwrap();
+        assert_eq!(c.drain_delay, Duration::from_millis(500));
+        assert_eq!(c.worker_stop_signal, Some(Signal::SIGTERM));
+        for bad in ["-1", "abc", "inf", "NaN"] {
+            let mut v = base();
+            v.push(e("drain-delay", bad));
+            assert!(Config::resolve(&v).is_err(), "{bad}");
+        }
+        let mut v = base();
+        v.push(e("worker-stop-signal", "KILL"));
+        assert!(Config::resolve(&v).is_err());
+    }
+
+    #[test]
+    fn env_prefixes_map_to_options() {
+        let env = vec![
+            ("UWSGI_PROCESSES".to_string(), "3".to_string()),
+            ("UWSGI_VERSION".to_string(), "2.0".to_string()),
+            ("PODMASTER_DRAIN_DELAY".to_string(), "2".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let got = env_entries(env.into_iter());
+        let keys: Vec<_> = got.iter().map(|e| (e.key.as_str(), e.origin.to_string())).collect();
+        assert_eq!(
+            keys,
+            vec![("drain-delay", "env PODMASTER_DRAIN_DELAY".into()), ("processes", "env UWSGI_PROCESSES".into())]
+        );
+    }
+
+    #[test]
+    fn missing_worker_or_socket() {
+        assert!(Config::resolve(&[e("socket", ":1")]).unwrap_err().to_string().contains("python-worker-override"));
+        assert!(Config::resolve(&[e("python-worker-override", "x.py")]).unwrap_err().to_string().contains("socket"));
+    }
+}

@@ -1,0 +1,44 @@
+//! podmaster: a container init and process manager for Python services.
+//!
+//! One binary is PID 1 (or a child subreaper): it binds the listening
+//! sockets, forks+execs itself once per worker slot to run a uWSGI
+//! `python-worker-override` script in an embedded interpreter, reaps every
+//! zombie, and reports readiness and metrics over HTTP.
+//!
+//! # Layout
+//! - `main.rs`: entry; picks master or worker mode, maps errors to exit codes.
+//! - [`config`]: the option table, ini reading, CLI, resolution to [`config::Config`].
+//! - [`sockets`]: socket specs, binding, the listener table handed to workers.
+//! - [`master`]: the single-threaded main loop, worker table, drain; snapshots.
+//! - [`probes`]: the tiny_http probe server thread (/livez /readyz /metrics /status).
+//! - [`metrics`]: prometheus-client collector over master snapshots.
+//! - [`notify`]: the `NOTIFY_SOCKET` protocol (READY=1 / STOPPING=1).
+//! - [`worker`]: worker mode; [`worker::python`] embeds CPython and the `uwsgi` module.
+//! - [`sys`]: process syscalls (spawn, reap, signal, /proc); the fork/exec boundary.
+//! - [`logging`]: tracing subscriber setup (text or JSON lines).
+
+pub mod config;
+pub mod logging;
+pub mod master;
+pub mod metrics;
+pub mod notify;
+pub mod probes;
+pub mod sockets;
+pub mod sys;
+pub mod worker;
+
+/// Process exit codes (documented in README).
+pub mod exit {
+    /// Clean drain, or `--help`/`--version`.
+    pub const OK: u8 = 0;
+    /// The drain finished, but some worker had to be SIGKILLed after
+    /// `worker-reload-mercy`.
+    pub const KILLED: u8 = 1;
+    /// A worker exited before the instance first became ready: the app or
+    /// its environment is broken (its own output says why).
+    pub const STARTUP_FAILED: u8 = 69;
+    /// Internal failure (cannot install signal handlers, cannot fork...).
+    pub const SOFTWARE: u8 = 70;
+    /// Configuration error (EX_CONFIG): bad option, file, socket or script.
+    pub const CONFIG: u8 = 78;
+}

@@ -1,0 +1,103 @@
+//! Entry point: worker mode when started by a master, else parse the
+//! configuration, bind, and run the master loop. Only this file prints a
+//! fatal error; everything below returns it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use podmaster::config::{self, Config, cli};
+use podmaster::master::{Master, MasterSetup};
+use podmaster::{exit, logging, probes, sockets, sys, worker};
+
+/// A fatal error: the one line to print and the exit code.
+struct Fatal {
+    code: u8,
+    message: String,
+}
+
+fn config_error(message: impl ToString) -> Fatal {
+    Fatal { code: exit::CONFIG, message: message.to_string() }
+}
+
+fn main() -> ExitCode {
+    if worker::requested() {
+        return ExitCode::from(worker::run());
+    }
+    match run() {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("podmaster: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run() -> Result<u8, Fatal> {
+    let invocation = match cli::parse(std::env::args().skip(1).collect()) {
+        Ok(i) => i,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return Ok(exit::OK);
+        }
+        Err(e) => {
+            // clap's message is multi-line with a usage hint; keep its first line.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ");
+            return Err(config_error(format!("{first} (see podmaster --help)")));
+        }
+    };
+    let cli::Invocation::Run(sources) = invocation;
+    let entries = config::load(&sources, std::env::vars()).map_err(config_error)?;
+    let mut cfg = Config::resolve(&entries).map_err(config_error)?;
+    logging::init(cfg.log_format);
+    for (key, origin) in &cfg.ignored {
+        tracing::info!(option = key.as_str(), origin = %origin, "uWSGI option accepted and ignored (podmaster covers it)");
+    }
+
+    // Relative paths resolve against `chdir` when set (uWSGI changes
+    // directory before loading the app), else the current directory.
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let base = cfg.chdir.as_ref().map(|c| cwd.join(c)).unwrap_or(cwd);
+    if let Some(s) = &cfg.script {
+        let abs = base.join(s);
+        Config::check_script(&abs).map_err(|m| config_error(format!("python-worker-override: {m}")))?;
+        cfg.script = Some(abs);
+    }
+
+    sys::cloexec_inherited(&[]);
+    if std::process::id() != 1 {
+        if let Err(e) = sys::become_subreaper() {
+            tracing::warn!(
+                errno = %e,
+                "cannot become child subreaper; orphans of workers will be reaped by the system init instead"
+            );
+        }
+    }
+
+    let specs: Vec<_> = cfg.sockets.iter().map(|s| (socket_name(&entries, s), s.spec.clone())).collect();
+    let listeners = sockets::bind_all(&specs, cfg.listen).map_err(config_error)?;
+    for l in &listeners {
+        tracing::info!(socket = l.name.as_str(), kind = l.kind, local = l.local.as_str(), "socket bound");
+    }
+    let probe = match &cfg.probe_socket {
+        Some(addr) => {
+            let p = probes::ProbeServer::bind(addr).map_err(config_error)?;
+            tracing::info!(address = p.address.as_str(), "probe server listening");
+            Some(p)
+        }
+        None => None,
+    };
+    let config_sources = if sources.files.is_empty() { vec!["command line".into()] } else { sources.files.clone() };
+    let master = Master::new(MasterSetup { config: cfg, listeners, config_sources, probe })
+        .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;
+    Ok(master.run())
+}
+
+/// The configured spec text of a socket (its name for LISTEN_FDNAMES).
+fn socket_name(entries: &[config::Entry], s: &config::SocketEntry) -> String {
+    entries
+        .iter()
+        .find(|e| e.key == "socket" && e.origin == s.origin)
+        .map(|e| e.value.trim().to_owned())
+        .unwrap_or_else(|| format!("{:?}", s.spec))
+}

@@ -1,0 +1,206 @@
+//! What the outside world may see of the master: an immutable [`Snapshot`]
+//! the main loop publishes after every change, and a [`Heartbeat`] that
+//! proves the loop still turns. The probe thread only reads these; it never
+//! touches the master's own state. Readiness is computed from a snapshot,
+//! never stored.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The master's lifecycle phase, as observed from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Starting,
+    Running,
+    Reloading,
+    Draining,
+    Exited,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [Phase::Starting, Phase::Running, Phase::Reloading, Phase::Draining, Phase::Exited];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Reloading => "reloading",
+            Phase::Draining => "draining",
+            Phase::Exited => "exited",
+        }
+    }
+}
+
+/// One worker slot as seen from outside; keys follow uWSGI's stats JSON
+/// (`id`, `pid`, `accepting`, `respawn_count`, `last_spawn`) plus ours.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView {
+    pub id: u32,
+    /// 0 while the slot has no process (waiting to respawn).
+    pub pid: i32,
+    pub generation: u64,
+    /// starting | accepting | stopping | down
+    pub state: &'static str,
+    pub accepting: u8,
+    pub respawn_count: u64,
+    /// Unix time of the last spawn, seconds (uWSGI: `last_spawn`).
+    pub last_spawn: u64,
+    pub spawns_total: u64,
+    /// Exit reasons (`exit_code=N` / `signal=NAME`) and how often each was seen.
+    pub exits: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SocketView {
+    pub name: String,
+    pub kind: &'static str,
+    pub local: String,
+    pub fd: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub version: &'static str,
+    pub pid: u32,
+    pub phase: Phase,
+    /// Unix time the master started, seconds.
+    pub started_on: u64,
+    pub processes: u32,
+    pub ready_target: u32,
+    pub config_sources: Vec<String>,
+    pub sockets: Vec<SocketView>,
+    pub workers: Vec<WorkerView>,
+    pub reaped_orphans: u64,
+    /// Duration of the last finished drain, seconds.
+    pub drain_seconds: Option<f64>,
+}
+
+impl Snapshot {
+    pub fn accepting(&self) -> u32 {
+        self.workers.iter().filter(|w| w.accepting == 1).count() as u32
+    }
+
+    /// ready ⇔ Running or Reloading ∧ accepting ≥ target. The text is the
+    /// `/readyz` body: the verdict and why.
+    pub fn readiness(&self) -> (bool, String) {
+        let n = self.accepting();
+        let counts = format!("{n}/{} workers accepting", self.processes);
+        match self.phase {
+            Phase::Running | Phase::Reloading if n >= self.ready_target => (true, format!("ready: {counts}")),
+            Phase::Running | Phase::Reloading | Phase::Starting => {
+                (false, format!("not ready: {counts} (need {})", self.ready_target))
+            }
+            Phase::Draining | Phase::Exited => (false, format!("not ready: {} ({counts})", self.phase.name())),
+        }
+    }
+}
+
+/// The snapshot cell: the main loop swaps in a new `Arc`, readers clone the
+/// current one. The lock is held only for the pointer copy.
+pub struct Shared {
+    snapshot: Mutex<Arc<Snapshot>>,
+    pub heartbeat: Heartbeat,
+}
+
+impl Shared {
+    pub fn new(first: Snapshot, wake: OwnedFd) -> Shared {
+        Shared { snapshot: Mutex::new(Arc::new(first)), heartbeat: Heartbeat::new(wake) }
+    }
+
+    pub fn publish(&self, s: Snapshot) {
+        let next = Arc::new(s);
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = next;
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Liveness without polling: a prober wakes the main loop through a pipe
+/// and waits for the loop to count one more turn. An idle master thus
+/// makes no wakeups of its own, yet a wedged loop is detected.
+pub struct Heartbeat {
+    turns: Mutex<u64>,
+    turned: Condvar,
+    wake: OwnedFd,
+}
+
+impl Heartbeat {
+    fn new(wake: OwnedFd) -> Heartbeat {
+        Heartbeat { turns: Mutex::new(0), turned: Condvar::new(), wake }
+    }
+
+    /// Called by the main loop once per turn.
+    pub fn beat(&self) {
+        *self.turns.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.turned.notify_all();
+    }
+
+    /// True when the main loop turns within `timeout` of being woken.
+    pub fn ping(&self, timeout: Duration) -> bool {
+        let guard = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = *guard;
+        // A full pipe (EAGAIN) means wakeups are already pending: fine.
+        let _ = nix::unistd::write(&self.wake, b"!");
+        let (_guard, res) = self
+            .turned
+            .wait_timeout_while(guard, timeout, |n| *n == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        !res.timed_out()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(phase: Phase, accepting: &[bool], target: u32) -> Snapshot {
+        Snapshot {
+            version: "t",
+            pid: 1,
+            phase,
+            started_on: 0,
+            processes: accepting.len() as u32,
+            ready_target: target,
+            config_sources: vec![],
+            sockets: vec![],
+            workers: accepting
+                .iter()
+                .enumerate()
+                .map(|(i, a)| WorkerView {
+                    id: i as u32 + 1,
+                    pid: 10 + i as i32,
+                    generation: 1,
+                    state: if *a { "accepting" } else { "starting" },
+                    accepting: u8::from(*a),
+                    respawn_count: 0,
+                    last_spawn: 0,
+                    spawns_total: 1,
+                    exits: vec![],
+                })
+                .collect(),
+            reaped_orphans: 0,
+            drain_seconds: None,
+        }
+    }
+
+    #[test]
+    fn readiness_is_phase_and_count() {
+        assert_eq!(snap(Phase::Running, &[true; 4], 4).readiness(), (true, "ready: 4/4 workers accepting".into()));
+        assert_eq!(
+            snap(Phase::Running, &[true, true, false, false], 4).readiness(),
+            (false, "not ready: 2/4 workers accepting (need 4)".into())
+        );
+        assert_eq!(snap(Phase::Reloading, &[true, true, true, false], 3).readiness().0, true);
+        assert_eq!(snap(Phase::Starting, &[true; 4], 4).readiness().0, false);
+        assert_eq!(
+            snap(Phase::Draining, &[true; 4], 4).readiness(),
+            (false, "not ready: draining (4/4 workers accepting)".into())
+        );
+    }
+}

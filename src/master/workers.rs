@@ -1,0 +1,136 @@
+//! The worker table: one [`Slot`] per worker id (1..N, stable across
+//! respawns), each holding at most one live process whose life is a
+//! [`WorkerState`]. Only the main loop owns and mutates it; transitions
+//! replace the whole state value.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use super::state::WorkerView;
+
+/// First respawn delay after an unexpected exit; doubles per failure.
+pub const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Cap on the respawn delay, so a crash-looping worker costs nothing but
+/// is still retried twice a minute.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A worker that accepted this long is healthy: its next crash restarts
+/// the backoff from the beginning.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WorkerState {
+    /// Spawned, has not reported `READY=1` yet.
+    Starting,
+    Accepting { since: Instant },
+    /// Asked to stop; SIGKILL at `deadline` (`killed` once that happened).
+    Stopping { deadline: Instant, killed: bool },
+}
+
+#[derive(Debug)]
+pub struct Worker {
+    pub pid: Pid,
+    pub generation: u64,
+    pub spawned_at: SystemTime,
+    pub state: WorkerState,
+}
+
+impl Worker {
+    pub fn accepting(&self) -> bool {
+        matches!(self.state, WorkerState::Accepting { .. })
+    }
+}
+
+#[derive(Debug)]
+pub struct Slot {
+    pub id: u32,
+    pub worker: Option<Worker>,
+    /// When the slot is empty: when to spawn again (None: not scheduled).
+    pub respawn_at: Option<Instant>,
+    pub backoff: Duration,
+    pub respawn_count: u64,
+    pub spawns: u64,
+    pub exits: BTreeMap<String, u64>,
+}
+
+impl Slot {
+    pub fn new(id: u32) -> Slot {
+        Slot {
+            id,
+            worker: None,
+            respawn_at: None,
+            backoff: BACKOFF_START,
+            respawn_count: 0,
+            spawns: 0,
+            exits: BTreeMap::new(),
+        }
+    }
+
+    pub fn view(&self) -> WorkerView {
+        let (pid, generation, state, accepting, last_spawn) = match &self.worker {
+            Some(w) => (
+                w.pid.as_raw(),
+                w.generation,
+                match w.state {
+                    WorkerState::Starting => "starting",
+                    WorkerState::Accepting { .. } => "accepting",
+                    WorkerState::Stopping { .. } => "stopping",
+                },
+                u8::from(w.accepting()),
+                w.spawned_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            ),
+            None => (0, 0, "down", 0, 0),
+        };
+        WorkerView {
+            id: self.id,
+            pid,
+            generation,
+            state,
+            accepting,
+            respawn_count: self.respawn_count,
+            last_spawn,
+            spawns_total: self.spawns,
+            exits: self.exits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+
+    /// Records an exit and returns the backoff to wait before respawning:
+    /// reset when the worker had been accepting long enough, else doubled.
+    pub fn note_exit(&mut self, reason: &str, was_accepting_since: Option<Instant>, now: Instant) -> Duration {
+        *self.exits.entry(reason.to_owned()).or_default() += 1;
+        if was_accepting_since.is_some_and(|s| now.duration_since(s) >= BACKOFF_RESET_AFTER) {
+            self.backoff = BACKOFF_START;
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        wait
+    }
+}
+
+/// `exit_code=N` or `signal=SIGNAME`, the label used in logs and metrics.
+pub fn exit_reason(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exit_code={code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("signal={}", sig.as_str()),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut s = Slot::new(1);
+        let now = Instant::now();
+        let waits: Vec<_> = (0..12).map(|_| s.note_exit("exit_code=1", None, now).as_millis()).collect();
+        assert_eq!(&waits[..4], &[100, 200, 400, 800]);
+        assert_eq!(*waits.last().unwrap(), 30_000);
+        let long_ago = now - Duration::from_secs(11);
+        assert_eq!(s.note_exit("exit_code=1", Some(long_ago), now), BACKOFF_START);
+        assert_eq!(s.exits["exit_code=1"], 13);
+    }
+}

@@ -1,0 +1,119 @@
+//! Prometheus exposition of the master's state, encoded by
+//! prometheus-client from a snapshot at scrape time (a [`Collector`]), so
+//! metric values are derived from the same state as readiness and never
+//! stored twice.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::master::state::{Phase, Shared, Snapshot};
+
+/// Content type of the OpenMetrics text format prometheus-client writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug)]
+struct MasterCollector {
+    shared: Arc<SharedRef>,
+}
+
+/// `Shared` holds fds and a condvar and is not `Debug`; this wrapper is.
+struct SharedRef(Arc<Shared>);
+
+impl std::fmt::Debug for SharedRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+impl Collector for MasterCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s: Arc<Snapshot> = self.shared.0.load();
+        {
+            let mut fam = enc.encode_descriptor(
+                "podmaster_build_info",
+                "podmaster build information; the value is always 1",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1).encode(fam.encode_family(&[("version", s.version)])?)?;
+        }
+        {
+            let mut fam =
+                enc.encode_descriptor("podmaster_phase", "1 for the master's current phase", None, MetricType::Gauge)?;
+            for p in Phase::ALL {
+                ConstGauge::new(i64::from(s.phase == p)).encode(fam.encode_family(&[("phase", p.name())])?)?;
+            }
+        }
+        {
+            let mut fam =
+                enc.encode_descriptor("podmaster_workers", "worker slots by state", None, MetricType::Gauge)?;
+            for state in ["starting", "accepting", "stopping", "down"] {
+                let n = s.workers.iter().filter(|w| w.state == state).count() as i64;
+                ConstGauge::new(n).encode(fam.encode_family(&[("state", state)])?)?;
+            }
+        }
+        gauge(&mut enc, "podmaster_workers_accepting", "workers that reported accepting", i64::from(s.accepting()))?;
+        gauge(&mut enc, "podmaster_workers_configured", "configured number of workers", i64::from(s.processes))?;
+        gauge(&mut enc, "podmaster_ready", "1 when /readyz answers 200", i64::from(s.readiness().0))?;
+        {
+            let mut fam = enc.encode_descriptor(
+                "podmaster_worker_spawns",
+                "processes started per worker slot",
+                None,
+                MetricType::Counter,
+            )?;
+            for w in &s.workers {
+                let id = w.id.to_string();
+                ConstCounter::new(w.spawns_total).encode(fam.encode_family(&[("worker", id.as_str())])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "podmaster_worker_exits",
+                "worker exits per slot and reason (exit_code=N or signal=NAME)",
+                None,
+                MetricType::Counter,
+            )?;
+            for w in &s.workers {
+                let id = w.id.to_string();
+                for (reason, n) in &w.exits {
+                    ConstCounter::new(*n)
+                        .encode(fam.encode_family(&[("worker", id.as_str()), ("reason", reason.as_str())])?)?;
+                }
+            }
+        }
+        ConstCounter::new(s.reaped_orphans).encode(enc.encode_descriptor(
+            "podmaster_reaped_orphans",
+            "orphaned descendants reaped by the master",
+            None,
+            MetricType::Counter,
+        )?)?;
+        Ok(())
+    }
+}
+
+/// A registry whose only collector reads the current snapshot.
+pub fn registry(shared: Arc<Shared>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(MasterCollector { shared: Arc::new(SharedRef(shared)) }));
+    r
+}
+
+/// Encodes the registry in OpenMetrics text.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(4096);
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}

@@ -1,0 +1,244 @@
+//! Listening sockets: parse uWSGI socket specs, bind them (or adopt an
+//! inherited fd), and keep them in a table in configuration order, ready to
+//! be handed to every worker at fds 3.. with `LISTEN_FDNAMES` = the specs.
+//!
+//! The master keeps its copies above the hand-off range (see
+//! [`crate::sys::spawn`]) and close-on-exec; it never accepts on them.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind, getsockopt, listen,
+    setsockopt, socket, sockopt,
+};
+
+/// A parsed `socket = ...` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// `host:port`, `:port` (all IPv4 interfaces) or `[v6]:port`.
+    Tcp { host: String, port: u16 },
+    /// `/path/to.sock` (anything without a `:` port part).
+    Unix(PathBuf),
+    /// `@name`: Linux abstract namespace.
+    Abstract(String),
+    /// `fd://N`: an inherited, already listening socket.
+    Fd(RawFd),
+}
+
+/// Linux `sun_path` holds 108 bytes including the terminating NUL.
+const UNIX_PATH_MAX: usize = 107;
+
+impl SocketSpec {
+    pub fn parse(s: &str) -> Result<SocketSpec, String> {
+        if s.is_empty() {
+            return Err("empty socket address".into());
+        }
+        if let Some(n) = s.strip_prefix("fd://") {
+            return n
+                .parse::<RawFd>()
+                .ok()
+                .filter(|fd| *fd >= 0)
+                .map(SocketSpec::Fd)
+                .ok_or_else(|| format!("{s}: expected fd://N with N a file descriptor number"));
+        }
+        if let Some(name) = s.strip_prefix('@') {
+            if name.is_empty() || name.len() > UNIX_PATH_MAX - 1 {
+                return Err(format!("{s}: abstract socket name must be 1..{} bytes", UNIX_PATH_MAX - 1));
+            }
+            return Ok(SocketSpec::Abstract(name.to_owned()));
+        }
+        if let Some(rest) = s.strip_prefix('[') {
+            let (addr, port) =
+                rest.split_once("]:").ok_or_else(|| format!("{s}: expected [IPv6-address]:port"))?;
+            let ip: std::net::Ipv6Addr = addr.parse().map_err(|_| format!("{s}: {addr:?} is not an IPv6 address"))?;
+            return Ok(SocketSpec::Tcp { host: ip.to_string(), port: parse_port(s, port)? });
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.contains('/') => Ok(SocketSpec::Tcp { host: host.to_owned(), port: parse_port(s, port)? }),
+            _ => {
+                if s.len() > UNIX_PATH_MAX {
+                    return Err(format!("{s}: UNIX socket path is {} bytes, the limit is {UNIX_PATH_MAX}", s.len()));
+                }
+                Ok(SocketSpec::Unix(PathBuf::from(s)))
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            SocketSpec::Tcp { .. } => "tcp",
+            SocketSpec::Unix(_) => "unix",
+            SocketSpec::Abstract(_) => "abstract",
+            SocketSpec::Fd(_) => "fd",
+        }
+    }
+}
+
+fn parse_port(spec: &str, port: &str) -> Result<u16, String> {
+    port.parse::<u16>().map_err(|_| format!("{spec}: port {port:?} is not a number from 0 to 65535"))
+}
+
+/// A bound, listening socket owned by the master.
+#[derive(Debug)]
+pub struct Listener {
+    /// The configured spec: `LISTEN_FDNAMES` entry and `/status` name.
+    pub name: String,
+    pub kind: &'static str,
+    /// What it is bound to (the real port when 0 was asked for).
+    pub local: String,
+    pub fd: OwnedFd,
+}
+
+/// Binds every spec in order. On error nothing stays bound (the listeners
+/// made so far are dropped, which closes them; UNIX files we made are removed).
+pub fn bind_all(specs: &[(String, SocketSpec)], backlog: i32) -> Result<Vec<Listener>, String> {
+    let mut out: Vec<Listener> = Vec::new();
+    for (name, spec) in specs {
+        match bind_one(name, spec, backlog) {
+            Ok(l) => out.push(l),
+            Err(e) => {
+                for l in &out {
+                    if let SocketSpec::Unix(p) = SocketSpec::parse(&l.name).unwrap_or(SocketSpec::Fd(-1)) {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
+                return Err(format!("socket {name}: {e}"));
+            }
+        }
+    }
+    // Keep the master's copies above the range children receive them at.
+    let min = crate::sys::LISTEN_FDS_START + out.len() as RawFd;
+    out.into_iter()
+        .map(|mut l| {
+            l.fd = crate::sys::move_above(l.fd, min).map_err(|e| format!("socket {}: fcntl(F_DUPFD): {e}", l.name))?;
+            Ok(l)
+        })
+        .collect()
+}
+
+fn bind_one(name: &str, spec: &SocketSpec, backlog: i32) -> Result<Listener, String> {
+    let backlog = Backlog::new(backlog.min(i32::from(u16::MAX))).map_err(|e| format!("listen backlog: {e}"))?;
+    let (fd, local) = match spec {
+        SocketSpec::Tcp { host, port } => bind_tcp(host, *port, backlog)?,
+        SocketSpec::Unix(path) => bind_unix(path, backlog)?,
+        SocketSpec::Abstract(n) => {
+            let fd = stream_socket(AddressFamily::Unix)?;
+            let addr = UnixAddr::new_abstract(n.as_bytes()).map_err(|e| format!("abstract address: {e}"))?;
+            bind(fd.as_raw_fd(), &addr).map_err(|e| format!("bind: {}", e.desc()))?;
+            listen(&fd, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
+            (fd, format!("@{n}"))
+        }
+        SocketSpec::Fd(n) => adopt_fd(*n)?,
+    };
+    Ok(Listener { name: name.to_owned(), kind: spec.kind(), local, fd })
+}
+
+fn stream_socket(family: AddressFamily) -> Result<OwnedFd, String> {
+    socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(|e| format!("socket: {}", e.desc()))
+}
+
+fn bind_tcp(host: &str, port: u16, backlog: Backlog) -> Result<(OwnedFd, String), String> {
+    let addr: SocketAddr = if host.is_empty() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+    } else {
+        let mut addrs = (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve host {host:?}: {e}"))?;
+        addrs.next().ok_or_else(|| format!("host {host:?} has no address"))?
+    };
+    let fd = stream_socket(match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    })?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| format!("setsockopt(SO_REUSEADDR): {}", e.desc()))?;
+    let res = match addr {
+        SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => {
+            // IPv6 sockets serve IPv6 only, as nginx does: `[::]:80` and
+            // `:80` can then both be configured without a conflict.
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| format!("setsockopt(IPV6_V6ONLY): {}", e.desc()))?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(a))
+        }
+    };
+    res.map_err(|e| format!("bind {addr}: {}", e.desc()))?;
+    listen(&fd, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
+    let local = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|s| {
+            s.as_sockaddr_in()
+                .map(|a| SocketAddr::from(*a).to_string())
+                .or_else(|| s.as_sockaddr_in6().map(|a| SocketAddr::from(*a).to_string()))
+        })
+        .unwrap_or_else(|| addr.to_string());
+    Ok((fd, local))
+}
+
+fn bind_unix(path: &std::path::Path, backlog: Backlog) -> Result<(OwnedFd, String), String> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!("{} exists and is not a socket; refusing to replace it", path.display()));
+        }
+        // A socket file nobody listens on is stale (left by a crash): replace it.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!("another process is already listening on {}", path.display()));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    let fd = stream_socket(AddressFamily::Unix)?;
+    let addr = UnixAddr::new(path).map_err(|e| format!("address {}: {}", path.display(), e.desc()))?;
+    bind(fd.as_raw_fd(), &addr).map_err(|e| format!("bind {}: {}", path.display(), e.desc()))?;
+    listen(&fd, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
+    Ok((fd, path.display().to_string()))
+}
+
+/// Takes over an inherited fd after checking it is a listening stream socket.
+fn adopt_fd(n: RawFd) -> Result<(OwnedFd, String), String> {
+    let fd = crate::sys::dup_inherited(n).map_err(|e| format!("fd {n}: {e}"))?;
+    match getsockopt(&fd, sockopt::AcceptConn) {
+        Ok(true) => Ok((fd, format!("fd {n}"))),
+        Ok(false) => Err(format!("fd {n} is a socket but not listening")),
+        Err(nix::errno::Errno::ENOTSOCK) => Err(format!("fd {n} is not a socket")),
+        Err(e) => Err(format!("fd {n}: getsockopt(SO_ACCEPTCONN): {}", e.desc())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_uwsgi_forms() {
+        assert_eq!(SocketSpec::parse("127.0.0.1:3031"), Ok(SocketSpec::Tcp { host: "127.0.0.1".into(), port: 3031 }));
+        assert_eq!(SocketSpec::parse(":80"), Ok(SocketSpec::Tcp { host: "".into(), port: 80 }));
+        assert_eq!(SocketSpec::parse("[::1]:8000"), Ok(SocketSpec::Tcp { host: "::1".into(), port: 8000 }));
+        assert_eq!(SocketSpec::parse("/run/app.sock"), Ok(SocketSpec::Unix("/run/app.sock".into())));
+        assert_eq!(SocketSpec::parse("@app"), Ok(SocketSpec::Abstract("app".into())));
+        assert_eq!(SocketSpec::parse("fd://3"), Ok(SocketSpec::Fd(3)));
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in ["", "1.2.3.4:99999", "[::1", "[::1]", "[zz]:80", "host:", "fd://x", "fd://-1", "@"] {
+            assert!(SocketSpec::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        let long = format!("/tmp/{}", "x".repeat(120));
+        assert!(SocketSpec::parse(&long).unwrap_err().contains("limit is 107"));
+    }
+
+    #[test]
+    fn binds_port_zero_and_reports_it() {
+        let ls = bind_all(&[("127.0.0.1:0".into(), SocketSpec::parse("127.0.0.1:0").unwrap())], 16).unwrap();
+        assert!(ls[0].local.starts_with("127.0.0.1:") && !ls[0].local.ends_with(":0"));
+        assert!(ls[0].fd.as_raw_fd() >= 4);
+    }
+
+    #[test]
+    fn port_in_use_is_an_error_naming_the_spec() {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let spec = first.local_addr().unwrap().to_string();
+        let err = bind_all(&[(spec.clone(), SocketSpec::parse(&spec).unwrap())], 16).unwrap_err();
+        assert!(err.starts_with(&format!("socket {spec}: bind")), "{err}");
+        assert!(err.contains("in use"), "{err}");
+    }
+}

@@ -1,0 +1,233 @@
+//! Process-level syscalls: spawning children, reaping, signalling, PID-1
+//! duties and `/proc` reads. Every `unsafe` block of the master lives here.
+//!
+//! The closure passed to `pre_exec` runs in the child between fork and exec
+//! of a multi-threaded process (the probe server has a thread): there it may
+//! only make async-signal-safe calls — no allocation, no locks, no logging.
+//! Everything it needs is prepared by the parent before the fork.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+/// First fd a child receives its listening sockets at (systemd protocol).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// Everything needed to start one child. The parent builds it; only the
+/// plain data in it is touched after the fork.
+pub struct SpawnSpec<'a> {
+    pub exe: &'a Path,
+    pub argv0: &'a str,
+    pub args: &'a [OsString],
+    pub env: Vec<(OsString, OsString)>,
+    /// Listening sockets, placed at fds 3, 4, ... in this order.
+    pub sockets: &'a [RawFd],
+    /// Put the child in its own process group (so a terminal's Ctrl-C
+    /// reaches only the master, which then drains).
+    pub new_process_group: bool,
+    /// Kill the child if the master dies (checked again after arming).
+    pub die_with_master: bool,
+}
+
+/// Starts a child with default signal dispositions, an empty signal mask,
+/// the listening sockets at fds 3.. and nothing else of ours inherited
+/// (every other fd of the master is close-on-exec).
+pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Pid> {
+    let master = std::process::id() as libc::pid_t;
+    let sockets: Vec<RawFd> = spec.sockets.to_vec();
+    // The sources must not sit inside the target range 3..3+n, or placing
+    // socket i could overwrite socket j > i before it is placed.
+    if let Some(bad) = sockets.iter().find(|fd| **fd < LISTEN_FDS_START + sockets.len() as RawFd) {
+        return Err(io::Error::other(format!("socket fd {bad} lies in the hand-off range")));
+    }
+    let (pgrp, pdeath) = (spec.new_process_group, spec.die_with_master);
+    let mut cmd = Command::new(spec.exe);
+    cmd.arg0(spec.argv0).args(spec.args);
+    for (k, v) in spec.env {
+        cmd.env(k, v);
+    }
+    // SAFETY: the closure only makes async-signal-safe calls (sigaction,
+    // pthread_sigmask, setpgid, prctl, getppid, dup2) on data captured by
+    // value before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            reset_signals();
+            if pgrp && libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if pdeath {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The master may have died between fork and prctl.
+                if libc::getppid() != master {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+            for (i, fd) in sockets.iter().enumerate() {
+                // dup2 leaves the new fd without FD_CLOEXEC: it survives exec.
+                if libc::dup2(*fd, LISTEN_FDS_START + i as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// Default dispositions for every catchable signal and an empty mask.
+/// exec resets handled signals but keeps ignored ones and the mask; a
+/// master started with SIGHUP ignored must not pass that on to workers.
+///
+/// # Safety
+/// Async-signal-safe; meant for a freshly forked child.
+unsafe fn reset_signals() {
+    // SAFETY: sigaction/sigemptyset/pthread_sigmask on stack data; failures
+    // (EINVAL for the signals glibc reserves) are harmless and ignored.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut act.sa_mask);
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &act, std::ptr::null_mut());
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Reaps every child that has exited, without blocking. Loops until the
+/// kernel says there is nothing more (0 or ECHILD), so one SIGCHLD for many
+/// exits (they coalesce) still reaps them all.
+pub fn reap_all() -> Vec<(Pid, WaitStatus)> {
+    let mut out = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(status) => {
+                if let Some(pid) = status.pid() {
+                    out.push((pid, status));
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!(errno = %e, "waitpid failed");
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Sends `sig` to `pid`; a process that is already gone is not an error.
+pub fn signal(pid: Pid, sig: Signal) {
+    match kill(pid, sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pid = pid.as_raw(), signal = %sig, errno = %e, "kill failed"),
+    }
+}
+
+/// Sends `sig` to the process group led by `pid` (a worker and whatever
+/// it started in its group).
+pub fn signal_group(pid: Pid, sig: Signal) {
+    match kill(Pid::from_raw(-pid.as_raw()), sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid = pid.as_raw(), signal = %sig, errno = %e, "kill of process group failed"),
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants (what PID 1
+/// is anyway). Returns whether that worked.
+pub fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Marks every inherited fd above stderr close-on-exec, except `keep`, so
+/// nothing the master was started with leaks into workers.
+pub fn cloexec_inherited(keep: &[RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only change flags; an fd that was the
+        // read_dir handle itself and is now closed just returns EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// Duplicates `fd` to the lowest free fd >= `min`, close-on-exec, and
+/// closes the original.
+pub fn move_above(fd: OwnedFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we exclusively own.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a freshly created fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Resident set size of `pid` in bytes, from `/proc/PID/statm`.
+pub fn rss_bytes(pid: Pid) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+/// Our direct children as the kernel sees them (workers and adopted
+/// orphans), read from `/proc/*/stat`.
+pub fn children() -> Vec<Pid> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name: state, ppid, ...
+        let after = &stat[stat.rfind(')')? + 2..];
+        let ppid: i32 = after.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == me).then(|| Pid::from_raw(pid))
+    })
+    .collect()
+}
+
+/// Takes ownership of an inherited fd `n`: duplicates it close-on-exec and
+/// closes the original, so the number can be reused by the hand-off.
+pub fn dup_inherited(n: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a number we do not own yet only reads it;
+    // a closed fd yields EBADF.
+    let new = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, LISTEN_FDS_START) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `n` was inherited for us to adopt, and `new` is ours alone.
+    unsafe {
+        libc::close(n);
+        Ok(OwnedFd::from_raw_fd(new))
+    }
+}

@@ -1,0 +1,94 @@
+//! Worker mode: what the podmaster binary does when the master execs it for
+//! a worker slot. The master passes a [`WorkerSpec`] in the environment;
+//! the sockets are already at fds 3.. with `LISTEN_FDS`/`LISTEN_FDNAMES`,
+//! and `NOTIFY_SOCKET` names the master's notify socket. Worker mode sets
+//! `LISTEN_PID` to its own pid (only the process that uses the fds can know
+//! it), then runs the Python override script in an embedded interpreter.
+
+pub mod python;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::LogFormat;
+
+/// Environment variable carrying the JSON [`WorkerSpec`] from master to worker.
+pub const SPEC_ENV: &str = "PODMASTER_WORKER";
+
+/// Everything a worker needs to know, decided by the master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub id: u32,
+    pub generation: u64,
+    pub numproc: u32,
+    pub master_pid: i32,
+    /// Unix time the master started (seconds).
+    pub started_on: u64,
+    pub script: PathBuf,
+    pub chdir: Option<PathBuf>,
+    pub virtualenv: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub log_format: LogFormat,
+    pub opt: Vec<(String, String)>,
+    /// Socket names, in fd order (fd 3 first).
+    pub sockets: Vec<String>,
+    /// True when this slot had a process before (a respawn or reload).
+    pub is_a_reload: bool,
+}
+
+impl WorkerSpec {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// `LISTEN_FDNAMES` value: names joined by `:`. A `:` inside a name (every
+/// `host:port` spec has one) is written `\x3a`, the escape systemd uses,
+/// so splitting on `:` always yields exactly `LISTEN_FDS` names.
+pub fn fdnames(names: &[String]) -> String {
+    names.iter().map(|n| n.replace(':', "\\x3a")).collect::<Vec<_>>().join(":")
+}
+
+/// True when this process was started by a master as a worker.
+pub fn requested() -> bool {
+    std::env::var_os(SPEC_ENV).is_some()
+}
+
+/// Runs worker mode; returns the process exit code.
+pub fn run() -> u8 {
+    let raw = std::env::var(SPEC_ENV).unwrap_or_default();
+    // SAFETY: worker mode runs this before it starts any thread.
+    unsafe {
+        std::env::remove_var(SPEC_ENV);
+        std::env::set_var("LISTEN_PID", std::process::id().to_string());
+    }
+    let spec: WorkerSpec = match serde_json::from_str(&raw) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("podmaster: worker: malformed {SPEC_ENV} from the master: {e}");
+            return crate::exit::CONFIG;
+        }
+    };
+    crate::logging::init(spec.log_format);
+    if let Some(dir) = &spec.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            tracing::error!(worker = spec.id, error = %e, "chdir {} failed", dir.display());
+            return crate::exit::CONFIG;
+        }
+    }
+    python::run(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdnames_split_into_exactly_one_name_per_fd() {
+        let names = vec!["127.0.0.1:3031".to_string(), "/run/a.sock".to_string(), "[::1]:80".to_string()];
+        let joined = fdnames(&names);
+        assert_eq!(joined, "127.0.0.1\\x3a3031:/run/a.sock:[\\x3a\\x3a1]\\x3a80");
+        assert_eq!(joined.split(':').count(), 3);
+    }
+}
