@@ -64,6 +64,7 @@ fn run() -> Result<u8, Fatal> {
         cfg.script = Some(abs);
     }
 
+    sys::unblock_all_signals();
     sys::cloexec_inherited(&[]);
     if std::process::id() != 1 {
         if let Err(e) = sys::become_subreaper() {

@@ -231,3 +231,15 @@ pub fn dup_inherited(n: RawFd) -> io::Result<OwnedFd> {
         Ok(OwnedFd::from_raw_fd(new))
     }
 }
+
+/// Clears the signal mask inherited from whoever started us: a master
+/// started with SIGTERM blocked would otherwise never see its own
+/// shutdown signal. Call before any thread exists (threads inherit it).
+pub fn unblock_all_signals() {
+    // SAFETY: sigemptyset/pthread_sigmask on a stack-local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}

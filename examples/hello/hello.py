@@ -23,7 +23,7 @@ DRAIN_TIMEOUT = 20.0
 
 servers = []
 in_flight = set()
-idle = set()  # keep-alive connections waiting for their next request
+idle = set()  # keep-alive connections waiting for a further request
 stopping = asyncio.Event()
 
 
@@ -42,9 +42,13 @@ async def respond(writer, status, body, close):
 
 async def handle(reader, writer):
     task = asyncio.current_task()
+    served = 0
     try:
         while not stopping.is_set():
-            idle.add(task)
+            # A fresh connection counts as in flight: its client is about to
+            # send a request. Only a kept-alive one that already got an
+            # answer may be closed while idle during a drain.
+            (idle if served else in_flight).add(task)
             try:
                 request_line = await reader.readline()
             finally:
@@ -52,6 +56,7 @@ async def handle(reader, writer):
             if not request_line:
                 return
             in_flight.add(task)
+            served += 1
             try:
                 headers = {}
                 while True:

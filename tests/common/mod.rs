@@ -1,0 +1,291 @@
+//! Shared helpers for integration tests: run the real podmaster binary,
+//! talk HTTP to it over real sockets, poll with deadlines (never a bare
+//! sleep), and inspect processes through /proc.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_podmaster");
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Generous upper bound for anything that should take well under a second
+/// on an idle machine; CI machines are slower and shared.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("podmaster-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not
+/// hand it out again immediately).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn example_script() -> String {
+    format!("{ROOT}/examples/hello/hello.py")
+}
+
+pub fn test_script() -> String {
+    format!("{ROOT}/tests/scripts/app.py")
+}
+
+/// A running podmaster with its stderr captured to a file.
+pub struct Instance {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub probe: String,
+    pub ports: Vec<u16>,
+    _dir: Option<TempDir>,
+}
+
+/// An ini for `processes` workers running `script` on `nsockets` fresh
+/// ports, a probe socket, and `extra` lines.
+pub fn ini(script: &str, processes: u32, nsockets: usize, extra: &str) -> (String, Vec<u16>, String) {
+    let ports: Vec<u16> = (0..nsockets).map(|_| free_port()).collect();
+    let probe = format!("127.0.0.1:{}", free_port());
+    let mut s = String::from("[uwsgi]\n");
+    for p in &ports {
+        s += &format!("socket = 127.0.0.1:{p}\n");
+    }
+    s += &format!("master = true\nprocesses = {processes}\npython-worker-override = {script}\nprobe-socket = {probe}\n{extra}\n");
+    (s, ports, probe)
+}
+
+impl Instance {
+    /// Starts podmaster with an ini built by [`ini`].
+    pub fn start(script: &str, processes: u32, nsockets: usize, extra: &str) -> Instance {
+        Self::start_with(script, processes, nsockets, extra, &[], |c| c)
+    }
+
+    pub fn start_with(
+        script: &str,
+        processes: u32,
+        nsockets: usize,
+        extra: &str,
+        env: &[(&str, &str)],
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Instance {
+        let dir = TempDir::new("inst");
+        let (text, ports, probe) = ini(script, processes, nsockets, extra);
+        let ini_path = dir.write("podmaster.ini", &text);
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--ini").arg(&ini_path);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let cmd = wrap(cmd);
+        let mut inst = Self::spawn(cmd, dir.path().join("stderr.log"));
+        inst.probe = probe;
+        inst.ports = ports;
+        inst._dir = Some(dir);
+        inst
+    }
+
+    /// Spawns an arbitrary podmaster command line with stderr to `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Instance {
+        let f = std::fs::File::create(&log).unwrap();
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(f);
+        let child = cmd.spawn().expect("spawn podmaster");
+        Instance { child: Some(child), log, probe: String::new(), ports: vec![], _dir: None }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    pub fn probe_get(&self, path: &str) -> Option<Response> {
+        http_get(&self.probe, path).ok()
+    }
+
+    pub fn wait_ready(&self) {
+        wait_for("/readyz 200", DEADLINE, || {
+            self.probe_get("/readyz").filter(|r| r.status == 200).map(|_| ())
+        });
+    }
+
+    /// Waits for the master to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let st = wait_for("podmaster to exit", timeout, || child.try_wait().ok().flatten());
+        self.child = None;
+        st
+    }
+
+    /// Worker pids as reported by /status.
+    pub fn worker_pids(&self) -> Vec<(u32, i32)> {
+        let r = self.probe_get("/status").expect("/status");
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| (w["id"].as_u64().unwrap() as u32, w["pid"].as_i64().unwrap() as i32))
+            .collect()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Workers die with the master (parent-death signal).
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 GET with `Connection: close`, 30 s I/O timeouts.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw).ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {raw:?}")))
+}
+
+fn parse_response(raw: &[u8]) -> Option<Response> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.lines();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().into(), v.trim().into()))).collect();
+    Some(Response { status, headers, body: body.to_string() })
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    // A zombie still has a /proc entry; count it as alive (not reaped).
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Process state letter from /proc/PID/stat (R, S, Z, ...).
+pub fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].chars().next()
+}
+
+/// Pids from log lines like `worker spawned worker=1 pid=4939`.
+pub fn spawned_pids(log: &str) -> Vec<i32> {
+    log.lines()
+        .filter(|l| l.contains("worker spawned"))
+        .filter_map(|l| l.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Value of an unlabelled sample in Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Sends a GET without reading the answer (to hold a request in flight).
+pub fn start_request(addr: &str, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    s
+}
+
+pub fn finish_request(mut s: TcpStream) -> std::io::Result<Response> {
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw).ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {raw:?}")))
+}
+
+/// The pid among `pids` that has accepted the server side of `client`
+/// (found through /proc/net/tcp inodes), once one has.
+pub fn accepted_by(client: &TcpStream, pids: &[i32]) -> Option<i32> {
+    let local = client.local_addr().ok()?.port();
+    let remote = client.peer_addr().ok()?.port();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let port = |s: &str| u16::from_str_radix(s.rsplit(':').next()?, 16).ok();
+        (port(f[1])? == remote && port(f[2])? == local).then(|| f[9].to_owned())
+    })?;
+    let target = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_link(e.path()).map(|l| l.display().to_string() == target).unwrap_or(false))
+    })
+}
