@@ -77,17 +77,14 @@ fn run() -> Result<u8, Fatal> {
 
     let specs: Vec<_> = cfg.sockets.iter().map(|s| (socket_name(&entries, s), s.spec.clone())).collect();
     let listeners = sockets::bind_all(&specs, cfg.listen).map_err(config_error)?;
+    let probe = cfg.probe_socket.as_deref().map(probes::ProbeServer::bind).transpose().map_err(config_error)?;
+    // Logged only once everything is bound: a bind error stays one line.
     for l in &listeners {
         tracing::info!(socket = l.name.as_str(), kind = l.kind, local = l.local.as_str(), "socket bound");
     }
-    let probe = match &cfg.probe_socket {
-        Some(addr) => {
-            let p = probes::ProbeServer::bind(addr).map_err(config_error)?;
-            tracing::info!(address = p.address.as_str(), "probe server listening");
-            Some(p)
-        }
-        None => None,
-    };
+    if let Some(p) = &probe {
+        tracing::info!(address = p.address.as_str(), "probe server listening");
+    }
     let config_sources = if sources.files.is_empty() { vec!["command line".into()] } else { sources.files.clone() };
     let master = Master::new(MasterSetup { config: cfg, listeners, config_sources, probe })
         .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;

@@ -47,13 +47,9 @@ pub struct NotifySocket {
 
 impl NotifySocket {
     pub fn bind() -> Result<NotifySocket, String> {
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )
-        .map_err(|e| format!("notify socket: socket: {}", e.desc()))?;
+        let fd =
+            socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+                .map_err(|e| format!("notify socket: socket: {}", e.desc()))?;
         setsockopt(&fd, sockopt::PassCred, &true)
             .map_err(|e| format!("notify socket: setsockopt(SO_PASSCRED): {}", e.desc()))?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());

@@ -50,13 +50,14 @@ impl SocketSpec {
             return Ok(SocketSpec::Abstract(name.to_owned()));
         }
         if let Some(rest) = s.strip_prefix('[') {
-            let (addr, port) =
-                rest.split_once("]:").ok_or_else(|| format!("{s}: expected [IPv6-address]:port"))?;
+            let (addr, port) = rest.split_once("]:").ok_or_else(|| format!("{s}: expected [IPv6-address]:port"))?;
             let ip: std::net::Ipv6Addr = addr.parse().map_err(|_| format!("{s}: {addr:?} is not an IPv6 address"))?;
             return Ok(SocketSpec::Tcp { host: ip.to_string(), port: parse_port(s, port)? });
         }
         match s.rsplit_once(':') {
-            Some((host, port)) if !host.contains('/') => Ok(SocketSpec::Tcp { host: host.to_owned(), port: parse_port(s, port)? }),
+            Some((host, port)) if !host.contains('/') => {
+                Ok(SocketSpec::Tcp { host: host.to_owned(), port: parse_port(s, port)? })
+            }
             _ => {
                 if s.len() > UNIX_PATH_MAX {
                     return Err(format!("{s}: UNIX socket path is {} bytes, the limit is {UNIX_PATH_MAX}", s.len()));
@@ -156,7 +157,8 @@ fn bind_tcp(host: &str, port: u16, backlog: Backlog) -> Result<(OwnedFd, String)
         SocketAddr::V6(a) => {
             // IPv6 sockets serve IPv6 only, as nginx does: `[::]:80` and
             // `:80` can then both be configured without a conflict.
-            setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| format!("setsockopt(IPV6_V6ONLY): {}", e.desc()))?;
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true)
+                .map_err(|e| format!("setsockopt(IPV6_V6ONLY): {}", e.desc()))?;
             bind(fd.as_raw_fd(), &SockaddrIn6::from(a))
         }
     };

@@ -145,7 +145,9 @@ pub fn signal(pid: Pid, sig: Signal) {
 pub fn signal_group(pid: Pid, sig: Signal) {
     match kill(Pid::from_raw(-pid.as_raw()), sig) {
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(pgid = pid.as_raw(), signal = %sig, errno = %e, "kill of process group failed"),
+        Err(e) => {
+            tracing::warn!(pgid = pid.as_raw(), signal = %sig, errno = %e, "kill of process group failed")
+        }
     }
 }
 
@@ -158,7 +160,9 @@ pub fn become_subreaper() -> nix::Result<()> {
 /// Marks every inherited fd above stderr close-on-exec, except `keep`, so
 /// nothing the master was started with leaks into workers.
 pub fn cloexec_inherited(keep: &[RawFd]) {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
     let fds: Vec<RawFd> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|fd| *fd > 2 && !keep.contains(fd))
@@ -204,7 +208,9 @@ fn page_size() -> u64 {
 /// orphans), read from `/proc/*/stat`.
 pub fn children() -> Vec<Pid> {
     let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| {
         let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -81,9 +81,7 @@ fn sigterm_drains_gracefully_in_flight_request_completes() {
     wait_for("slow request accepted by a worker", DEADLINE, || accepted_by(&slow, &pids));
 
     inst.signal(libc::SIGTERM);
-    let r = wait_for("/readyz 503", Duration::from_secs(5), || {
-        inst.probe_get("/readyz").filter(|r| r.status == 503)
-    });
+    let r = wait_for("/readyz 503", Duration::from_secs(5), || inst.probe_get("/readyz").filter(|r| r.status == 503));
     assert!(r.body.starts_with("not ready: draining"), "{}", r.body);
     // During drain-delay the workers keep serving new requests.
     let during = http_get(&format!("127.0.0.1:{}", inst.ports[1]), "/Drain").unwrap();
@@ -148,7 +146,12 @@ fn dead_worker_is_respawned_in_its_slot() {
     assert_eq!(after[2], before[2]);
     let logs = inst.logs();
     let line = logs.lines().find(|l| l.contains("worker exited unexpectedly")).expect(&logs);
-    assert!(line.contains(&format!("pid={victim}")) && line.contains("signal=SIGKILL") && line.contains(&format!("worker={id}")), "{line}");
+    assert!(
+        line.contains(&format!("pid={victim}"))
+            && line.contains("signal=SIGKILL")
+            && line.contains(&format!("worker={id}")),
+        "{line}"
+    );
     let status: serde_json::Value = serde_json::from_str(&inst.probe_get("/status").unwrap().body).unwrap();
     assert_eq!(status["workers"][1]["respawn_count"], 1);
 }
@@ -263,7 +266,8 @@ fn workers_start_with_clean_signal_state_and_only_the_sockets() {
     inst.wait_ready();
     let (_, pid) = inst.worker_pids()[0];
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |n: &str| status.lines().find(|l| l.starts_with(n)).unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    let field =
+        |n: &str| status.lines().find(|l| l.starts_with(n)).unwrap().split_whitespace().nth(1).unwrap().to_owned();
     assert_eq!(field("SigBlk:"), "0000000000000000", "empty signal mask");
     let ign = u64::from_str_radix(&field("SigIgn:"), 16).unwrap();
     assert_eq!(ign & (1 << (libc::SIGHUP - 1)), 0, "SIGHUP not ignored in worker");

@@ -71,7 +71,11 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, clap::Error> {
     for o in OPTIONS {
         if let Some(vals) = m.get_many::<String>(o.name) {
             for v in vals {
-                sources.cli.push(Entry { key: o.name.to_owned(), value: v.clone(), origin: Origin::Cli(o.name.into()) });
+                sources.cli.push(Entry {
+                    key: o.name.to_owned(),
+                    value: v.clone(),
+                    origin: Origin::Cli(o.name.into()),
+                });
             }
         }
     }

@@ -163,7 +163,7 @@ fn env_entries(env: impl Iterator<Item = (String, String)>) -> Vec<Entry> {
             out.push(Entry { key: def.name.to_owned(), value, origin: Origin::Env(var) });
         }
     }
-    out.sort_by(|a, b| a.origin.to_string().cmp(&b.origin.to_string()));
+    out.sort_by_key(|e| e.origin.to_string());
     out
 }
 
@@ -272,7 +272,9 @@ impl Config {
                 self.ready_workers = if let Some(p) = v.strip_suffix('%') {
                     match p.trim().parse::<u32>() {
                         Ok(p) if (1..=100).contains(&p) => ReadyWorkers::Percent(p),
-                        _ => return Err(ConfigError::at(e, format!("expected a percentage 1%..100%, found {v:?}"))),
+                        _ => {
+                            return Err(ConfigError::at(e, format!("expected a percentage 1%..100%, found {v:?}")));
+                        }
                     }
                 } else {
                     match v.parse::<u32>() {
@@ -310,10 +312,14 @@ impl Config {
                 self.log_format = match e.value.trim() {
                     "text" => LogFormat::Text,
                     "json" => LogFormat::Json,
-                    other => return Err(ConfigError::at(e, format!("expected `text` or `json`, found {other:?}"))),
+                    other => {
+                        return Err(ConfigError::at(e, format!("expected `text` or `json`, found {other:?}")));
+                    }
                 }
             }
-            other => return Err(ConfigError::at(e, format!("internal error: option {other} is declared but not wired"))),
+            other => {
+                return Err(ConfigError::at(e, format!("internal error: option {other} is declared but not wired")));
+            }
         }
         Ok(())
     }

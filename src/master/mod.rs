@@ -31,7 +31,7 @@ use crate::notify::{Notice, NotifySocket};
 use crate::sockets::Listener;
 use crate::sys;
 use crate::worker::WorkerSpec;
-use state::{Phase, Shared, SocketView, Snapshot};
+use state::{Phase, Shared, Snapshot, SocketView};
 use workers::{Slot, Worker, WorkerState, exit_reason};
 
 /// Signals the master handles itself or forwards; SIGCHLD only wakes it.
@@ -57,8 +57,15 @@ enum MasterPhase {
     Running,
     /// Readiness is off. Until `stop_at` the workers keep serving
     /// (drain-delay); then each gets its stop signal (`fast`: SIGINT).
-    Draining { since: Instant, stop_at: Option<Instant>, fast: bool, code: u8 },
-    Exited { code: u8 },
+    Draining {
+        since: Instant,
+        stop_at: Option<Instant>,
+        fast: bool,
+        code: u8,
+    },
+    Exited {
+        code: u8,
+    },
 }
 
 /// Inputs the master is built from (resolved config, bound sockets).
@@ -208,7 +215,9 @@ impl Master {
     }
 
     fn on_signal(&mut self, sig: i32) {
-        let Ok(signal) = Signal::try_from(sig) else { return };
+        let Ok(signal) = Signal::try_from(sig) else {
+            return;
+        };
         match signal {
             Signal::SIGCHLD => {} // reaping follows every turn
             Signal::SIGTERM => self.begin_drain(false, signal),
@@ -341,7 +350,9 @@ impl Master {
     }
 
     fn maybe_finish_drain(&mut self, now: Instant) {
-        let MasterPhase::Draining { since, stop_at: None, code, .. } = self.phase else { return };
+        let MasterPhase::Draining { since, stop_at: None, code, .. } = self.phase else {
+            return;
+        };
         if self.slots.iter().any(|s| s.worker.is_some()) {
             return;
         }
@@ -436,7 +447,9 @@ impl Master {
     }
 
     fn on_worker_exit(&mut self, i: usize, status: WaitStatus, now: Instant) {
-        let Some(w) = self.slots[i].worker.take() else { return };
+        let Some(w) = self.slots[i].worker.take() else {
+            return;
+        };
         let reason = exit_reason(&status);
         let runtime = w.spawned_at.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let id = self.slots[i].id;
@@ -449,7 +462,13 @@ impl Master {
         let fields = (id, w.pid.as_raw(), reason.as_str(), runtime);
         match self.phase {
             MasterPhase::Draining { .. } | MasterPhase::Exited { .. } => {
-                tracing::info!(worker = fields.0, pid = fields.1, status = fields.2, runtime_s = fields.3, "worker exited");
+                tracing::info!(
+                    worker = fields.0,
+                    pid = fields.1,
+                    status = fields.2,
+                    runtime_s = fields.3,
+                    "worker exited"
+                );
             }
             MasterPhase::Starting if !expected && accepting_since.is_none() => {
                 tracing::error!(
@@ -461,7 +480,13 @@ impl Master {
                 self.fail_startup();
             }
             _ if expected => {
-                tracing::info!(worker = fields.0, pid = fields.1, status = fields.2, runtime_s = fields.3, "worker exited; respawning");
+                tracing::info!(
+                    worker = fields.0,
+                    pid = fields.1,
+                    status = fields.2,
+                    runtime_s = fields.3,
+                    "worker exited; respawning"
+                );
                 self.slots[i].respawn_count += 1;
                 self.spawn(i, now);
             }
@@ -498,7 +523,9 @@ impl Master {
             return;
         };
         let id = slot.id;
-        let Some(w) = slot.worker.as_mut() else { return };
+        let Some(w) = slot.worker.as_mut() else {
+            return;
+        };
         match (notice, w.state) {
             (Notice::Ready, WorkerState::Starting) => {
                 w.state = WorkerState::Accepting { since: Instant::now() };
@@ -522,13 +549,7 @@ impl Master {
     fn log_status(&self) {
         for s in &self.slots {
             let v = s.view();
-            tracing::info!(
-                worker = v.id,
-                pid = v.pid,
-                state = v.state,
-                respawn_count = v.respawn_count,
-                "status"
-            );
+            tracing::info!(worker = v.id, pid = v.pid, state = v.state, respawn_count = v.respawn_count, "status");
         }
     }
 
@@ -550,7 +571,12 @@ impl Master {
             sockets: self
                 .listeners
                 .iter()
-                .map(|l| SocketView { name: l.name.clone(), kind: l.kind, local: l.local.clone(), fd: l.fd.as_raw_fd() })
+                .map(|l| SocketView {
+                    name: l.name.clone(),
+                    kind: l.kind,
+                    local: l.local.clone(),
+                    fd: l.fd.as_raw_fd(),
+                })
                 .collect(),
             workers: self.slots.iter().map(Slot::view).collect(),
             reaped_orphans: self.reaped_orphans,

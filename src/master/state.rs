@@ -147,10 +147,8 @@ impl Heartbeat {
         let seen = *guard;
         // A full pipe (EAGAIN) means wakeups are already pending: fine.
         let _ = nix::unistd::write(&self.wake, b"!");
-        let (_guard, res) = self
-            .turned
-            .wait_timeout_while(guard, timeout, |n| *n == seen)
-            .unwrap_or_else(|p| p.into_inner());
+        let (_guard, res) =
+            self.turned.wait_timeout_while(guard, timeout, |n| *n == seen).unwrap_or_else(|p| p.into_inner());
         !res.timed_out()
     }
 }
@@ -196,8 +194,8 @@ mod tests {
             snap(Phase::Running, &[true, true, false, false], 4).readiness(),
             (false, "not ready: 2/4 workers accepting (need 4)".into())
         );
-        assert_eq!(snap(Phase::Reloading, &[true, true, true, false], 3).readiness().0, true);
-        assert_eq!(snap(Phase::Starting, &[true; 4], 4).readiness().0, false);
+        assert!(snap(Phase::Reloading, &[true, true, true, false], 3).readiness().0);
+        assert!(!snap(Phase::Starting, &[true; 4], 4).readiness().0);
         assert_eq!(
             snap(Phase::Draining, &[true; 4], 4).readiness(),
             (false, "not ready: draining (4/4 workers accepting)".into())

@@ -24,9 +24,14 @@ pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 pub enum WorkerState {
     /// Spawned, has not reported `READY=1` yet.
     Starting,
-    Accepting { since: Instant },
+    Accepting {
+        since: Instant,
+    },
     /// Asked to stop; SIGKILL at `deadline` (`killed` once that happened).
-    Stopping { deadline: Instant, killed: bool },
+    Stopping {
+        deadline: Instant,
+        killed: bool,
+    },
 }
 
 #[derive(Debug)]

@@ -92,7 +92,9 @@ pub fn ini(script: &str, processes: u32, nsockets: usize, extra: &str) -> (Strin
     for p in &ports {
         s += &format!("socket = 127.0.0.1:{p}\n");
     }
-    s += &format!("master = true\nprocesses = {processes}\npython-worker-override = {script}\nprobe-socket = {probe}\n{extra}\n");
+    s += &format!(
+        "master = true\nprocesses = {processes}\npython-worker-override = {script}\nprobe-socket = {probe}\n{extra}\n"
+    );
     (s, ports, probe)
 }
 
@@ -154,9 +156,7 @@ impl Instance {
     }
 
     pub fn wait_ready(&self) {
-        wait_for("/readyz 200", DEADLINE, || {
-            self.probe_get("/readyz").filter(|r| r.status == 200).map(|_| ())
-        });
+        wait_for("/readyz 200", DEADLINE, || self.probe_get("/readyz").filter(|r| r.status == 200).map(|_| ()));
     }
 
     /// Waits for the master to exit and returns its status.
