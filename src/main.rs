@@ -35,18 +35,22 @@ fn main() -> ExitCode {
 fn run() -> Result<u8, Fatal> {
     let invocation = match cli::parse(std::env::args().skip(1).collect()) {
         Ok(i) => i,
-        Err(e) if !e.use_stderr() => {
+        Err(cli::CliError::Clap(e)) if !e.use_stderr() => {
             let _ = e.print();
             return Ok(exit::OK);
         }
-        Err(e) => {
+        Err(cli::CliError::Clap(e)) => {
             // clap's message is multi-line with a usage hint; keep its first line.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ");
             return Err(config_error(format!("{first} (see podmaster --help)")));
         }
+        Err(cli::CliError::Config(e)) => return Err(config_error(e)),
     };
-    let cli::Invocation::Run(sources) = invocation;
+    let (sources, check_only) = match invocation {
+        cli::Invocation::Run(s) => (s, false),
+        cli::Invocation::Check(s) => (s, true),
+    };
     let entries = config::load(&sources, std::env::vars()).map_err(config_error)?;
     let mut cfg = Config::resolve(&entries).map_err(config_error)?;
     logging::init(cfg.log_format);
@@ -62,6 +66,13 @@ fn run() -> Result<u8, Fatal> {
         let abs = base.join(s);
         Config::check_script(&abs).map_err(|m| config_error(format!("python-worker-override: {m}")))?;
         cfg.script = Some(abs);
+    }
+
+    if check_only {
+        // Like `nginx -t`: the effective value of every option and where it came from.
+        print!("{}", config::effective(&entries));
+        println!("configuration OK");
+        return Ok(exit::OK);
     }
 
     sys::unblock_all_signals();
@@ -85,7 +96,11 @@ fn run() -> Result<u8, Fatal> {
     if let Some(p) = &probe {
         tracing::info!(address = p.address.as_str(), "probe server listening");
     }
-    let config_sources = if sources.files.is_empty() { vec!["command line".into()] } else { sources.files.clone() };
+    let config_sources = if sources.files.is_empty() {
+        vec!["command line".into()]
+    } else {
+        sources.files.iter().map(ToString::to_string).collect()
+    };
     let master = Master::new(MasterSetup { config: cfg, listeners, config_sources, probe })
         .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;
     Ok(master.run())

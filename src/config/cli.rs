@@ -5,13 +5,15 @@
 use clap::{Arg, ArgAction, Command};
 
 use super::options::{Kind, OPTIONS};
-use super::{Entry, Origin, Sources};
+use super::{ConfigError, Entry, Origin, Source, Sources};
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Invocation {
     /// Run the master with these sources.
     Run(Sources),
+    /// `--check-config`: validate, print the effective configuration, exit.
+    Check(Sources),
 }
 
 fn command() -> Command {
@@ -30,10 +32,38 @@ fn command() -> Command {
                 .help("uWSGI ini file to load ([uwsgi] section unless one is named)"),
         )
         .arg(
+            Arg::new("yaml")
+                .long("yaml")
+                .visible_alias("yml")
+                .value_name("FILE[:section|:key]")
+                .action(ArgAction::Append)
+                .help("uWSGI YAML file (`uwsgi:` root) or Kubernetes ConfigMap manifest"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .value_name("FILE[:section]")
+                .action(ArgAction::Append)
+                .help("JSON file with the same shape as the YAML one"),
+        )
+        .arg(
+            Arg::new("config-dir")
+                .long("config-dir")
+                .value_name("DIR")
+                .action(ArgAction::Append)
+                .help("ConfigMap projected as a directory: one file per option (kubelet's ..data layout)"),
+        )
+        .arg(
+            Arg::new("check-config")
+                .long("check-config")
+                .action(ArgAction::SetTrue)
+                .help("validate the configuration, print each effective option with its origin, and exit (0 or 78)"),
+        )
+        .arg(
             Arg::new("config-files")
                 .value_name("CONFIG")
                 .action(ArgAction::Append)
-                .help("config file loaded by its extension (.ini)"),
+                .help("config file loaded by its extension (.ini, .yaml, .yml, .json)"),
         );
     for o in OPTIONS {
         let mut arg = Arg::new(o.name).long(o.name).action(ArgAction::Append).help(o.help);
@@ -54,16 +84,34 @@ fn command() -> Command {
     cmd
 }
 
-/// Parses `args` (without the program name). `Err` carries clap's own
-/// message and whether it is a request for help/version (exit 0).
-pub fn parse(args: Vec<String>) -> Result<Invocation, clap::Error> {
-    let m = command().try_get_matches_from(std::iter::once("podmaster".to_owned()).chain(args))?;
+/// A command-line problem: clap's own (help, version, usage errors) or a
+/// config source it cannot classify.
+#[derive(Debug)]
+pub enum CliError {
+    Clap(clap::Error),
+    Config(ConfigError),
+}
+
+/// Parses `args` (without the program name).
+pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
+    let m = command()
+        .try_get_matches_from(std::iter::once("podmaster".to_owned()).chain(args))
+        .map_err(CliError::Clap)?;
     let mut sources = Sources::default();
-    // Config files keep their command-line order, whichever flag named them.
-    let mut files: Vec<(usize, String)> = Vec::new();
-    for id in ["ini", "config-files"] {
+    // Config sources keep their command-line order, whichever flag named them.
+    let mut files: Vec<(usize, Source)> = Vec::new();
+    for id in ["ini", "yaml", "json", "config-dir", "config-files"] {
         if let (Some(vals), Some(idx)) = (m.get_many::<String>(id), m.indices_of(id)) {
-            files.extend(idx.zip(vals.cloned()));
+            for (i, v) in idx.zip(vals) {
+                let src = match id {
+                    "ini" => Source::Ini(v.clone()),
+                    "yaml" => Source::Yaml(v.clone()),
+                    "json" => Source::Json(v.clone()),
+                    "config-dir" => Source::Dir(v.into()),
+                    _ => Source::by_extension(v).map_err(CliError::Config)?,
+                };
+                files.push((i, src));
+            }
         }
     }
     files.sort_by_key(|(i, _)| *i);
@@ -71,15 +119,11 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, clap::Error> {
     for o in OPTIONS {
         if let Some(vals) = m.get_many::<String>(o.name) {
             for v in vals {
-                sources.cli.push(Entry {
-                    key: o.name.to_owned(),
-                    value: v.clone(),
-                    origin: Origin::Cli(o.name.into()),
-                });
+                sources.cli.push(Entry::new(o.name, v.clone(), Origin::Cli(o.name.into())));
             }
         }
     }
-    Ok(Invocation::Run(sources))
+    Ok(if m.get_flag("check-config") { Invocation::Check(sources) } else { Invocation::Run(sources) })
 }
 
 #[cfg(test)]
@@ -88,21 +132,30 @@ mod tests {
 
     fn run(args: &[&str]) -> Sources {
         match parse(args.iter().map(|s| s.to_string()).collect()).unwrap() {
-            Invocation::Run(s) => s,
+            Invocation::Run(s) | Invocation::Check(s) => s,
         }
     }
 
     #[test]
     fn files_keep_order_and_options_become_entries() {
-        let s = run(&["a.ini", "--ini", "b.ini:x", "--processes", "3", "--master", "--home", "/v"]);
-        assert_eq!(s.files, vec!["a.ini", "b.ini:x"]);
+        let s = run(&["a.ini", "--yaml", "c.yaml", "--ini", "b.ini:x", "--processes", "3", "--master", "--home", "/v", "d.json"]);
+        assert_eq!(
+            s.files,
+            vec![
+                Source::Ini("a.ini".into()),
+                Source::Yaml("c.yaml".into()),
+                Source::Ini("b.ini:x".into()),
+                Source::Json("d.json".into())
+            ]
+        );
         let kv: Vec<_> = s.cli.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
         assert_eq!(kv, vec![("master", "true"), ("processes", "3"), ("virtualenv", "/v")]);
         assert_eq!(s.cli[1].origin.to_string(), "--processes");
     }
 
     #[test]
-    fn unknown_flag_is_an_error() {
-        assert!(parse(vec!["--procesess".into(), "3".into()]).is_err());
+    fn unknown_flag_and_unknown_extension_are_errors() {
+        assert!(matches!(parse(vec!["--procesess".into(), "3".into()]), Err(CliError::Clap(_))));
+        assert!(matches!(parse(vec!["app.conf".into()]), Err(CliError::Config(_))));
     }
 }

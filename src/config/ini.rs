@@ -9,7 +9,7 @@
 //! `$(VAR)`, `$(VAR:-default)`, `@(file)`) and `include`/`ini` keys splice
 //! other files in place. An inline `;` stays part of the value, as in uWSGI.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ini::{Ini, ParseOption};
@@ -30,7 +30,7 @@ pub fn load_spec(spec: &str, entries: &mut Vec<Entry>) -> Result<(), ConfigError
 }
 
 /// `app.ini:prod` names section `prod`; a path that exists as written wins.
-fn split_spec(spec: &str) -> (&str, Option<&str>) {
+pub fn split_spec(spec: &str) -> (&str, Option<&str>) {
     if Path::new(spec).exists() {
         return (spec, None);
     }
@@ -41,9 +41,9 @@ fn split_spec(spec: &str) -> (&str, Option<&str>) {
 }
 
 /// Everything a value expansion needs to know about the file it is in.
-struct FileCtx<'a> {
-    path: &'a Path,
-    abs: PathBuf,
+pub struct FileCtx<'a> {
+    pub path: &'a Path,
+    pub abs: PathBuf,
 }
 
 impl FileCtx<'_> {
@@ -56,13 +56,9 @@ impl FileCtx<'_> {
     }
 }
 
-fn load_file(
-    path: &Path,
-    section: &str,
-    entries: &mut Vec<Entry>,
-    stack: &mut Vec<PathBuf>,
-) -> Result<(), ConfigError> {
-    let origin0 = || Some(Origin::File { path: path.to_owned(), line: 0 });
+/// Reads a config file as text, refusing what cannot be a config: too
+/// big, not UTF-8, NUL bytes. Errors name the file (and line if known).
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
     let file_err = |msg: String| ConfigError::new(None, None, format!("{}: {msg}", path.display()));
     let meta = std::fs::metadata(path).map_err(|e| file_err(format!("cannot read config file: {e}")))?;
     if !meta.is_file() {
@@ -71,46 +67,68 @@ fn load_file(
     if meta.len() > MAX_FILE_BYTES {
         return Err(file_err(format!("config file is {} bytes, over the {MAX_FILE_BYTES}-byte limit", meta.len())));
     }
-    let abs = std::fs::canonicalize(path).map_err(|e| file_err(format!("cannot resolve path: {e}")))?;
-    if stack.contains(&abs) {
-        return Err(file_err("include cycle: this file includes itself (directly or through others)".into()));
-    }
-    if stack.len() >= MAX_INCLUDE_DEPTH {
-        return Err(file_err(format!("includes nested deeper than {MAX_INCLUDE_DEPTH} levels")));
-    }
     let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read config file: {e}")))?;
+    check_text(bytes, path)
+}
+
+/// UTF-8 and NUL checks for text from a file or an embedded document.
+pub fn check_text(bytes: Vec<u8>, shown: &Path) -> Result<String, ConfigError> {
     let text = String::from_utf8(bytes).map_err(|e| {
         let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|b| **b == b'\n').count();
-        ConfigError::new(Some(Origin::File { path: path.to_owned(), line }), None, "not valid UTF-8")
+        ConfigError::new(Some(Origin::File { path: shown.to_owned(), line }), None, "not valid UTF-8")
     })?;
     if let Some(pos) = text.find('\0') {
         let line = 1 + text[..pos].matches('\n').count();
-        return Err(ConfigError::new(Some(Origin::File { path: path.to_owned(), line }), None, "NUL byte in file"));
+        return Err(ConfigError::new(Some(Origin::File { path: shown.to_owned(), line }), None, "NUL byte in file"));
     }
+    Ok(text)
+}
 
-    let (prepared, lines) = prepare(&text);
+fn load_file(path: &Path, section: &str, entries: &mut Vec<Entry>, stack: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
+    let text = read_text(path)?;
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| ConfigError::new(None, None, format!("{}: cannot resolve path: {e}", path.display())))?;
+    load_text(&text, path, &abs, section, entries, stack)
+}
+
+/// Parses ini `text` shown as `shown` in errors; `abs` is the real file
+/// it came from (for `%d`, `%p`, relative includes and cycle detection).
+pub fn load_text(
+    text: &str,
+    shown: &Path,
+    abs: &Path,
+    section: &str,
+    entries: &mut Vec<Entry>,
+    stack: &mut Vec<PathBuf>,
+) -> Result<(), ConfigError> {
+    let at = |line: usize| Some(Origin::File { path: shown.to_owned(), line });
+    if stack.iter().any(|p| p == abs) {
+        return Err(ConfigError::new(at(0), None, "include cycle: this file includes itself (directly or through others)"));
+    }
+    if stack.len() >= MAX_INCLUDE_DEPTH {
+        return Err(ConfigError::new(at(0), None, format!("includes nested deeper than {MAX_INCLUDE_DEPTH} levels")));
+    }
+    let (prepared, lines) = prepare(text);
     let opt = ParseOption {
         enabled_quote: false,
         enabled_escape: false,
         enabled_indented_mutiline_value: false,
         enabled_preserve_key_leading_whitespace: false,
     };
-    let ini = Ini::load_from_str_opt(&prepared, opt).map_err(|e| {
-        ConfigError::new(Some(Origin::File { path: path.to_owned(), line: e.line }), None, e.msg.to_string())
-    })?;
+    let ini = Ini::load_from_str_opt(&prepared, opt).map_err(|e| ConfigError::new(at(e.line), None, e.msg.to_string()))?;
 
     let mut found = false;
-    let ctx = FileCtx { path, abs: abs.clone() };
+    let ctx = FileCtx { path: shown, abs: abs.to_owned() };
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    stack.push(abs);
+    stack.push(abs.to_owned());
     for props in ini.section_all(Some(section)) {
         found = true;
         for (key, raw) in props.iter() {
             let n = seen.entry(key).or_default();
             let line = lines.get(&(section.to_owned(), key.to_owned())).and_then(|v| v.get(*n)).copied().unwrap_or(0);
             *n += 1;
-            let origin = Origin::File { path: path.to_owned(), line };
-            let value = expand(raw, &ctx, entries).map_err(|m| ConfigError::new(Some(origin.clone()), Some(key), m))?;
+            let origin = Origin::File { path: shown.to_owned(), line };
+            let value = expand_into(raw, &ctx, entries).map_err(|m| ConfigError::new(Some(origin.clone()), Some(key), m))?;
             if key == "include" || key == "ini" {
                 let (inc, sec) = split_spec(&value);
                 let inc_path = resolve_relative(&ctx, inc);
@@ -123,17 +141,17 @@ fn load_file(
                 })?;
                 continue;
             }
-            entries.push(Entry { key: key.to_owned(), value, origin });
+            entries.push(Entry::new(key, value, origin));
         }
     }
     stack.pop();
     if !found {
-        return Err(ConfigError::new(origin0(), None, format!("no [{section}] section in this file")));
+        return Err(ConfigError::new(at(0), None, format!("no [{section}] section in this file")));
     }
     Ok(())
 }
 
-fn resolve_relative(ctx: &FileCtx, p: &str) -> PathBuf {
+pub fn resolve_relative(ctx: &FileCtx, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() { p.to_owned() } else { ctx.abs.parent().unwrap_or(Path::new("/")).join(p) }
 }
@@ -171,8 +189,19 @@ fn prepare(text: &str) -> (String, HashMap<(String, String), Vec<usize>>) {
     (out, lines)
 }
 
+/// Expands `raw` and marks the entries its `%(key)` placeholders used as
+/// variables (so an unknown key used only that way is not an error).
+pub fn expand_into(raw: &str, ctx: &FileCtx, entries: &mut [Entry]) -> Result<String, String> {
+    let mut used = Vec::new();
+    let v = expand(raw, ctx, entries, &mut used)?;
+    for e in entries.iter_mut().filter(|e| used.contains(&e.key)) {
+        e.variable = true;
+    }
+    Ok(v)
+}
+
 /// Expands uWSGI magic variables and placeholders in one value.
-fn expand(raw: &str, ctx: &FileCtx, entries: &[Entry]) -> Result<String, String> {
+fn expand(raw: &str, ctx: &FileCtx, entries: &[Entry], used: &mut Vec<String>) -> Result<String, String> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(pos) = rest.find(['%', '$', '@']) {
@@ -189,6 +218,7 @@ fn expand(raw: &str, ctx: &FileCtx, entries: &[Entry]) -> Result<String, String>
                         .find(|e| e.key == inner)
                         .ok_or_else(|| format!("placeholder %({inner}) refers to a key that is not set before it"))?;
                     out.push_str(&v.value);
+                    used.push(inner.to_owned());
                 }
                 b'$' => {
                     let (var, default) = match inner.split_once(":-") {
@@ -234,35 +264,6 @@ fn expand(raw: &str, ctx: &FileCtx, entries: &[Entry]) -> Result<String, String>
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// Keys used as `%(key)` placeholders anywhere in the raw files are
-/// variables, not options; the resolver skips them instead of calling them
-/// unknown. Values are already expanded by then, so the source texts are
-/// scanned (only files, only on this rare path: an unknown key).
-pub fn referenced_keys(entries: &[Entry]) -> HashSet<String> {
-    let keys: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
-    let mut used = HashSet::new();
-    // A key is treated as a variable when some other value of the same file
-    // contains its expansion marker in the source text.
-    let mut texts: HashMap<PathBuf, String> = HashMap::new();
-    for e in entries {
-        if let Origin::File { path, .. } = &e.origin {
-            texts.entry(path.clone()).or_insert_with(|| std::fs::read_to_string(path).unwrap_or_default());
-        }
-    }
-    for text in texts.values() {
-        let mut rest = text.as_str();
-        while let Some(pos) = rest.find("%(") {
-            rest = &rest[pos + 2..];
-            if let Some(end) = rest.find(')') {
-                if keys.contains(&rest[..end]) {
-                    used.insert(rest[..end].to_owned());
-                }
-            }
-        }
-    }
-    used
 }
 
 #[cfg(test)]

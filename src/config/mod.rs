@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod ini;
 pub mod options;
+pub mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub enum Origin {
     Default,
     Env(String),
     File { path: PathBuf, line: usize },
+    /// A position in a YAML/JSON document, as a key path (`data.processes`).
+    Doc { path: PathBuf, at: String },
     Cli(String),
 }
 
@@ -32,6 +35,8 @@ impl fmt::Display for Origin {
             Origin::Default => f.write_str("default"),
             Origin::Env(var) => write!(f, "env {var}"),
             Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Doc { path, at } if at.is_empty() => write!(f, "{}", path.display()),
+            Origin::Doc { path, at } => write!(f, "{}: {at}", path.display()),
             Origin::Cli(flag) => write!(f, "--{flag}"),
         }
     }
@@ -43,6 +48,14 @@ pub struct Entry {
     pub key: String,
     pub value: String,
     pub origin: Origin,
+    /// Referenced by a `%(key)` placeholder: a variable, not necessarily an option.
+    pub variable: bool,
+}
+
+impl Entry {
+    pub fn new(key: impl Into<String>, value: impl Into<String>, origin: Origin) -> Entry {
+        Entry { key: key.into(), value: value.into(), origin, variable: false }
+    }
 }
 
 /// A configuration error: one line, naming the origin, the key and the cause.
@@ -68,7 +81,9 @@ impl fmt::Display for ConfigError {
         if let Some(o) = &self.origin {
             write!(f, "{o}: ")?;
         }
-        if let Some(k) = &self.key {
+        // A document key path already ends with the key.
+        let key_in_origin = matches!(&self.origin, Some(Origin::Doc { at, .. }) if !at.is_empty());
+        if let (Some(k), false) = (&self.key, key_in_origin) {
             write!(f, "{k}: ")?;
         }
         f.write_str(&self.message)
@@ -131,10 +146,56 @@ pub struct Config {
     pub ignored: Vec<(String, Origin)>,
 }
 
+/// A config file or directory named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Ini(String),
+    Yaml(String),
+    Json(String),
+    Dir(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Ini(s) => write!(f, "ini {s}"),
+            Source::Yaml(s) => write!(f, "yaml {s}"),
+            Source::Json(s) => write!(f, "json {s}"),
+            Source::Dir(p) => write!(f, "config-dir {}", p.display()),
+        }
+    }
+}
+
+impl Source {
+    /// A bare config argument, by its extension (as uWSGI does).
+    pub fn by_extension(arg: &str) -> Result<Source, ConfigError> {
+        let (path, _) = ini::split_spec(arg);
+        let ext = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext {
+            "ini" => Ok(Source::Ini(arg.to_owned())),
+            "yaml" | "yml" => Ok(Source::Yaml(arg.to_owned())),
+            "json" | "js" => Ok(Source::Json(arg.to_owned())),
+            _ => Err(ConfigError::new(
+                None,
+                None,
+                format!("{arg}: cannot tell the config format from the name; use --ini, --yaml, --json or --config-dir"),
+            )),
+        }
+    }
+
+    /// The file or directory to watch for changes.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Source::Ini(s) | Source::Yaml(s) | Source::Json(s) => PathBuf::from(ini::split_spec(s).0),
+            Source::Dir(p) => p.clone(),
+        }
+    }
+}
+
 /// Sources in precedence order (lowest first), as given on the command line.
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
-    pub files: Vec<String>,
+    pub files: Vec<Source>,
     pub cli: Vec<Entry>,
 }
 
@@ -142,8 +203,13 @@ pub struct Sources {
 /// environment variables, config files in order, command-line options.
 pub fn load(sources: &Sources, env: impl Iterator<Item = (String, String)>) -> Result<Vec<Entry>, ConfigError> {
     let mut entries = env_entries(env);
-    for spec in &sources.files {
-        ini::load_spec(spec, &mut entries)?;
+    for src in &sources.files {
+        match src {
+            Source::Ini(spec) => ini::load_spec(spec, &mut entries)?,
+            Source::Yaml(spec) => yaml::load_yaml_spec(spec, &mut entries)?,
+            Source::Json(spec) => yaml::load_json_spec(spec, &mut entries)?,
+            Source::Dir(dir) => yaml::load_dir(dir, &mut entries)?,
+        }
     }
     entries.extend(sources.cli.iter().cloned());
     Ok(entries)
@@ -160,7 +226,7 @@ fn env_entries(env: impl Iterator<Item = (String, String)>) -> Vec<Entry> {
         };
         let key = rest.to_ascii_lowercase().replace('_', "-");
         if let Some(def) = options::lookup(&key) {
-            out.push(Entry { key: def.name.to_owned(), value, origin: Origin::Env(var) });
+            out.push(Entry::new(def.name, value, Origin::Env(var)));
         }
     }
     out.sort_by_key(|e| e.origin.to_string());
@@ -218,7 +284,6 @@ impl Config {
             opt: Vec::new(),
             ignored: Vec::new(),
         };
-        let mut variables = None;
         for e in entries {
             let Some(def) = options::lookup(&e.key) else {
                 if options::HARMLESS.contains(&e.key.as_str()) {
@@ -233,7 +298,7 @@ impl Config {
                          use python-worker-override with your own server instead",
                     ));
                 }
-                if variables.get_or_insert_with(|| ini::referenced_keys(entries)).contains(&e.key) {
+                if e.variable {
                     // Used only as a %(placeholder) variable, as uWSGI allows.
                     continue;
                 }
@@ -361,7 +426,7 @@ mod tests {
     use super::*;
 
     fn e(key: &str, value: &str) -> Entry {
-        Entry { key: key.into(), value: value.into(), origin: Origin::Cli(key.into()) }
+        Entry::new(key, value, Origin::Cli(key.into()))
     }
 
     fn base() -> Vec<Entry> {
@@ -380,11 +445,7 @@ mod tests {
     #[test]
     fn bad_number_names_origin_and_key() {
         let mut v = base();
-        v.push(Entry {
-            key: "processes".into(),
-            value: "abc".into(),
-            origin: Origin::File { path: "app.ini".into(), line: 7 },
-        });
+        v.push(Entry::new("processes", "abc", Origin::File { path: "app.ini".into(), line: 7 }));
         let err = Config::resolve(&v).unwrap_err().to_string();
         assert_eq!(err, r#"app.ini:7: processes: expected a whole number, found "abc""#);
     }
@@ -455,4 +516,28 @@ mod tests {
         assert!(Config::resolve(&[e("socket", ":1")]).unwrap_err().to_string().contains("python-worker-override"));
         assert!(Config::resolve(&[e("python-worker-override", "x.py")]).unwrap_err().to_string().contains("socket"));
     }
+}
+
+/// The effective configuration as text, one `option = value  # origin`
+/// per line: scalars show the winning value, repeatable options all of
+/// theirs, in order. Variables used only as placeholders are left out.
+pub fn effective(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    let mut names: Vec<&str> = Vec::new();
+    for e in entries {
+        let name = options::lookup(&e.key).map(|d| d.name).unwrap_or(&e.key);
+        if !names.contains(&name) && (options::lookup(name).is_some() || options::HARMLESS.contains(&name)) {
+            names.push(name);
+        }
+    }
+    for name in names {
+        let mine: Vec<&Entry> =
+            entries.iter().filter(|e| options::lookup(&e.key).map(|d| d.name).unwrap_or(&e.key) == name).collect();
+        let repeatable = options::lookup(name).is_some_and(|d| d.repeatable);
+        let shown: Vec<&Entry> = if repeatable { mine } else { mine.last().into_iter().copied().collect() };
+        for e in shown {
+            out.push_str(&format!("{name} = {}  # {}\n", e.value, e.origin));
+        }
+    }
+    out
 }
