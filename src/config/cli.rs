@@ -94,9 +94,8 @@ pub enum CliError {
 
 /// Parses `args` (without the program name).
 pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
-    let m = command()
-        .try_get_matches_from(std::iter::once("podmaster".to_owned()).chain(args))
-        .map_err(CliError::Clap)?;
+    let m =
+        command().try_get_matches_from(std::iter::once("podmaster".to_owned()).chain(args)).map_err(CliError::Clap)?;
     let mut sources = Sources::default();
     // Config sources keep their command-line order, whichever flag named them.
     let mut files: Vec<(usize, Source)> = Vec::new();
@@ -138,7 +137,19 @@ mod tests {
 
     #[test]
     fn files_keep_order_and_options_become_entries() {
-        let s = run(&["a.ini", "--yaml", "c.yaml", "--ini", "b.ini:x", "--processes", "3", "--master", "--home", "/v", "d.json"]);
+        let s = run(&[
+            "a.ini",
+            "--yaml",
+            "c.yaml",
+            "--ini",
+            "b.ini:x",
+            "--processes",
+            "3",
+            "--master",
+            "--home",
+            "/v",
+            "d.json",
+        ]);
         assert_eq!(
             s.files,
             vec![

@@ -84,7 +84,12 @@ pub fn check_text(bytes: Vec<u8>, shown: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-fn load_file(path: &Path, section: &str, entries: &mut Vec<Entry>, stack: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
+fn load_file(
+    path: &Path,
+    section: &str,
+    entries: &mut Vec<Entry>,
+    stack: &mut Vec<PathBuf>,
+) -> Result<(), ConfigError> {
     let text = read_text(path)?;
     let abs = std::fs::canonicalize(path)
         .map_err(|e| ConfigError::new(None, None, format!("{}: cannot resolve path: {e}", path.display())))?;
@@ -103,7 +108,11 @@ pub fn load_text(
 ) -> Result<(), ConfigError> {
     let at = |line: usize| Some(Origin::File { path: shown.to_owned(), line });
     if stack.iter().any(|p| p == abs) {
-        return Err(ConfigError::new(at(0), None, "include cycle: this file includes itself (directly or through others)"));
+        return Err(ConfigError::new(
+            at(0),
+            None,
+            "include cycle: this file includes itself (directly or through others)",
+        ));
     }
     if stack.len() >= MAX_INCLUDE_DEPTH {
         return Err(ConfigError::new(at(0), None, format!("includes nested deeper than {MAX_INCLUDE_DEPTH} levels")));
@@ -115,7 +124,8 @@ pub fn load_text(
         enabled_indented_mutiline_value: false,
         enabled_preserve_key_leading_whitespace: false,
     };
-    let ini = Ini::load_from_str_opt(&prepared, opt).map_err(|e| ConfigError::new(at(e.line), None, e.msg.to_string()))?;
+    let ini =
+        Ini::load_from_str_opt(&prepared, opt).map_err(|e| ConfigError::new(at(e.line), None, e.msg.to_string()))?;
 
     let mut found = false;
     let ctx = FileCtx { path: shown, abs: abs.to_owned() };
@@ -128,7 +138,8 @@ pub fn load_text(
             let line = lines.get(&(section.to_owned(), key.to_owned())).and_then(|v| v.get(*n)).copied().unwrap_or(0);
             *n += 1;
             let origin = Origin::File { path: shown.to_owned(), line };
-            let value = expand_into(raw, &ctx, entries).map_err(|m| ConfigError::new(Some(origin.clone()), Some(key), m))?;
+            let value =
+                expand_into(raw, &ctx, entries).map_err(|m| ConfigError::new(Some(origin.clone()), Some(key), m))?;
             if key == "include" || key == "ini" {
                 let (inc, sec) = split_spec(&value);
                 let inc_path = resolve_relative(&ctx, inc);

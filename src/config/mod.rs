@@ -23,9 +23,15 @@ use options::{Kind, OptDef};
 pub enum Origin {
     Default,
     Env(String),
-    File { path: PathBuf, line: usize },
+    File {
+        path: PathBuf,
+        line: usize,
+    },
     /// A position in a YAML/JSON document, as a key path (`data.processes`).
-    Doc { path: PathBuf, at: String },
+    Doc {
+        path: PathBuf,
+        at: String,
+    },
     Cli(String),
 }
 
@@ -76,6 +82,10 @@ impl ConfigError {
     }
 }
 
+/// Longest message printed: values quoted from a bad file (a 2 MB line)
+/// are cut so the error stays one readable line.
+const MAX_MESSAGE_CHARS: usize = 300;
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(o) = &self.origin {
@@ -84,10 +94,19 @@ impl fmt::Display for ConfigError {
         // A document key path already ends with the key.
         let key_in_origin = matches!(&self.origin, Some(Origin::Doc { at, .. }) if !at.is_empty());
         if let (Some(k), false) = (&self.key, key_in_origin) {
-            write!(f, "{k}: ")?;
+            write!(f, "{}: ", one_line(k, 80))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&one_line(&self.message, MAX_MESSAGE_CHARS))
     }
+}
+
+/// `s` on one line (control characters as spaces), cut to `max` chars.
+fn one_line(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 impl std::error::Error for ConfigError {}
@@ -178,7 +197,9 @@ impl Source {
             _ => Err(ConfigError::new(
                 None,
                 None,
-                format!("{arg}: cannot tell the config format from the name; use --ini, --yaml, --json or --config-dir"),
+                format!(
+                    "{arg}: cannot tell the config format from the name; use --ini, --yaml, --json or --config-dir"
+                ),
             )),
         }
     }
@@ -421,6 +442,30 @@ impl Config {
     }
 }
 
+/// The effective configuration as text, one `option = value  # origin`
+/// per line: scalars show the winning value, repeatable options all of
+/// theirs, in order. Variables used only as placeholders are left out.
+pub fn effective(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    let mut names: Vec<&str> = Vec::new();
+    for e in entries {
+        let name = options::lookup(&e.key).map(|d| d.name).unwrap_or(&e.key);
+        if !names.contains(&name) && (options::lookup(name).is_some() || options::HARMLESS.contains(&name)) {
+            names.push(name);
+        }
+    }
+    for name in names {
+        let mine: Vec<&Entry> =
+            entries.iter().filter(|e| options::lookup(&e.key).map(|d| d.name).unwrap_or(&e.key) == name).collect();
+        let repeatable = options::lookup(name).is_some_and(|d| d.repeatable);
+        let shown: Vec<&Entry> = if repeatable { mine } else { mine.last().into_iter().copied().collect() };
+        for e in shown {
+            out.push_str(&format!("{name} = {}  # {}\n", e.value, e.origin));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,28 +561,4 @@ mod tests {
         assert!(Config::resolve(&[e("socket", ":1")]).unwrap_err().to_string().contains("python-worker-override"));
         assert!(Config::resolve(&[e("python-worker-override", "x.py")]).unwrap_err().to_string().contains("socket"));
     }
-}
-
-/// The effective configuration as text, one `option = value  # origin`
-/// per line: scalars show the winning value, repeatable options all of
-/// theirs, in order. Variables used only as placeholders are left out.
-pub fn effective(entries: &[Entry]) -> String {
-    let mut out = String::new();
-    let mut names: Vec<&str> = Vec::new();
-    for e in entries {
-        let name = options::lookup(&e.key).map(|d| d.name).unwrap_or(&e.key);
-        if !names.contains(&name) && (options::lookup(name).is_some() || options::HARMLESS.contains(&name)) {
-            names.push(name);
-        }
-    }
-    for name in names {
-        let mine: Vec<&Entry> =
-            entries.iter().filter(|e| options::lookup(&e.key).map(|d| d.name).unwrap_or(&e.key) == name).collect();
-        let repeatable = options::lookup(name).is_some_and(|d| d.repeatable);
-        let shown: Vec<&Entry> = if repeatable { mine } else { mine.last().into_iter().copied().collect() };
-        for e in shown {
-            out.push_str(&format!("{name} = {}  # {}\n", e.value, e.origin));
-        }
-    }
-    out
 }

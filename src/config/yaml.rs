@@ -26,6 +26,32 @@ use super::{ConfigError, Entry, Origin};
 pub const DOC_KEYS: &[&str] =
     &["podmaster.yaml", "podmaster.yml", "podmaster.ini", "uwsgi.yaml", "uwsgi.yml", "uwsgi.ini", "podmaster.json"];
 
+/// Flow-collection nesting (`[`, `{`) beyond this is refused before the
+/// parser sees it: the YAML parser takes quadratic time on pathological
+/// nesting, and no configuration nests more than a few levels.
+const MAX_NESTING: usize = 100;
+
+/// Linear scan for `[`/`{` nesting deeper than [`MAX_NESTING`]; counts
+/// brackets inside quoted strings too, which can only make it stricter
+/// for values made of a hundred brackets.
+fn check_nesting(text: &str, shown: &Path) -> Result<(), ConfigError> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(line_err(shown, line, format!("nested deeper than {MAX_NESTING} levels")));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// How deep documents may embed documents (a ConfigMap holding YAML
 /// holding ...): real configs need one level.
 const MAX_EMBED_DEPTH: usize = 4;
@@ -67,6 +93,7 @@ fn load_json_text(
     entries: &mut Vec<Entry>,
     depth: usize,
 ) -> Result<(), ConfigError> {
+    check_nesting(text, shown)?;
     let json: serde_json::Value =
         serde_json::from_str(text).map_err(|e| line_err(shown, e.line(), format!("invalid JSON: {e}")))?;
     let doc = serde_yaml::to_value(json).map_err(|e| line_err(shown, 0, format!("invalid JSON: {e}")))?;
@@ -81,6 +108,7 @@ fn load_yaml_text(
     entries: &mut Vec<Entry>,
     depth: usize,
 ) -> Result<(), ConfigError> {
+    check_nesting(text, shown)?;
     let mut docs = Vec::new();
     for d in serde_yaml::Deserializer::from_str(text) {
         let v = Value::deserialize(d).map_err(|e| {
@@ -157,7 +185,8 @@ fn load_docs(
                     ConfigError::new(Some(origin.clone()), None, "expected a value or a list of values")
                 })?,
             };
-            let value = ini::expand_into(&raw, &ctx, entries).map_err(|m| ConfigError::new(Some(origin.clone()), None, m))?;
+            let value =
+                ini::expand_into(&raw, &ctx, entries).map_err(|m| ConfigError::new(Some(origin.clone()), None, m))?;
             entries.push(Entry::new(key.clone(), value, origin));
         }
     }
@@ -189,22 +218,19 @@ fn load_configmap(
     let mut pairs = Vec::new();
     for (k, v) in data {
         let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else {
+            let name = scalar(k).unwrap_or_else(|| "?".into());
             return Err(ConfigError::new(
-                Some(at(shown, "data")),
+                Some(at(shown, format!("data.{name}"))),
                 None,
-                format!("ConfigMap data must map strings to strings (found {k:?}: {v:?}); quote numbers and booleans"),
+                "ConfigMap data values must be strings; quote numbers and booleans (processes: \"4\")",
             ));
         };
         pairs.push((k.to_owned(), v.to_owned()));
     }
     let doc_key = match key_sel {
-        Some(k) => Some(
-            pairs
-                .iter()
-                .find(|(pk, _)| pk == k)
-                .map(|(pk, _)| pk.clone())
-                .ok_or_else(|| ConfigError::new(Some(at(shown, "data")), None, format!("no key {k:?} in ConfigMap data")))?,
-        ),
+        Some(k) => Some(pairs.iter().find(|(pk, _)| pk == k).map(|(pk, _)| pk.clone()).ok_or_else(|| {
+            ConfigError::new(Some(at(shown, "data")), None, format!("no key {k:?} in ConfigMap data"))
+        })?),
         None => DOC_KEYS.iter().find(|d| pairs.iter().any(|(k, _)| k == *d)).map(|d| d.to_string()),
     };
     match doc_key {
@@ -301,7 +327,11 @@ mod tests {
     fn uwsgi_yaml_lists_bools_numbers() {
         let d = tmp("u");
         let p = d.join("a.yaml");
-        std::fs::write(&p, "uwsgi:\n  socket: [':1', ':2']\n  processes: 4\n  master: true\n  vacuum:\n  chdir: '%d'\n").unwrap();
+        std::fs::write(
+            &p,
+            "uwsgi:\n  socket: [':1', ':2']\n  processes: 4\n  master: true\n  vacuum:\n  chdir: '%d'\n",
+        )
+        .unwrap();
         let mut e = Vec::new();
         load_yaml_spec(p.to_str().unwrap(), &mut e).unwrap();
         let dir = format!("{}/", std::fs::canonicalize(&d).unwrap().display());
@@ -349,7 +379,7 @@ mod tests {
         // Non-string data values are a Kubernetes error too.
         std::fs::write(&p, "apiVersion: v1\nkind: ConfigMap\ndata:\n  processes: 2\n").unwrap();
         let err = load_yaml_spec(p.to_str().unwrap(), &mut Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("quote numbers"), "{err}");
+        assert!(err.contains("quote numbers") && err.contains("data.processes"), "{err}");
     }
 
     #[test]
