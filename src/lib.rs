@@ -41,4 +41,8 @@ pub mod exit {
     pub const SOFTWARE: u8 = 70;
     /// Configuration error (EX_CONFIG): bad option, file, socket or script.
     pub const CONFIG: u8 = 78;
+    /// A command could not be executed (found but not executable).
+    pub const NOT_EXECUTABLE: u8 = 126;
+    /// A command was not found.
+    pub const NOT_FOUND: u8 = 127;
 }

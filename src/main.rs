@@ -53,21 +53,13 @@ fn run() -> Result<u8, Fatal> {
     };
     let entries = config::load(&sources, std::env::vars()).map_err(config_error)?;
     let mut cfg = Config::resolve(&entries).map_err(config_error)?;
-    logging::init(cfg.log_format);
+    logging::init(cfg.log_format, &cfg.log_level);
     for (key, origin) in &cfg.ignored {
         tracing::info!(option = key.as_str(), origin = %origin, "uWSGI option accepted and ignored (podmaster covers it)");
     }
 
-    // Relative paths resolve against `chdir` when set (uWSGI changes
-    // directory before loading the app), else the current directory.
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let base = cfg.chdir.as_ref().map(|c| cwd.join(c)).unwrap_or(cwd);
-    if let Some(s) = &cfg.script {
-        let abs = base.join(s);
-        Config::check_script(&abs).map_err(|m| config_error(format!("python-worker-override: {m}")))?;
-        cfg.script = Some(abs);
-    }
-
+    cfg.finalize(&cwd).map_err(config_error)?;
     if check_only {
         // Like `nginx -t`: the effective value of every option and where it came from.
         print!("{}", config::effective(&entries));
@@ -86,7 +78,7 @@ fn run() -> Result<u8, Fatal> {
         }
     }
 
-    let specs: Vec<_> = cfg.sockets.iter().map(|s| (socket_name(&entries, s), s.spec.clone())).collect();
+    let specs: Vec<_> = cfg.sockets.iter().map(|s| (s.name.clone(), s.spec.clone())).collect();
     let listeners = sockets::bind_all(&specs, cfg.listen).map_err(config_error)?;
     let probe = cfg.probe_socket.as_deref().map(probes::ProbeServer::bind).transpose().map_err(config_error)?;
     // Logged only once everything is bound: a bind error stays one line.
@@ -96,21 +88,9 @@ fn run() -> Result<u8, Fatal> {
     if let Some(p) = &probe {
         tracing::info!(address = p.address.as_str(), "probe server listening");
     }
-    let config_sources = if sources.files.is_empty() {
-        vec!["command line".into()]
-    } else {
-        sources.files.iter().map(ToString::to_string).collect()
-    };
-    let master = Master::new(MasterSetup { config: cfg, listeners, config_sources, probe })
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let master = Master::new(MasterSetup { config: cfg, listeners, sources, env, cwd, probe })
         .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;
     Ok(master.run())
 }
 
-/// The configured spec text of a socket (its name for LISTEN_FDNAMES).
-fn socket_name(entries: &[config::Entry], s: &config::SocketEntry) -> String {
-    entries
-        .iter()
-        .find(|e| e.key == "socket" && e.origin == s.origin)
-        .map(|e| e.value.trim().to_owned())
-        .unwrap_or_else(|| format!("{:?}", s.spec))
-}

@@ -58,7 +58,7 @@ impl Collector for MasterCollector {
             let mut fam =
                 enc.encode_descriptor("podmaster_workers", "worker slots by state", None, MetricType::Gauge)?;
             for state in ["starting", "accepting", "stopping", "down"] {
-                let n = s.workers.iter().filter(|w| w.state == state).count() as i64;
+                let n = s.workers.iter().chain(s.transitions.iter()).filter(|w| w.state == state).count() as i64;
                 ConstGauge::new(n).encode(fam.encode_family(&[("state", state)])?)?;
             }
         }
@@ -92,6 +92,35 @@ impl Collector for MasterCollector {
                 }
             }
         }
+        {
+            let mut fam = enc.encode_descriptor(
+                "podmaster_reloads",
+                "chain reloads of all workers by result (ok, aborted)",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(s.reloads_ok).encode(fam.encode_family(&[("result", "ok")])?)?;
+            ConstCounter::new(s.reloads_aborted).encode(fam.encode_family(&[("result", "aborted")])?)?;
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "podmaster_config_reloads",
+                "configuration changes seen by result (ok, failed: invalid or not applicable)",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(s.config_reloads_ok).encode(fam.encode_family(&[("result", "ok")])?)?;
+            ConstCounter::new(s.config_reloads_failed).encode(fam.encode_family(&[("result", "failed")])?)?;
+        }
+        if let Some(d) = s.drain_seconds {
+            ConstGauge::new(d).encode(enc.encode_descriptor(
+                "podmaster_drain_seconds",
+                "duration of the last drain",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        gauge(&mut enc, "podmaster_crash_loop", "1 when a slot exceeded max-failed-starts (/livez fails)", i64::from(s.crash_loop.is_some()))?;
         ConstCounter::new(s.reaped_orphans).encode(enc.encode_descriptor(
             "podmaster_reaped_orphans",
             "orphaned descendants reaped by the master",

@@ -20,17 +20,25 @@ const MAX_DATAGRAM: usize = 4096;
 /// What a worker told the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
+    /// `READY=1`: accepting.
     Ready,
+    /// `STOPPING=1`: no longer accepting.
     Stopping,
+    /// `PODMASTER_RELOAD=1` (`uwsgi.reload()`): chain-reload all workers.
+    Reload,
+    /// `PODMASTER_STOP=1` (`uwsgi.stop()`): drain the whole instance.
+    Stop,
 }
 
-/// Parses one datagram; the last READY/STOPPING assignment in it wins.
+/// Parses one datagram; the last recognised assignment in it wins.
 pub fn parse(payload: &[u8]) -> Option<Notice> {
     let mut out = None;
     for line in payload.split(|b| *b == b'\n') {
         match line {
             b"READY=1" => out = Some(Notice::Ready),
             b"STOPPING=1" => out = Some(Notice::Stopping),
+            b"PODMASTER_RELOAD=1" => out = Some(Notice::Reload),
+            b"PODMASTER_STOP=1" => out = Some(Notice::Stop),
             _ => {}
         }
     }
@@ -116,6 +124,8 @@ mod tests {
         assert_eq!(parse(b"STATUS=warming\nREADY=1\n"), Some(Notice::Ready));
         assert_eq!(parse(b"READY=1\nSTOPPING=1"), Some(Notice::Stopping));
         assert_eq!(parse(b"READY=0"), None);
+        assert_eq!(parse(b"PODMASTER_RELOAD=1"), Some(Notice::Reload));
+        assert_eq!(parse(b"PODMASTER_STOP=1\n"), Some(Notice::Stop));
         assert_eq!(parse(b"\xff\x00garbage"), None);
     }
 

@@ -10,11 +10,6 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::master::state::Shared;
 
-/// How long `/livez` waits for the main loop to answer a wake-up. Well
-/// under kubelet's default 1 s probe timeout, far above a healthy turn
-/// (microseconds).
-const LIVENESS_WAIT: Duration = Duration::from_millis(500);
-
 /// A bound probe server, not yet serving (bound early so an address
 /// error stops startup before any worker exists).
 pub struct ProbeServer {
@@ -29,11 +24,14 @@ impl ProbeServer {
         Ok(ProbeServer { server, address })
     }
 
-    pub fn start(self, shared: Arc<Shared>) -> std::io::Result<()> {
+    /// Serves on a new thread. `liveness` is how long `/livez` waits for
+    /// the main loop to answer a wake-up (`liveness-timeout`, default 0.5 s:
+    /// under kubelet's default 1 s probe timeout, far above a healthy turn).
+    pub fn start(self, shared: Arc<Shared>, liveness: Duration) -> std::io::Result<()> {
         std::thread::Builder::new().name("probes".into()).spawn(move || {
             let registry = crate::metrics::registry(shared.clone());
             for req in self.server.incoming_requests() {
-                respond(req, &shared, &registry);
+                respond(req, &shared, &registry, liveness);
             }
         })?;
         Ok(())
@@ -48,7 +46,7 @@ fn header(k: &str, v: &str) -> Header {
     Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("static header is valid")
 }
 
-fn respond(req: Request, shared: &Shared, registry: &prometheus_client::registry::Registry) {
+fn respond(req: Request, shared: &Shared, registry: &prometheus_client::registry::Registry, liveness: Duration) {
     let path = req.url().split('?').next().unwrap_or("").to_owned();
     let resp = if !matches!(req.method(), Method::Get | Method::Head) {
         text(405, "method not allowed: probes are read-only (GET, HEAD)\n".into())
@@ -56,10 +54,12 @@ fn respond(req: Request, shared: &Shared, registry: &prometheus_client::registry
     } else {
         match path.as_str() {
             "/livez" => {
-                if shared.heartbeat.ping(LIVENESS_WAIT) {
-                    text(200, "ok: master loop alive\n".into())
+                if !shared.heartbeat.ping(liveness) {
+                    text(503, format!("not alive: master loop did not turn within {} ms\n", liveness.as_millis()))
+                } else if let Some(why) = &shared.load().crash_loop {
+                    text(503, format!("not alive: {why}\n"))
                 } else {
-                    text(503, format!("not alive: master loop did not turn within {} ms\n", LIVENESS_WAIT.as_millis()))
+                    text(200, "ok: master loop alive\n".into())
                 }
             }
             "/readyz" => {

@@ -136,9 +136,82 @@ pub enum LogFormat {
     Json,
 }
 
+/// When a worker counts as accepting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// After it sends `READY=1` (what `uwsgi.accepting()` does).
+    Notify,
+    /// As soon as it is running (programs that cannot notify).
+    Spawn,
+}
+
+/// Splits a command line into argv without a shell: whitespace separates
+/// words; '…' quotes literally; "…" quotes with `\` escapes; `\` escapes
+/// outside quotes.
+pub fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err(format!("unclosed single quote in {s:?}")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => cur.push(c),
+                            None => return Err(format!("trailing backslash in {s:?}")),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err(format!("unclosed double quote in {s:?}")),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => cur.push(c),
+                    None => return Err(format!("trailing backslash in {s:?}")),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    if out.is_empty() {
+        return Err("empty command".into());
+    }
+    Ok(out)
+}
+
 /// A socket spec together with the origin of the line that declared it.
 #[derive(Debug, Clone)]
 pub struct SocketEntry {
+    /// The spec as written: the socket's name in LISTEN_FDNAMES and /status.
+    pub name: String,
     pub spec: SocketSpec,
     pub origin: Origin,
 }
@@ -159,6 +232,23 @@ pub struct Config {
     pub virtualenv: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub log_format: LogFormat,
+    pub log_level: String,
+    pub chain_reload_timeout: Duration,
+    /// Files whose modification triggers a chain reload.
+    pub touch_reload: Vec<PathBuf>,
+    pub respawn_backoff_max: Duration,
+    pub max_failed_starts: u32,
+    pub max_worker_lifetime: Option<Duration>,
+    pub max_worker_lifetime_delta: Duration,
+    /// Bytes.
+    pub reload_on_rss: Option<u64>,
+    /// `worker-exec`: argv of a command worker (instead of a Python script).
+    pub command: Option<Vec<String>>,
+    pub ready_mode: ReadyMode,
+    pub attach_daemons: Vec<Vec<String>>,
+    pub reload_on_config_change: bool,
+    pub config_check_interval: Duration,
+    pub liveness_timeout: Duration,
     /// Every option as set (canonical name, value), for `uwsgi.opt`.
     pub opt: Vec<(String, String)>,
     /// uWSGI options accepted and ignored, with where they were set.
@@ -275,6 +365,14 @@ fn parse_seconds(entry: &Entry) -> Result<Duration, ConfigError> {
         .ok_or_else(|| ConfigError::at(entry, format!("expected seconds (e.g. 5 or 0.5), found {v:?}")))
 }
 
+fn positive_seconds(entry: &Entry) -> Result<Duration, ConfigError> {
+    let d = parse_seconds(entry)?;
+    if d.is_zero() {
+        return Err(ConfigError::at(entry, "must be more than 0 seconds"));
+    }
+    Ok(d)
+}
+
 pub fn parse_signal(name: &str) -> Option<Signal> {
     let upper = name.trim().to_ascii_uppercase();
     if let Ok(n) = upper.parse::<i32>() {
@@ -302,6 +400,20 @@ impl Config {
             virtualenv: None,
             pythonpath: Vec::new(),
             log_format: LogFormat::Text,
+            log_level: "info".into(),
+            chain_reload_timeout: Duration::from_secs(60),
+            touch_reload: Vec::new(),
+            respawn_backoff_max: Duration::from_secs(30),
+            max_failed_starts: 10,
+            max_worker_lifetime: None,
+            max_worker_lifetime_delta: Duration::ZERO,
+            reload_on_rss: None,
+            command: None,
+            ready_mode: ReadyMode::Notify,
+            attach_daemons: Vec::new(),
+            reload_on_config_change: true,
+            config_check_interval: Duration::from_secs(5),
+            liveness_timeout: Duration::from_millis(500),
             opt: Vec::new(),
             ignored: Vec::new(),
         };
@@ -335,14 +447,17 @@ impl Config {
 
     fn apply(&mut self, def: &OptDef, e: &Entry) -> Result<(), ConfigError> {
         if def.kind == Kind::Bool {
-            // Only `master` is boolean so far, and it is always on.
-            let _ = parse_bool(&e.value);
+            let on = parse_bool(&e.value);
+            if def.name == "reload-on-config-change" {
+                self.reload_on_config_change = on;
+            }
+            // `master` is always on.
             return Ok(());
         }
         match def.name {
             "socket" => {
                 let spec = SocketSpec::parse(e.value.trim()).map_err(|m| ConfigError::at(e, m))?;
-                self.sockets.push(SocketEntry { spec, origin: e.origin.clone() });
+                self.sockets.push(SocketEntry { name: e.value.trim().to_owned(), spec, origin: e.origin.clone() });
             }
             "processes" => {
                 let n = parse_uint(e)?;
@@ -403,6 +518,43 @@ impl Config {
                     }
                 }
             }
+            "log-level" => {
+                let v = e.value.trim().to_ascii_lowercase();
+                if !["error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
+                    return Err(ConfigError::at(e, format!("expected error, warn, info, debug or trace, found {v:?}")));
+                }
+                self.log_level = v;
+            }
+            "chain-reload-timeout" => self.chain_reload_timeout = positive_seconds(e)?,
+            "touch-reload" | "touch-chain-reload" => self.touch_reload.push(PathBuf::from(e.value.trim())),
+            "respawn-backoff-max" => self.respawn_backoff_max = positive_seconds(e)?,
+            "max-failed-starts" => {
+                let n = parse_uint(e)?;
+                if n == 0 || n > u64::from(u32::MAX) {
+                    return Err(ConfigError::at(e, format!("expected at least 1, found {n}")));
+                }
+                self.max_failed_starts = n as u32;
+            }
+            "max-worker-lifetime" => self.max_worker_lifetime = Some(positive_seconds(e)?),
+            "max-worker-lifetime-delta" => self.max_worker_lifetime_delta = parse_seconds(e)?,
+            "reload-on-rss" => {
+                let mb = parse_uint(e)?;
+                if mb == 0 || mb > 1 << 30 {
+                    return Err(ConfigError::at(e, format!("expected megabytes >= 1, found {mb}")));
+                }
+                self.reload_on_rss = Some(mb * 1024 * 1024);
+            }
+            "worker-exec" => self.command = Some(split_command(&e.value).map_err(|m| ConfigError::at(e, m))?),
+            "worker-ready-mode" => {
+                self.ready_mode = match e.value.trim() {
+                    "notify" => ReadyMode::Notify,
+                    "spawn" => ReadyMode::Spawn,
+                    other => return Err(ConfigError::at(e, format!("expected `notify` or `spawn`, found {other:?}"))),
+                }
+            }
+            "attach-daemon" => self.attach_daemons.push(split_command(&e.value).map_err(|m| ConfigError::at(e, m))?),
+            "config-check-interval" => self.config_check_interval = positive_seconds(e)?,
+            "liveness-timeout" => self.liveness_timeout = positive_seconds(e)?,
             other => {
                 return Err(ConfigError::at(e, format!("internal error: option {other} is declared but not wired")));
             }
@@ -412,15 +564,41 @@ impl Config {
 
     /// Checks that need the whole configuration.
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.script.is_none() {
-            return Err(ConfigError::new(
-                None,
-                Some("python-worker-override"),
-                "no worker configured: set python-worker-override = SCRIPT (see README)",
-            ));
+        match (&self.script, &self.command) {
+            (None, None) => {
+                return Err(ConfigError::new(
+                    None,
+                    Some("python-worker-override"),
+                    "no worker configured: set python-worker-override = SCRIPT or worker-exec = COMMAND (see README)",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    None,
+                    Some("worker-exec"),
+                    "python-worker-override and worker-exec are both set; a worker runs one or the other",
+                ));
+            }
+            _ => {}
         }
         if self.sockets.is_empty() {
             return Err(ConfigError::new(None, Some("socket"), "no socket configured: add socket = HOST:PORT"));
+        }
+        Ok(())
+    }
+
+    /// Resolves relative paths against `chdir` when set (uWSGI changes
+    /// directory before loading the app), else `cwd`, and checks that the
+    /// worker script is a readable file.
+    pub fn finalize(&mut self, cwd: &Path) -> Result<(), ConfigError> {
+        let base = self.chdir.as_ref().map(|c| cwd.join(c)).unwrap_or_else(|| cwd.to_path_buf());
+        if let Some(s) = &self.script {
+            let abs = base.join(s);
+            Self::check_script(&abs).map_err(|m| ConfigError::new(None, Some("python-worker-override"), m))?;
+            self.script = Some(abs);
+        }
+        for t in &mut self.touch_reload {
+            *t = base.join(&*t);
         }
         Ok(())
     }
@@ -434,6 +612,12 @@ impl Config {
             Ok(_) => Err(format!("worker script {} is not a regular file", path.display())),
             Err(e) => Err(format!("worker script {}: {e}", path.display())),
         }
+    }
+
+    /// The signal that asks a worker to stop gracefully: SIGHUP for Python
+    /// override workers (as under uWSGI), SIGTERM for command workers.
+    pub fn stop_signal(&self) -> Signal {
+        self.worker_stop_signal.unwrap_or(if self.command.is_some() { Signal::SIGTERM } else { Signal::SIGHUP })
     }
 
     /// Number of accepting workers that makes the instance ready.
@@ -538,6 +722,42 @@ mod tests {
         let mut v = base();
         v.push(e("worker-stop-signal", "KILL"));
         assert!(Config::resolve(&v).is_err());
+    }
+
+    #[test]
+    fn command_splitting() {
+        assert_eq!(split_command("gunicorn -w 1 'app:make()'").unwrap(), vec!["gunicorn", "-w", "1", "app:make()"]);
+        assert_eq!(split_command(r#"sh -c "echo \"hi\" there""#).unwrap(), vec!["sh", "-c", r#"echo "hi" there"#]);
+        assert_eq!(split_command(r"a\ b ''").unwrap(), vec!["a b", ""]);
+        for bad in ["", "   ", "'open", "\"open", "trailing\\"] {
+            assert!(split_command(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_declared_option_is_wired() {
+        let sample = |o: &options::OptDef| match o.kind {
+            Kind::Bool => "true",
+            Kind::Uint => "2",
+            Kind::Seconds => "1",
+            Kind::Text => match o.name {
+                "socket" => ":0",
+                "ready-workers" => "50%",
+                "worker-stop-signal" => "TERM",
+                "log-format" => "json",
+                "log-level" => "debug",
+                "worker-ready-mode" => "spawn",
+                _ => "x",
+            },
+        };
+        for o in options::OPTIONS {
+            let mut v = vec![e("socket", ":0")];
+            v.push(if o.name == "worker-exec" { e("worker-exec", "true") } else { e("python-worker-override", "w.py") });
+            if o.name != "python-worker-override" && o.name != "worker-exec" {
+                v.push(e(o.name, sample(o)));
+            }
+            Config::resolve(&v).unwrap_or_else(|err| panic!("{}: {err}", o.name));
+        }
     }
 
     #[test]

@@ -100,6 +100,53 @@ pub static OPTIONS: &[OptDef] = &[
         help: "directory prepended to sys.path (repeatable)",
     },
     opt("log-format", Kind::Text, Some("text"), "log format: text or json"),
+    opt("log-level", Kind::Text, Some("info"), "least severe level logged (error, warn, info, debug, trace); RUST_LOG overrides"),
+    opt(
+        "chain-reload-timeout",
+        Kind::Seconds,
+        Some("60"),
+        "seconds a replacement worker gets to report accepting before a chain reload is aborted",
+    ),
+    list("touch-reload", "file whose modification triggers a graceful chain reload (repeatable)"),
+    list("touch-chain-reload", "same as touch-reload (uWSGI name)"),
+    opt("respawn-backoff-max", Kind::Seconds, Some("30"), "cap of the exponential respawn delay after crashes"),
+    opt(
+        "max-failed-starts",
+        Kind::Uint,
+        Some("10"),
+        "consecutive failed starts of one slot after which /livez turns 503 (kubelet then restarts the pod)",
+    ),
+    opt("max-worker-lifetime", Kind::Seconds, None, "replace a worker (replacement first) after this many seconds"),
+    opt("max-worker-lifetime-delta", Kind::Seconds, Some("0"), "random extra lifetime per worker, 0..delta seconds"),
+    opt("reload-on-rss", Kind::Uint, None, "replace a worker (replacement first) whose RSS exceeds this many MB"),
+    OptDef {
+        name: "worker-exec",
+        aliases: &["worker-command"],
+        kind: Kind::Text,
+        repeatable: false,
+        default: None,
+        help: "command each worker slot runs, with the sockets passed the systemd way (LISTEN_FDS, NOTIFY_SOCKET)",
+    },
+    opt(
+        "worker-ready-mode",
+        Kind::Text,
+        Some("notify"),
+        "notify: a worker accepts once it sends READY=1; spawn: as soon as it runs",
+    ),
+    list("attach-daemon", "supervised side process (repeatable): respawned with backoff, stopped last"),
+    opt(
+        "reload-on-config-change",
+        Kind::Bool,
+        Some("true"),
+        "watch the config files/directories and roll the workers when they change",
+    ),
+    opt("config-check-interval", Kind::Seconds, Some("5"), "seconds between checks of config and touch files"),
+    opt(
+        "liveness-timeout",
+        Kind::Seconds,
+        Some("0.5"),
+        "/livez fails if the main loop does not answer a wake-up within this many seconds",
+    ),
 ];
 
 /// uWSGI options podmaster accepts and ignores because its behaviour already

@@ -50,6 +50,8 @@ pub struct WorkerView {
     /// Unix time of the last spawn, seconds (uWSGI: `last_spawn`).
     pub last_spawn: u64,
     pub spawns_total: u64,
+    /// Consecutive starts that never reached accepting.
+    pub failed_starts: u32,
     /// Exit reasons (`exit_code=N` / `signal=NAME`) and how often each was seen.
     pub exits: Vec<(String, u64)>,
 }
@@ -73,10 +75,27 @@ pub struct Snapshot {
     pub ready_target: u32,
     pub config_sources: Vec<String>,
     pub sockets: Vec<SocketView>,
+    /// One entry per slot: the worker serving it.
     pub workers: Vec<WorkerView>,
+    /// Processes in transition: replacements starting, old ones retiring.
+    pub transitions: Vec<WorkerView>,
+    pub daemons: Vec<DaemonView>,
     pub reaped_orphans: u64,
     /// Duration of the last finished drain, seconds.
     pub drain_seconds: Option<f64>,
+    pub reloads_ok: u64,
+    pub reloads_aborted: u64,
+    pub config_reloads_ok: u64,
+    pub config_reloads_failed: u64,
+    /// Set when a slot exceeded `max-failed-starts`: `/livez` fails with it.
+    pub crash_loop: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonView {
+    pub command: String,
+    pub pid: i32,
+    pub respawn_count: u64,
 }
 
 impl Snapshot {
@@ -179,11 +198,19 @@ mod tests {
                     respawn_count: 0,
                     last_spawn: 0,
                     spawns_total: 1,
+                    failed_starts: 0,
                     exits: vec![],
                 })
                 .collect(),
+            transitions: vec![],
+            daemons: vec![],
             reaped_orphans: 0,
             drain_seconds: None,
+            reloads_ok: 0,
+            reloads_aborted: 0,
+            config_reloads_ok: 0,
+            config_reloads_failed: 0,
+            crash_loop: None,
         }
     }
 

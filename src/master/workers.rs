@@ -13,9 +13,6 @@ use super::state::WorkerView;
 
 /// First respawn delay after an unexpected exit; doubles per failure.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
-/// Cap on the respawn delay, so a crash-looping worker costs nothing but
-/// is still retried twice a minute.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A worker that accepted this long is healthy: its next crash restarts
 /// the backoff from the beginning.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
@@ -39,12 +36,37 @@ pub struct Worker {
     pub pid: Pid,
     pub generation: u64,
     pub spawned_at: SystemTime,
+    pub started: Instant,
     pub state: WorkerState,
+    /// Reported accepting at least once (a worker that never did and
+    /// exits is a failed start).
+    pub ever_accepted: bool,
+    /// `max-worker-lifetime`: when to replace it.
+    pub retire_at: Option<Instant>,
 }
 
 impl Worker {
     pub fn accepting(&self) -> bool {
         matches!(self.state, WorkerState::Accepting { .. })
+    }
+
+    pub fn view(&self, id: u32) -> WorkerView {
+        WorkerView {
+            id,
+            pid: self.pid.as_raw(),
+            generation: self.generation,
+            state: match self.state {
+                WorkerState::Starting => "starting",
+                WorkerState::Accepting { .. } => "accepting",
+                WorkerState::Stopping { .. } => "stopping",
+            },
+            accepting: u8::from(self.accepting()),
+            respawn_count: 0,
+            last_spawn: self.spawned_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            spawns_total: 0,
+            failed_starts: 0,
+            exits: Vec::new(),
+        }
     }
 }
 
@@ -52,6 +74,11 @@ impl Worker {
 pub struct Slot {
     pub id: u32,
     pub worker: Option<Worker>,
+    /// A replacement being started (chain reload, recycling); it takes
+    /// over once it accepts.
+    pub next: Option<Worker>,
+    /// Consecutive starts that never reached accepting.
+    pub failed_starts: u32,
     /// When the slot is empty: when to spawn again (None: not scheduled).
     pub respawn_at: Option<Instant>,
     pub backoff: Duration,
@@ -65,6 +92,8 @@ impl Slot {
         Slot {
             id,
             worker: None,
+            next: None,
+            failed_starts: 0,
             respawn_at: None,
             backoff: BACKOFF_START,
             respawn_count: 0,
@@ -74,42 +103,38 @@ impl Slot {
     }
 
     pub fn view(&self) -> WorkerView {
-        let (pid, generation, state, accepting, last_spawn) = match &self.worker {
-            Some(w) => (
-                w.pid.as_raw(),
-                w.generation,
-                match w.state {
-                    WorkerState::Starting => "starting",
-                    WorkerState::Accepting { .. } => "accepting",
-                    WorkerState::Stopping { .. } => "stopping",
-                },
-                u8::from(w.accepting()),
-                w.spawned_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            ),
-            None => (0, 0, "down", 0, 0),
+        let mut v = match &self.worker {
+            Some(w) => w.view(self.id),
+            None => WorkerView {
+                id: self.id,
+                pid: 0,
+                generation: 0,
+                state: "down",
+                accepting: 0,
+                respawn_count: 0,
+                last_spawn: 0,
+                spawns_total: 0,
+                failed_starts: 0,
+                exits: Vec::new(),
+            },
         };
-        WorkerView {
-            id: self.id,
-            pid,
-            generation,
-            state,
-            accepting,
-            respawn_count: self.respawn_count,
-            last_spawn,
-            spawns_total: self.spawns,
-            exits: self.exits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        }
+        v.respawn_count = self.respawn_count;
+        v.spawns_total = self.spawns;
+        v.failed_starts = self.failed_starts;
+        v.exits = self.exits.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v
     }
 
     /// Records an exit and returns the backoff to wait before respawning:
-    /// reset when the worker had been accepting long enough, else doubled.
-    pub fn note_exit(&mut self, reason: &str, was_accepting_since: Option<Instant>, now: Instant) -> Duration {
+    /// reset when the worker had been accepting long enough, else doubled
+    /// up to `max`.
+    pub fn note_exit(&mut self, reason: &str, was_accepting_since: Option<Instant>, now: Instant, max: Duration) -> Duration {
         *self.exits.entry(reason.to_owned()).or_default() += 1;
         if was_accepting_since.is_some_and(|s| now.duration_since(s) >= BACKOFF_RESET_AFTER) {
             self.backoff = BACKOFF_START;
         }
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let wait = self.backoff.min(max);
+        self.backoff = (self.backoff * 2).min(max);
         wait
     }
 }
@@ -131,11 +156,12 @@ mod tests {
     fn backoff_doubles_caps_and_resets() {
         let mut s = Slot::new(1);
         let now = Instant::now();
-        let waits: Vec<_> = (0..12).map(|_| s.note_exit("exit_code=1", None, now).as_millis()).collect();
+        let max = Duration::from_secs(30);
+        let waits: Vec<_> = (0..12).map(|_| s.note_exit("exit_code=1", None, now, max).as_millis()).collect();
         assert_eq!(&waits[..4], &[100, 200, 400, 800]);
         assert_eq!(*waits.last().unwrap(), 30_000);
         let long_ago = now - Duration::from_secs(11);
-        assert_eq!(s.note_exit("exit_code=1", Some(long_ago), now), BACKOFF_START);
+        assert_eq!(s.note_exit("exit_code=1", Some(long_ago), now, max), BACKOFF_START);
         assert_eq!(s.exits["exit_code=1"], 13);
     }
 }

@@ -26,10 +26,13 @@ pub struct WorkerSpec {
     /// Unix time the master started (seconds).
     pub started_on: u64,
     pub script: PathBuf,
+    /// `worker-exec`: run this program instead of a Python script.
+    pub command: Option<Vec<String>>,
     pub chdir: Option<PathBuf>,
     pub virtualenv: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub log_format: LogFormat,
+    pub log_level: String,
     pub opt: Vec<(String, String)>,
     /// Socket names, in fd order (fd 3 first).
     pub sockets: Vec<String>,
@@ -70,14 +73,31 @@ pub fn run() -> u8 {
             return crate::exit::CONFIG;
         }
     };
-    crate::logging::init(spec.log_format);
+    crate::logging::init(spec.log_format, &spec.log_level);
     if let Some(dir) = &spec.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
             tracing::error!(worker = spec.id, error = %e, "chdir {} failed", dir.display());
             return crate::exit::CONFIG;
         }
     }
-    python::run(spec)
+    match &spec.command {
+        Some(argv) => exec_command(spec.id, argv),
+        None => python::run(spec),
+    }
+}
+
+/// Replaces this process with a command worker; the sockets, LISTEN_* and
+/// NOTIFY_SOCKET are already in place. Returns only on failure, with the
+/// shell's codes: 127 not found, 126 not executable.
+fn exec_command(id: u32, argv: &[String]) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+    let code = match err.kind() {
+        std::io::ErrorKind::NotFound => crate::exit::NOT_FOUND,
+        _ => crate::exit::NOT_EXECUTABLE,
+    };
+    eprintln!("podmaster: worker {id}: cannot run {}: {err}", argv[0]);
+    code
 }
 
 #[cfg(test)]
