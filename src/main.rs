@@ -93,4 +93,3 @@ fn run() -> Result<u8, Fatal> {
         .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;
     Ok(master.run())
 }
-

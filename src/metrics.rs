@@ -120,7 +120,12 @@ impl Collector for MasterCollector {
                 MetricType::Gauge,
             )?)?;
         }
-        gauge(&mut enc, "podmaster_crash_loop", "1 when a slot exceeded max-failed-starts (/livez fails)", i64::from(s.crash_loop.is_some()))?;
+        gauge(
+            &mut enc,
+            "podmaster_crash_loop",
+            "1 when a slot exceeded max-failed-starts (/livez fails)",
+            i64::from(s.crash_loop.is_some()),
+        )?;
         ConstCounter::new(s.reaped_orphans).encode(enc.encode_descriptor(
             "podmaster_reaped_orphans",
             "orphaned descendants reaped by the master",

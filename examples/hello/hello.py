@@ -22,9 +22,44 @@ import uwsgi
 DRAIN_TIMEOUT = 20.0
 
 servers = []
-in_flight = set()
-idle = set()  # keep-alive connections waiting for a further request
+idle = set()  # handler tasks of kept-alive connections between requests
 stopping = asyncio.Event()
+
+# Every accepted connection is counted from the moment asyncio creates its
+# protocol (the loop step right after accept()) until its handler ends; a
+# drain waits for this count, not for handler tasks, which start later.
+open_connections = 0
+all_closed = asyncio.Event()
+all_closed.set()
+
+
+def connection_opened():
+    global open_connections
+    open_connections += 1
+    all_closed.clear()
+
+
+def connection_closed():
+    global open_connections
+    open_connections -= 1
+    if open_connections == 0:
+        all_closed.set()
+
+
+def stop_accepting():
+    """Stops accepting without Server.close(): on Python 3.11 a connection
+    accepted in the same loop step as close() trips an assertion in
+    asyncio's Server._attach and is reset. Removing the accept reader is
+    enough; the process exits once its connections are done."""
+    loop = asyncio.get_running_loop()
+    for srv in servers:
+        for sock in srv.sockets:
+            loop.remove_reader(sock.fileno())
+
+
+def make_protocol():
+    connection_opened()
+    return asyncio.StreamReaderProtocol(asyncio.StreamReader(), handle)
 
 
 async def respond(writer, status, body, close):
@@ -44,57 +79,58 @@ async def handle(reader, writer):
     task = asyncio.current_task()
     served = 0
     try:
-        while not stopping.is_set():
-            # A fresh connection counts as in flight: its client is about to
-            # send a request. Only a kept-alive one that already got an
-            # answer may be closed while idle during a drain.
-            (idle if served else in_flight).add(task)
+        # A fresh connection's client is about to send a request: it is
+        # served even during a drain. Only a kept-alive connection that
+        # already got an answer may be closed while idle.
+        while served == 0 or not stopping.is_set():
+            if served:
+                idle.add(task)
             try:
                 request_line = await reader.readline()
             finally:
                 idle.discard(task)
             if not request_line:
                 return
-            in_flight.add(task)
             served += 1
-            try:
-                headers = {}
-                while True:
-                    line = await reader.readline()
-                    if line in (b"\r\n", b"\n", b""):
-                        break
-                    key, _, value = line.decode("latin-1").partition(":")
-                    headers[key.strip().lower()] = value.strip()
-                parts = request_line.decode("latin-1").split()
-                path = parts[1] if len(parts) >= 2 else "/"
-                close = headers.get("connection", "").lower() == "close"
-                if path.startswith("/slow/"):
-                    seconds = float(path[len("/slow/"):] or 1)
-                    await asyncio.sleep(seconds)
-                    status, body = "200 OK", f"slept {seconds:g}"
-                else:
-                    name = path.lstrip("/") or "Anonymous"
-                    status, body = "200 OK", f"Hello, {name}"
-                # During a drain, answer and then close the connection.
-                await respond(writer, status, body, close or stopping.is_set())
-                if close:
-                    return
-            finally:
-                in_flight.discard(task)
-    except (ConnectionError, ValueError):
+            headers = {}
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                key, _, value = line.decode("latin-1").partition(":")
+                headers[key.strip().lower()] = value.strip()
+            parts = request_line.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else "/"
+            close = headers.get("connection", "").lower() == "close"
+            if path.startswith("/slow/"):
+                seconds = float(path[len("/slow/"):] or 1)
+                await asyncio.sleep(seconds)
+                status, body = "200 OK", f"slept {seconds:g}"
+            else:
+                name = path.lstrip("/") or "Anonymous"
+                status, body = "200 OK", f"Hello, {name}"
+            # During a drain, answer and then close the connection.
+            await respond(writer, status, body, close or stopping.is_set())
+            if close:
+                return
+    except (ConnectionError, ValueError, asyncio.CancelledError):
         pass
     finally:
         writer.close()
+        connection_closed()
 
 
 async def graceful_stop():
     stopping.set()
-    for srv in servers:
-        srv.close()  # stop accepting; the master's other workers keep serving
+    stop_accepting()  # the master's other workers keep serving the sockets
+    # Let connections accepted in this very loop step reach make_protocol().
+    await asyncio.sleep(0)
     for task in list(idle):
         task.cancel()  # idle keep-alive connections: nothing in flight
-    if in_flight:
-        await asyncio.wait(list(in_flight), timeout=DRAIN_TIMEOUT)
+    try:
+        await asyncio.wait_for(all_closed.wait(), timeout=DRAIN_TIMEOUT)
+    except asyncio.TimeoutError:
+        uwsgi.log(f"{open_connections} connections still open after {DRAIN_TIMEOUT} s; exiting anyway")
     uwsgi.log(f"worker {uwsgi.worker_id()} drained, exiting")
 
 
@@ -110,7 +146,7 @@ async def main():
     loop.add_signal_handler(signal.SIGINT, lambda: sys.exit(1))
     for fd in uwsgi.sockets:
         sock = socket.socket(fileno=fd)
-        servers.append(await asyncio.start_server(handle, sock=sock))
+        servers.append(await loop.create_server(make_protocol, sock=sock))
     uwsgi.accepting()
     uwsgi.log(f"asyncio server started on podmaster {uwsgi.version}, sockets {uwsgi.sockets}")
     return await done

@@ -752,7 +752,11 @@ mod tests {
         };
         for o in options::OPTIONS {
             let mut v = vec![e("socket", ":0")];
-            v.push(if o.name == "worker-exec" { e("worker-exec", "true") } else { e("python-worker-override", "w.py") });
+            v.push(if o.name == "worker-exec" {
+                e("worker-exec", "true")
+            } else {
+                e("python-worker-override", "w.py")
+            });
             if o.name != "python-worker-override" && o.name != "worker-exec" {
                 v.push(e(o.name, sample(o)));
             }

@@ -100,7 +100,12 @@ pub static OPTIONS: &[OptDef] = &[
         help: "directory prepended to sys.path (repeatable)",
     },
     opt("log-format", Kind::Text, Some("text"), "log format: text or json"),
-    opt("log-level", Kind::Text, Some("info"), "least severe level logged (error, warn, info, debug, trace); RUST_LOG overrides"),
+    opt(
+        "log-level",
+        Kind::Text,
+        Some("info"),
+        "least severe level logged (error, warn, info, debug, trace); RUST_LOG overrides",
+    ),
     opt(
         "chain-reload-timeout",
         Kind::Seconds,

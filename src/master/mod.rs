@@ -70,8 +70,15 @@ enum MasterPhase {
     Running,
     /// Readiness is off. Until `stop_at` the workers keep serving
     /// (drain-delay); then each gets its stop signal (`fast`: SIGINT).
-    Draining { since: Instant, stop_at: Option<Instant>, fast: bool, code: u8 },
-    Exited { code: u8 },
+    Draining {
+        since: Instant,
+        stop_at: Option<Instant>,
+        fast: bool,
+        code: u8,
+    },
+    Exited {
+        code: u8,
+    },
 }
 
 /// Replacing workers one slot at a time, replacement first.
@@ -185,9 +192,8 @@ impl Master {
         let (probe_wake, probe_write) = nonblocking_pipe()?;
         let notify = NotifySocket::bind()?;
         let cfg = setup.config;
-        let config_hash = config::load(&setup.sources, setup.env.iter().cloned())
-            .map(|e| hash_entries(&e))
-            .unwrap_or_default();
+        let config_hash =
+            config::load(&setup.sources, setup.env.iter().cloned()).map(|e| hash_entries(&e)).unwrap_or_default();
         let m = Master {
             exe,
             listeners: setup.listeners,
@@ -356,7 +362,8 @@ impl Master {
     }
 
     fn all_worker_pids(&self) -> Vec<Pid> {
-        let mut v: Vec<Pid> = self.slots.iter().flat_map(|s| s.worker.iter().chain(s.next.iter())).map(|w| w.pid).collect();
+        let mut v: Vec<Pid> =
+            self.slots.iter().flat_map(|s| s.worker.iter().chain(s.next.iter())).map(|w| w.pid).collect();
         v.extend(self.retiring.iter().map(|(_, w)| w.pid));
         v
     }
@@ -435,7 +442,8 @@ impl Master {
 
     fn maybe_finish_drain(&mut self, now: Instant) {
         let MasterPhase::Draining { since, stop_at: None, code, fast } = self.phase else { return };
-        let workers_alive = self.slots.iter().any(|s| s.worker.is_some() || s.next.is_some()) || !self.retiring.is_empty();
+        let workers_alive =
+            self.slots.iter().any(|s| s.worker.is_some() || s.next.is_some()) || !self.retiring.is_empty();
         if workers_alive {
             return;
         }
@@ -513,7 +521,9 @@ impl Master {
             let overdue: Vec<u32> = self
                 .slots
                 .iter()
-                .filter(|s| s.next.is_none() && s.worker.as_ref().is_some_and(|w| w.retire_at.is_some_and(|t| now >= t)))
+                .filter(|s| {
+                    s.next.is_none() && s.worker.as_ref().is_some_and(|w| w.retire_at.is_some_and(|t| now >= t))
+                })
                 .map(|s| s.id)
                 .collect();
             for id in overdue {
@@ -526,10 +536,16 @@ impl Master {
         if let Some((id, deadline)) = self.rollout.as_ref().and_then(|r| r.current) {
             if now >= deadline {
                 let secs = self.cfg.chain_reload_timeout.as_secs_f64();
-                self.abort_rollout(id, &format!("replacement did not report accepting within {secs} s (chain-reload-timeout)"), now);
+                self.abort_rollout(
+                    id,
+                    &format!("replacement did not report accepting within {secs} s (chain-reload-timeout)"),
+                    now,
+                );
             }
         }
-        if self.watch.next.is_some_and(|t| now >= t) && matches!(self.phase, MasterPhase::Running | MasterPhase::Starting) {
+        if self.watch.next.is_some_and(|t| now >= t)
+            && matches!(self.phase, MasterPhase::Running | MasterPhase::Starting)
+        {
             self.check_watched(now);
             self.schedule_watch(now);
         }
@@ -565,7 +581,10 @@ impl Master {
         for d in &mut self.daemons {
             if let (Some(pid), Some(t)) = (d.pid, d.stop_deadline) {
                 if now >= t {
-                    tracing::warn!(pid = pid.as_raw(), "daemon did not stop within worker-reload-mercy; sending SIGKILL");
+                    tracing::warn!(
+                        pid = pid.as_raw(),
+                        "daemon did not stop within worker-reload-mercy; sending SIGKILL"
+                    );
                     sys::signal_group(pid, Signal::SIGKILL);
                     sys::signal(pid, Signal::SIGKILL);
                     d.stop_deadline = Some(t + Duration::from_secs(3600));
@@ -606,8 +625,14 @@ impl Master {
             }
             None => {
                 tracing::info!(cause = why, workers = self.slots.len(), "chain reload started");
-                self.rollout =
-                    Some(Rollout { queue: all, current: None, full: true, again: false, since: now, reason: why.to_owned() });
+                self.rollout = Some(Rollout {
+                    queue: all,
+                    current: None,
+                    full: true,
+                    again: false,
+                    since: now,
+                    reason: why.to_owned(),
+                });
             }
         }
         self.rollout_step(now);
@@ -695,7 +720,12 @@ impl Master {
     fn promote(&mut self, i: usize, now: Instant) {
         let Some(next) = self.slots[i].next.take() else { return };
         let id = self.slots[i].id;
-        tracing::info!(worker = id, pid = next.pid.as_raw(), generation = next.generation, "replacement accepting; retiring the old worker");
+        tracing::info!(
+            worker = id,
+            pid = next.pid.as_raw(),
+            generation = next.generation,
+            "replacement accepting; retiring the old worker"
+        );
         if let Some(old) = self.slots[i].worker.replace(next) {
             let old = self.retire(id, old, now, "replaced");
             self.retiring.push((id, old));
@@ -721,7 +751,12 @@ impl Master {
         if r.full {
             self.counters.reloads_aborted += 1;
         }
-        tracing::error!(worker = id, cause = r.reason.as_str(), error = why, "reload aborted; the old workers keep serving");
+        tracing::error!(
+            worker = id,
+            cause = r.reason.as_str(),
+            error = why,
+            "reload aborted; the old workers keep serving"
+        );
     }
 
     // ---- scaling ----------------------------------------------------------
@@ -959,8 +994,14 @@ impl Master {
                     "worker exited unexpectedly"
                 );
                 if failed >= self.cfg.max_failed_starts && self.crash_loop.is_none() {
-                    let msg = format!("worker {id} failed to start {failed} times in a row (max-failed-starts); last: {reason}");
-                    tracing::error!(worker = id, failed_starts = failed, "crash loop: /livez now fails so the pod is restarted");
+                    let msg = format!(
+                        "worker {id} failed to start {failed} times in a row (max-failed-starts); last: {reason}"
+                    );
+                    tracing::error!(
+                        worker = id,
+                        failed_starts = failed,
+                        "crash loop: /livez now fails so the pod is restarted"
+                    );
                     self.crash_loop = Some(msg);
                 }
                 // A replacement already on its way takes the slot over.
@@ -985,9 +1026,9 @@ impl Master {
 
     fn on_notice(&mut self, pid: i32, notice: Notice) {
         let now = Instant::now();
-        let Some(i) = self.slots.iter().position(|s| {
-            s.worker.iter().chain(s.next.iter()).any(|w| w.pid.as_raw() == pid)
-        }) else {
+        let Some(i) =
+            self.slots.iter().position(|s| s.worker.iter().chain(s.next.iter()).any(|w| w.pid.as_raw() == pid))
+        else {
             if !self.retiring.iter().any(|(_, w)| w.pid.as_raw() == pid) {
                 tracing::debug!(pid, ?notice, "notify message from a process that is not a worker; ignored");
             }
@@ -1014,7 +1055,8 @@ impl Master {
                     self.promote(i, now);
                     self.rollout_step(now);
                 }
-                if self.crash_loop.is_some() && self.slots.iter().all(|s| s.failed_starts < self.cfg.max_failed_starts) {
+                if self.crash_loop.is_some() && self.slots.iter().all(|s| s.failed_starts < self.cfg.max_failed_starts)
+                {
                     tracing::info!("crash loop over: every slot has started");
                     self.crash_loop = None;
                 }
@@ -1158,7 +1200,8 @@ impl Master {
                 }
             };
             let mut bound = bound.into_iter();
-            self.listeners = next.into_iter().map(|l| l.or_else(|| bound.next())).collect::<Option<Vec<_>>>().unwrap_or_default();
+            self.listeners =
+                next.into_iter().map(|l| l.or_else(|| bound.next())).collect::<Option<Vec<_>>>().unwrap_or_default();
             for l in &self.listeners {
                 tracing::info!(socket = l.name.as_str(), local = l.local.as_str(), "socket in use");
             }
@@ -1228,7 +1271,12 @@ impl Master {
             sockets: self
                 .listeners
                 .iter()
-                .map(|l| SocketView { name: l.name.clone(), kind: l.kind, local: l.local.clone(), fd: l.fd.as_raw_fd() })
+                .map(|l| SocketView {
+                    name: l.name.clone(),
+                    kind: l.kind,
+                    local: l.local.clone(),
+                    fd: l.fd.as_raw_fd(),
+                })
                 .collect(),
             workers: self.slots.iter().map(Slot::view).collect(),
             transitions,

@@ -128,7 +128,13 @@ impl Slot {
     /// Records an exit and returns the backoff to wait before respawning:
     /// reset when the worker had been accepting long enough, else doubled
     /// up to `max`.
-    pub fn note_exit(&mut self, reason: &str, was_accepting_since: Option<Instant>, now: Instant, max: Duration) -> Duration {
+    pub fn note_exit(
+        &mut self,
+        reason: &str,
+        was_accepting_since: Option<Instant>,
+        now: Instant,
+        max: Duration,
+    ) -> Duration {
         *self.exits.entry(reason.to_owned()).or_default() += 1;
         if was_accepting_since.is_some_and(|s| now.duration_since(s) >= BACKOFF_RESET_AFTER) {
             self.backoff = BACKOFF_START;

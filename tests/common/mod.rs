@@ -83,8 +83,9 @@ pub struct Instance {
     _dir: Option<TempDir>,
 }
 
-/// An ini for `processes` workers running `script` on `nsockets` fresh
-/// ports, a probe socket, and `extra` lines.
+/// An ini for `processes` workers running `script` (none if empty: then
+/// `extra` sets worker-exec) on `nsockets` fresh ports, a probe socket,
+/// and `extra` lines.
 pub fn ini(script: &str, processes: u32, nsockets: usize, extra: &str) -> (String, Vec<u16>, String) {
     let ports: Vec<u16> = (0..nsockets).map(|_| free_port()).collect();
     let probe = format!("127.0.0.1:{}", free_port());
@@ -92,9 +93,10 @@ pub fn ini(script: &str, processes: u32, nsockets: usize, extra: &str) -> (Strin
     for p in &ports {
         s += &format!("socket = 127.0.0.1:{p}\n");
     }
-    s += &format!(
-        "master = true\nprocesses = {processes}\npython-worker-override = {script}\nprobe-socket = {probe}\n{extra}\n"
-    );
+    if !script.is_empty() {
+        s += &format!("python-worker-override = {script}\n");
+    }
+    s += &format!("master = true\nprocesses = {processes}\nprobe-socket = {probe}\n{extra}\n");
     (s, ports, probe)
 }
 
@@ -156,7 +158,11 @@ impl Instance {
     }
 
     pub fn wait_ready(&self) {
-        wait_for("/readyz 200", DEADLINE, || self.probe_get("/readyz").filter(|r| r.status == 200).map(|_| ()));
+        let end = Instant::now() + DEADLINE;
+        while self.probe_get("/readyz").filter(|r| r.status == 200).is_none() {
+            assert!(Instant::now() < end, "timed out waiting for /readyz 200; logs:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits for the master to exit and returns its status.
@@ -288,4 +294,110 @@ pub fn accepted_by(client: &TcpStream, pids: &[i32]) -> Option<i32> {
             .flatten()
             .any(|e| std::fs::read_link(e.path()).map(|l| l.display().to_string() == target).unwrap_or(false))
     })
+}
+
+/// A client load: `threads` loops of GET requests (a new connection each)
+/// until stopped. Counts successes and failures.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<(u64, u64, Vec<String>)>>,
+}
+
+impl Load {
+    pub fn start(addrs: Vec<String>, threads: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handles = (0..threads)
+            .map(|t| {
+                let stop = stop.clone();
+                let addrs = addrs.clone();
+                std::thread::spawn(move || {
+                    let (mut ok, mut failed, mut errors) = (0u64, 0u64, Vec::new());
+                    let mut n = t;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let addr = &addrs[n % addrs.len()];
+                        n += 1;
+                        match http_get(addr, "/Load") {
+                            Ok(r) if r.status == 200 && r.body == "Hello, Load" => ok += 1,
+                            Ok(r) => {
+                                failed += 1;
+                                errors.push(format!("{} {}", r.status, r.body));
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                errors.push(e.to_string());
+                            }
+                        }
+                    }
+                    (ok, failed, errors)
+                })
+            })
+            .collect();
+        Load { stop, handles }
+    }
+
+    /// Stops the load; returns (ok, failed, first errors).
+    pub fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = (0, 0, Vec::new());
+        for h in self.handles {
+            let (o, f, e) = h.join().unwrap();
+            total.0 += o;
+            total.1 += f;
+            total.2.extend(e.into_iter().take(5));
+        }
+        total
+    }
+}
+
+/// Samples `podmaster_workers_accepting` from /metrics until stopped;
+/// returns the minimum seen and the number of samples.
+pub struct AcceptingSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(f64, u64)>,
+}
+
+impl AcceptingSampler {
+    pub fn start(probe: String) -> AcceptingSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut min, mut n) = (f64::MAX, 0);
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(v) =
+                    http_get(&probe, "/metrics").ok().and_then(|r| metric(&r.body, "podmaster_workers_accepting"))
+                {
+                    min = min.min(v);
+                    n += 1;
+                }
+            }
+            (min, n)
+        });
+        AcceptingSampler { stop, handle }
+    }
+
+    pub fn finish(self) -> (f64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+/// Value of a labelled sample, e.g. `podmaster_reloads_total{result="ok"}`.
+pub fn metric_with(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+impl Instance {
+    pub fn metrics(&self) -> String {
+        self.probe_get("/metrics").map(|r| r.body).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.probe_get("/status").expect("/status").body).unwrap()
+    }
+
+    pub fn wait_metric(&self, series: &str, at_least: f64) {
+        wait_for(&format!("{series} >= {at_least}"), DEADLINE, || {
+            (metric_with(&self.metrics(), series)? >= at_least).then_some(())
+        });
+    }
 }

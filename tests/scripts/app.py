@@ -5,6 +5,7 @@ master's environment):
   APP_GATE=PATH        call uwsgi.accepting() only once PATH exists
   APP_IGNORE_HUP=1     ignore SIGHUP (a straggler the master must SIGKILL)
   APP_RAISE_AT_IMPORT=1  raise before ever accepting
+  APP_EXIT_IF=PATH     exit 3 at once (before accepting) while PATH exists
 Routes:
   GET /NAME            "Hello, NAME" (X-Worker, X-Pid headers)
   GET /slow/S          sleep S seconds, then answer
@@ -23,10 +24,34 @@ import uwsgi
 
 if os.environ.get("APP_RAISE_AT_IMPORT"):
     raise RuntimeError("boom at import (APP_RAISE_AT_IMPORT)")
+if os.environ.get("APP_EXIT_IF") and os.path.exists(os.environ["APP_EXIT_IF"]):
+    sys.exit(3)
 
 crash = asyncio.Event()
 servers = []
-in_flight = set()
+# Connections are counted from protocol creation (the loop step after
+# accept) to the end of their handler; a graceful stop waits for zero.
+open_connections = 0
+all_closed = asyncio.Event()
+all_closed.set()
+
+
+def stop_accepting():
+    """Stops accepting without Server.close(): on Python 3.11 a connection
+    accepted in the same loop step as close() trips an assertion in
+    asyncio's Server._attach and is reset. Removing the accept reader is
+    enough; the process exits once its connections are done."""
+    loop = asyncio.get_running_loop()
+    for srv in servers:
+        for sock in srv.sockets:
+            loop.remove_reader(sock.fileno())
+
+
+def make_protocol():
+    global open_connections
+    open_connections += 1
+    all_closed.clear()
+    return asyncio.StreamReaderProtocol(asyncio.StreamReader(), handle)
 
 
 def spawn_orphan():
@@ -49,8 +74,7 @@ def spawn_orphan():
 
 
 async def handle(reader, writer):
-    task = asyncio.current_task()
-    in_flight.add(task)
+    global open_connections
     try:
         line = await reader.readline()
         while (await reader.readline()) not in (b"\r\n", b"\n", b""):
@@ -75,8 +99,10 @@ async def handle(reader, writer):
         )
         await writer.drain()
     finally:
-        in_flight.discard(task)
         writer.close()
+        open_connections -= 1
+        if open_connections == 0:
+            all_closed.set()
 
 
 async def main():
@@ -84,10 +110,9 @@ async def main():
     stop = loop.create_future()
 
     async def graceful():
-        for s in servers:
-            s.close()
-        if in_flight:
-            await asyncio.wait(list(in_flight), timeout=30)
+        stop_accepting()
+        await asyncio.sleep(0)  # connections accepted this step reach make_protocol
+        await asyncio.wait_for(all_closed.wait(), timeout=30)
         stop.set_result(0)
 
     if os.environ.get("APP_IGNORE_HUP"):
@@ -95,7 +120,7 @@ async def main():
     else:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(graceful()))
     for fd in uwsgi.sockets:
-        servers.append(await asyncio.start_server(handle, sock=socket.socket(fileno=fd)))
+        servers.append(await loop.create_server(make_protocol, sock=socket.socket(fileno=fd)))
     gate = os.environ.get("APP_GATE")
     while gate and not os.path.exists(gate):
         await asyncio.sleep(0.01)
