@@ -109,14 +109,22 @@ pub fn bind_all(specs: &[(String, SocketSpec)], backlog: i32) -> Result<Vec<List
             }
         }
     }
-    // Keep the master's copies above the range children receive them at.
-    let min = crate::sys::LISTEN_FDS_START + out.len() as RawFd;
-    out.into_iter()
-        .map(|mut l| {
-            l.fd = crate::sys::move_above(l.fd, min).map_err(|e| format!("socket {}: fcntl(F_DUPFD): {e}", l.name))?;
-            Ok(l)
-        })
-        .collect()
+    rehome(&mut out)?;
+    Ok(out)
+}
+
+/// Moves any listener whose fd lies in the hand-off range 3..3+n (n = the
+/// number of listeners) above it, so placing socket i at fd 3+i in a child
+/// never overwrites socket j before it is placed.
+pub fn rehome(listeners: &mut [Listener]) -> Result<(), String> {
+    let min = crate::sys::LISTEN_FDS_START + listeners.len() as RawFd;
+    for l in listeners.iter_mut() {
+        if l.fd.as_raw_fd() < min {
+            let fd = l.fd.try_clone().map_err(|e| format!("socket {}: dup: {e}", l.name))?;
+            l.fd = crate::sys::move_above(fd, min).map_err(|e| format!("socket {}: fcntl(F_DUPFD): {e}", l.name))?;
+        }
+    }
+    Ok(())
 }
 
 fn bind_one(name: &str, spec: &SocketSpec, backlog: i32) -> Result<Listener, String> {

@@ -115,3 +115,109 @@ fn precedence_env_then_files_in_order_then_cli() {
     let (_, out, _) = check(&base, &env);
     assert!(out.contains("processes = 2  # env UWSGI_PROCESSES"), "{out}");
 }
+
+/// Lays out `dir` the way kubelet projects a ConfigMap volume: the files
+/// live in a timestamped directory, `..data` points at it, and each key is
+/// a symlink through `..data`. An update writes a new timestamped
+/// directory and swaps `..data` atomically with a rename.
+fn project(dir: &std::path::Path, generation: u32, data: &[(&str, &str)]) {
+    let ts = format!("..2026_11_26_00_00_{generation:02}.{generation}");
+    std::fs::create_dir_all(dir.join(&ts)).unwrap();
+    for (k, v) in data {
+        std::fs::write(dir.join(&ts).join(k), v).unwrap();
+        let link = dir.join(k);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{k}"), &link).unwrap();
+        }
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&ts, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+}
+
+#[test]
+fn projected_configmap_swap_rolls_workers_without_failed_requests_and_bad_edits_are_ignored() {
+    let d = TempDir::new("projected");
+    let cm = d.path().join("cm");
+    std::fs::create_dir(&cm).unwrap();
+    let (port, probe) = (free_port(), free_port());
+    let script = example_script();
+    let sock = format!("127.0.0.1:{port}\n");
+    let probe_s = format!("127.0.0.1:{probe}\n");
+    let base = vec![
+        ("socket", sock.as_str()),
+        ("python-worker-override", script.as_str()),
+        ("probe-socket", probe_s.as_str()),
+        ("config-check-interval", "0.2\n"),
+    ];
+    let with = |processes: &'static str, mercy: &'static str| {
+        let mut v = base.clone();
+        v.push(("processes", processes));
+        v.push(("worker-reload-mercy", mercy));
+        v
+    };
+    project(&cm, 1, &with("2\n", "10\n"));
+    let mut inst = Instance::start_with("", 1, 0, "", &[], |_| {
+        let mut c = Command::new(BIN);
+        c.args(["--config-dir", cm.to_str().unwrap()]);
+        c
+    });
+    inst.probe = format!("127.0.0.1:{probe}");
+    inst.wait_ready();
+    let before: Vec<i32> = inst.worker_pids().into_iter().map(|(_, p)| p).collect();
+
+    let load = Load::start(vec![format!("127.0.0.1:{port}")], 3);
+    project(&cm, 2, &with("3\n", "9\n"));
+    inst.wait_metric("podmaster_config_reloads_total{result=\"ok\"}", 1.0);
+    inst.wait_metric("podmaster_reloads_total{result=\"ok\"}", 1.0);
+    wait_for("3/3 ready", DEADLINE, || {
+        (inst.probe_get("/readyz")?.body == "ready: 3/3 workers accepting\n").then_some(())
+    });
+    let after: Vec<i32> = inst.worker_pids().into_iter().map(|(_, p)| p).collect();
+    assert!(before.iter().all(|p| !after.contains(p)), "workers rolled: {before:?} -> {after:?}");
+
+    // A bad edit: logged, counted, ignored; service continues unchanged.
+    project(&cm, 3, &with("lots\n", "9\n"));
+    inst.wait_metric("podmaster_config_reloads_total{result=\"failed\"}", 1.0);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "no request fails across the roll: {errors:?}");
+    assert!(ok > 50);
+    assert_eq!(inst.worker_pids().into_iter().map(|(_, p)| p).collect::<Vec<_>>(), after, "bad edit changed nothing");
+    assert_eq!(inst.probe_get("/readyz").unwrap().status, 200);
+    let logs = inst.logs();
+    assert!(
+        logs.contains("config changed but is invalid") && logs.contains("processes: expected a whole number"),
+        "{logs}"
+    );
+    inst.signal(libc::SIGTERM);
+    assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0));
+}
+
+#[test]
+fn config_change_can_add_a_socket_live() {
+    let d = TempDir::new("addsock");
+    let (p1, p2, probe) = (free_port(), free_port(), free_port());
+    let ini_text = |extra: &str| {
+        format!(
+            "[uwsgi]\nsocket = 127.0.0.1:{p1}\n{extra}processes = 1\npython-worker-override = {}\nprobe-socket = 127.0.0.1:{probe}\nconfig-check-interval = 0.2\n",
+            example_script()
+        )
+    };
+    let ini = d.write("a.ini", &ini_text(""));
+    let mut inst = Instance::start_with("", 1, 0, "", &[], |_| {
+        let mut c = Command::new(BIN);
+        c.arg(&ini);
+        c
+    });
+    inst.probe = format!("127.0.0.1:{probe}");
+    inst.wait_ready();
+    assert!(http_get(&format!("127.0.0.1:{p2}"), "/x").is_err());
+    std::fs::write(&ini, ini_text(&format!("socket = 127.0.0.1:{p2}\n"))).unwrap();
+    inst.wait_metric("podmaster_reloads_total{result=\"ok\"}", 1.0);
+    for p in [p1, p2] {
+        assert_eq!(http_get(&format!("127.0.0.1:{p}"), "/New").unwrap().body, "Hello, New");
+    }
+    inst.signal(libc::SIGTERM);
+    assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0));
+}

@@ -794,16 +794,25 @@ impl Master {
 
     // ---- spawning -----------------------------------------------------------
 
-    /// Starts a process for slot `i` and installs it as the slot's worker.
+    /// Starts a process for slot `i` and installs it as the slot's worker;
+    /// on failure schedules the slot's respawn with backoff.
     fn spawn_slot(&mut self, i: usize, now: Instant) {
-        if let Some(w) = self.spawn_worker(i, now) {
-            self.slots[i].worker = Some(w);
-            self.check_ready(now);
+        match self.spawn_worker(i, now) {
+            Some(w) => {
+                self.slots[i].worker = Some(w);
+                self.check_ready(now);
+            }
+            None => {
+                let max = self.cfg.respawn_backoff_max;
+                let slot = &mut self.slots[i];
+                let wait = slot.note_exit("spawn_failed", None, now, max);
+                tracing::warn!(worker = slot.id, retry_in_s = wait.as_secs_f64(), "worker respawn scheduled");
+                slot.respawn_at = Some(now + wait);
+            }
         }
     }
 
     /// Starts a worker process for slot `i` (not installed anywhere yet).
-    /// On failure the slot's respawn is scheduled with backoff.
     fn spawn_worker(&mut self, i: usize, now: Instant) -> Option<Worker> {
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -842,7 +851,6 @@ impl Master {
             new_process_group: true,
             die_with_master: true,
         });
-        let max = self.cfg.respawn_backoff_max;
         let lifetime = self.lifetime();
         let slot = &mut self.slots[i];
         slot.spawns += 1;
@@ -861,9 +869,7 @@ impl Master {
                 })
             }
             Err(e) => {
-                let wait = slot.note_exit("spawn_failed", None, now, max);
-                tracing::error!(worker = id, error = %e, retry_in_s = wait.as_secs_f64(), "cannot spawn worker");
-                slot.respawn_at = Some(now + wait);
+                tracing::error!(worker = id, error = %e, "cannot spawn worker");
                 None
             }
         }
