@@ -14,10 +14,12 @@
 //! - [`metrics`]: prometheus-client collector over master snapshots.
 //! - [`notify`]: the `NOTIFY_SOCKET` protocol (READY=1 / STOPPING=1).
 //! - [`worker`]: worker mode; [`worker::python`] embeds CPython and the `uwsgi` module.
+//! - [`init`]: init mode (`-- COMMAND`), a tini-compatible PID 1 for one command.
 //! - [`sys`]: process syscalls (spawn, reap, signal, /proc); the fork/exec boundary.
 //! - [`logging`]: tracing subscriber setup (text or JSON lines).
 
 pub mod config;
+pub mod init;
 pub mod logging;
 pub mod master;
 pub mod metrics;

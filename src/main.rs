@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use podmaster::config::{self, Config, cli};
 use podmaster::master::{Master, MasterSetup};
-use podmaster::{exit, logging, probes, sockets, sys, worker};
+use podmaster::{exit, init, logging, probes, sockets, sys, worker};
 
 /// A fatal error: the one line to print and the exit code.
 struct Fatal {
@@ -47,12 +47,23 @@ fn run() -> Result<u8, Fatal> {
         }
         Err(cli::CliError::Config(e)) => return Err(config_error(e)),
     };
-    let (sources, check_only) = match invocation {
-        cli::Invocation::Run(s) => (s, false),
-        cli::Invocation::Check(s) => (s, true),
+    let (sources, check_only, init_argv) = match invocation {
+        cli::Invocation::Run(s) => (s, false, None),
+        cli::Invocation::Check(s) => (s, true, None),
+        cli::Invocation::Init(s, argv) => (s, false, Some(argv)),
     };
     let entries = config::load(&sources, std::env::vars()).map_err(config_error)?;
     let mut cfg = Config::resolve(&entries).map_err(config_error)?;
+    if let Some(argv) = init_argv {
+        cfg.check_init_mode().map_err(config_error)?;
+        sys::unblock_all_signals();
+        return Ok(init::run(init::InitOptions {
+            argv,
+            forward_to_group: cfg.forward_to_group,
+            exit_grace: cfg.exit_grace,
+        }));
+    }
+    cfg.check_workers().map_err(config_error)?;
     logging::init(cfg.log_format, &cfg.log_level);
     for (key, origin) in &cfg.ignored {
         tracing::info!(option = key.as_str(), origin = %origin, "uWSGI option accepted and ignored (podmaster covers it)");

@@ -90,17 +90,18 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Pid> {
 /// master started with SIGHUP ignored must not pass that on to workers.
 ///
 /// # Safety
-/// Async-signal-safe; meant for a freshly forked child.
+/// Async-signal-safe (raw syscalls only); meant for a freshly forked child.
 unsafe fn reset_signals() {
-    // SAFETY: sigaction/sigemptyset/pthread_sigmask on stack data; failures
-    // (EINVAL for the signals glibc reserves) are harmless and ignored.
+    // SAFETY: raw rt_sigaction with an all-zero kernel sigaction (handler
+    // SIG_DFL = 0, no flags, empty mask: the same bytes whatever the
+    // architecture's field order). glibc's sigaction() refuses signals 32
+    // and 33, which it reserves, yet they can arrive ignored from a parent;
+    // the raw call resets them too. Failures (KILL, STOP) are ignored.
     unsafe {
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = libc::SIG_DFL;
-        libc::sigemptyset(&mut act.sa_mask);
+        let dfl = [0u64; 4];
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &act, std::ptr::null_mut());
+                libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8usize);
             }
         }
         let mut set: libc::sigset_t = std::mem::zeroed();

@@ -14,57 +14,64 @@ pub enum Invocation {
     Run(Sources),
     /// `--check-config`: validate, print the effective configuration, exit.
     Check(Sources),
+    /// `-- COMMAND ARGS...`: init mode.
+    Init(Sources, Vec<String>),
 }
 
 fn command() -> Command {
-    let mut cmd = Command::new("podmaster")
-        .version(env!("CARGO_PKG_VERSION"))
-        .about("Container init and process manager for Python services (uWSGI worker-override compatible)")
-        .after_help(
-            "Sources, lowest precedence first: UWSGI_*/PODMASTER_* environment variables, config files \
+    let mut cmd =
+        Command::new("podmaster")
+            .version(env!("CARGO_PKG_VERSION"))
+            .about("Container init and process manager for Python services (uWSGI worker-override compatible)")
+            .after_help(
+                "Sources, lowest precedence first: UWSGI_*/PODMASTER_* environment variables, config files \
              in the order given, command-line options.",
-        )
-        .arg(
-            Arg::new("ini")
-                .long("ini")
-                .value_name("FILE[:section]")
-                .action(ArgAction::Append)
-                .help("uWSGI ini file to load ([uwsgi] section unless one is named)"),
-        )
-        .arg(
-            Arg::new("yaml")
-                .long("yaml")
-                .visible_alias("yml")
-                .value_name("FILE[:section|:key]")
-                .action(ArgAction::Append)
-                .help("uWSGI YAML file (`uwsgi:` root) or Kubernetes ConfigMap manifest"),
-        )
-        .arg(
-            Arg::new("json")
-                .long("json")
-                .value_name("FILE[:section]")
-                .action(ArgAction::Append)
-                .help("JSON file with the same shape as the YAML one"),
-        )
-        .arg(
-            Arg::new("config-dir")
-                .long("config-dir")
-                .value_name("DIR")
-                .action(ArgAction::Append)
-                .help("ConfigMap projected as a directory: one file per option (kubelet's ..data layout)"),
-        )
-        .arg(
-            Arg::new("check-config")
-                .long("check-config")
-                .action(ArgAction::SetTrue)
-                .help("validate the configuration, print each effective option with its origin, and exit (0 or 78)"),
-        )
-        .arg(
-            Arg::new("config-files")
-                .value_name("CONFIG")
-                .action(ArgAction::Append)
-                .help("config file loaded by its extension (.ini, .yaml, .yml, .json)"),
-        );
+            )
+            .arg(
+                Arg::new("ini")
+                    .long("ini")
+                    .value_name("FILE[:section]")
+                    .action(ArgAction::Append)
+                    .help("uWSGI ini file to load ([uwsgi] section unless one is named)"),
+            )
+            .arg(
+                Arg::new("yaml")
+                    .long("yaml")
+                    .visible_alias("yml")
+                    .value_name("FILE[:section|:key]")
+                    .action(ArgAction::Append)
+                    .help("uWSGI YAML file (`uwsgi:` root) or Kubernetes ConfigMap manifest"),
+            )
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .value_name("FILE[:section]")
+                    .action(ArgAction::Append)
+                    .help("JSON file with the same shape as the YAML one"),
+            )
+            .arg(
+                Arg::new("config-dir")
+                    .long("config-dir")
+                    .value_name("DIR")
+                    .action(ArgAction::Append)
+                    .help("ConfigMap projected as a directory: one file per option (kubelet's ..data layout)"),
+            )
+            .arg(
+                Arg::new("check-config").long("check-config").action(ArgAction::SetTrue).help(
+                    "validate the configuration, print each effective option with its origin, and exit (0 or 78)",
+                ),
+            )
+            .arg(
+                Arg::new("config-files")
+                    .value_name("CONFIG")
+                    .action(ArgAction::Append)
+                    .help("config file loaded by its extension (.ini, .yaml, .yml, .json)"),
+            )
+            .arg(
+                Arg::new("command").value_name("COMMAND").num_args(1..).last(true).allow_hyphen_values(true).help(
+                    "init mode: run COMMAND as the only child, forward signals, reap zombies, pass its exit code",
+                ),
+            );
     for o in OPTIONS {
         let mut arg = Arg::new(o.name).long(o.name).action(ArgAction::Append).help(o.help);
         for a in o.aliases {
@@ -122,6 +129,9 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
             }
         }
     }
+    if let Some(cmd) = m.get_many::<String>("command") {
+        return Ok(Invocation::Init(sources, cmd.cloned().collect()));
+    }
     Ok(if m.get_flag("check-config") { Invocation::Check(sources) } else { Invocation::Run(sources) })
 }
 
@@ -131,7 +141,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Sources {
         match parse(args.iter().map(|s| s.to_string()).collect()).unwrap() {
-            Invocation::Run(s) | Invocation::Check(s) => s,
+            Invocation::Run(s) | Invocation::Check(s) | Invocation::Init(s, _) => s,
         }
     }
 
@@ -162,6 +172,18 @@ mod tests {
         let kv: Vec<_> = s.cli.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
         assert_eq!(kv, vec![("master", "true"), ("processes", "3"), ("virtualenv", "/v")]);
         assert_eq!(s.cli[1].origin.to_string(), "--processes");
+    }
+
+    #[test]
+    fn trailing_command_is_init_mode() {
+        let args = ["--exit-grace", "1", "--", "sh", "-c", "exit 3"].iter().map(|s| s.to_string()).collect();
+        match parse(args).unwrap() {
+            Invocation::Init(s, cmd) => {
+                assert_eq!(cmd, vec!["sh", "-c", "exit 3"]);
+                assert_eq!(s.cli[0].key, "exit-grace");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -249,6 +249,8 @@ pub struct Config {
     pub reload_on_config_change: bool,
     pub config_check_interval: Duration,
     pub liveness_timeout: Duration,
+    pub exit_grace: Duration,
+    pub forward_to_group: bool,
     /// Every option as set (canonical name, value), for `uwsgi.opt`.
     pub opt: Vec<(String, String)>,
     /// uWSGI options accepted and ignored, with where they were set.
@@ -414,6 +416,8 @@ impl Config {
             reload_on_config_change: true,
             config_check_interval: Duration::from_secs(5),
             liveness_timeout: Duration::from_millis(500),
+            exit_grace: Duration::ZERO,
+            forward_to_group: false,
             opt: Vec::new(),
             ignored: Vec::new(),
         };
@@ -441,15 +445,16 @@ impl Config {
             cfg.apply(def, e)?;
             cfg.opt.push((def.name.to_owned(), e.value.clone()));
         }
-        cfg.validate()?;
         Ok(cfg)
     }
 
     fn apply(&mut self, def: &OptDef, e: &Entry) -> Result<(), ConfigError> {
         if def.kind == Kind::Bool {
             let on = parse_bool(&e.value);
-            if def.name == "reload-on-config-change" {
-                self.reload_on_config_change = on;
+            match def.name {
+                "reload-on-config-change" => self.reload_on_config_change = on,
+                "forward-to-group" => self.forward_to_group = on,
+                _ => {}
             }
             // `master` is always on.
             return Ok(());
@@ -555,6 +560,7 @@ impl Config {
             "attach-daemon" => self.attach_daemons.push(split_command(&e.value).map_err(|m| ConfigError::at(e, m))?),
             "config-check-interval" => self.config_check_interval = positive_seconds(e)?,
             "liveness-timeout" => self.liveness_timeout = positive_seconds(e)?,
+            "exit-grace" => self.exit_grace = parse_seconds(e)?,
             other => {
                 return Err(ConfigError::at(e, format!("internal error: option {other} is declared but not wired")));
             }
@@ -562,8 +568,29 @@ impl Config {
         Ok(())
     }
 
-    /// Checks that need the whole configuration.
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Init mode runs one command: workers and sockets make no sense there.
+    pub fn check_init_mode(&self) -> Result<(), ConfigError> {
+        let set = if self.script.is_some() {
+            Some("python-worker-override")
+        } else if self.command.is_some() {
+            Some("worker-exec")
+        } else if !self.sockets.is_empty() {
+            Some("socket")
+        } else {
+            None
+        };
+        match set {
+            Some(k) => Err(ConfigError::new(
+                None,
+                Some(k),
+                "init mode (-- COMMAND) runs a single command; drop the -- COMMAND to run workers, or this option",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that need the whole configuration of a master with workers.
+    pub fn check_workers(&self) -> Result<(), ConfigError> {
         match (&self.script, &self.command) {
             (None, None) => {
                 return Err(ConfigError::new(
@@ -667,6 +694,7 @@ mod tests {
         let mut v = base();
         v.extend([e("processes", "2"), e("processes", "4"), e("socket", ":9000")]);
         let c = Config::resolve(&v).unwrap();
+        c.check_workers().unwrap();
         assert_eq!(c.processes, 4);
         assert_eq!(c.sockets.len(), 2);
     }
@@ -782,7 +810,10 @@ mod tests {
 
     #[test]
     fn missing_worker_or_socket() {
-        assert!(Config::resolve(&[e("socket", ":1")]).unwrap_err().to_string().contains("python-worker-override"));
-        assert!(Config::resolve(&[e("python-worker-override", "x.py")]).unwrap_err().to_string().contains("socket"));
+        let check = |v: &[Entry]| Config::resolve(v).unwrap().check_workers().unwrap_err().to_string();
+        assert!(check(&[e("socket", ":1")]).contains("python-worker-override"));
+        assert!(check(&[e("python-worker-override", "x.py")]).contains("socket"));
+        assert!(Config::resolve(&[e("socket", ":1")]).unwrap().check_init_mode().is_err());
+        assert!(Config::resolve(&[]).unwrap().check_init_mode().is_ok());
     }
 }

@@ -147,6 +147,13 @@ pub static OPTIONS: &[OptDef] = &[
     ),
     opt("config-check-interval", Kind::Seconds, Some("5"), "seconds between checks of config and touch files"),
     opt(
+        "exit-grace",
+        Kind::Seconds,
+        Some("0"),
+        "init mode: after the command exits, wait up to this long for its remaining descendants",
+    ),
+    opt("forward-to-group", Kind::Bool, Some("false"), "init mode: forward signals to the command's process group"),
+    opt(
         "liveness-timeout",
         Kind::Seconds,
         Some("0.5"),
