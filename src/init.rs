@@ -75,6 +75,7 @@ pub fn run(opts: InitOptions) -> u8 {
         sockets: &[],
         new_process_group: !tty,
         die_with_master: false,
+        creds: None,
     }) {
         Ok(pid) => pid,
         Err(e) => {

@@ -63,8 +63,21 @@ fn run() -> Result<u8, Fatal> {
             exit_grace: cfg.exit_grace,
         }));
     }
-    cfg.check_workers().map_err(config_error)?;
+    // Socket activation: fds passed to us by LISTEN_PID/LISTEN_FDS.
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let (mut adopted, adopt_notice) = sockets::adopt(&env, std::process::id()).map_err(config_error)?;
+    // SAFETY: single-threaded still (the probe thread starts later).
+    unsafe {
+        for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            std::env::remove_var(k);
+        }
+    }
+    let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| !k.starts_with("LISTEN_")).collect();
+    cfg.check_workers(!adopted.is_empty()).map_err(config_error)?;
     logging::init(cfg.log_format, &cfg.log_level);
+    if let Some(n) = &adopt_notice {
+        tracing::info!("{n}");
+    }
     for (key, origin) in &cfg.ignored {
         tracing::info!(option = key.as_str(), origin = %origin, "uWSGI option accepted and ignored (podmaster covers it)");
     }
@@ -89,17 +102,23 @@ fn run() -> Result<u8, Fatal> {
         }
     }
 
-    let specs: Vec<_> = cfg.sockets.iter().map(|s| (s.name.clone(), s.spec.clone())).collect();
-    let listeners = sockets::bind_all(&specs, cfg.listen).map_err(config_error)?;
+    let mut specs: Vec<_> = cfg.sockets.iter().map(|s| (s.name.clone(), s.spec.clone())).collect();
+    if specs.is_empty() {
+        // No socket configured: serve every activated socket, by name.
+        specs = adopted.names().into_iter().map(|n| (n.clone(), sockets::SocketSpec::Sd(n))).collect();
+    }
+    let (listeners, notices) = sockets::bind_all(&specs, &cfg.bind_options(), &mut adopted).map_err(config_error)?;
     let probe = cfg.probe_socket.as_deref().map(probes::ProbeServer::bind).transpose().map_err(config_error)?;
     // Logged only once everything is bound: a bind error stays one line.
+    for n in notices {
+        tracing::info!("{n}");
+    }
     for l in &listeners {
         tracing::info!(socket = l.name.as_str(), kind = l.kind, local = l.local.as_str(), "socket bound");
     }
     if let Some(p) = &probe {
         tracing::info!(address = p.address.as_str(), "probe server listening");
     }
-    let env: Vec<(String, String)> = std::env::vars().collect();
     let master = Master::new(MasterSetup { config: cfg, listeners, sources, env, cwd, probe })
         .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;
     Ok(master.run())

@@ -25,6 +25,9 @@ pub enum SocketSpec {
     Abstract(String),
     /// `fd://N`: an inherited, already listening socket.
     Fd(RawFd),
+    /// `sd://NAME` or `sd://N`: a socket passed by systemd-style activation,
+    /// by its `LISTEN_FDNAMES` name or its index.
+    Sd(String),
 }
 
 /// Linux `sun_path` holds 108 bytes including the terminating NUL.
@@ -43,6 +46,12 @@ impl SocketSpec {
                 .map(SocketSpec::Fd)
                 .ok_or_else(|| format!("{s}: expected fd://N with N a file descriptor number"));
         }
+        if let Some(name) = s.strip_prefix("sd://") {
+            if name.is_empty() {
+                return Err(format!("{s}: expected sd://NAME or sd://INDEX"));
+            }
+            return Ok(SocketSpec::Sd(name.to_owned()));
+        }
         if let Some(name) = s.strip_prefix('@') {
             if name.is_empty() || name.len() > UNIX_PATH_MAX - 1 {
                 return Err(format!("{s}: abstract socket name must be 1..{} bytes", UNIX_PATH_MAX - 1));
@@ -56,8 +65,20 @@ impl SocketSpec {
         }
         match s.rsplit_once(':') {
             Some((host, port)) if !host.contains('/') => {
+                // Checked here so a typo never reaches the resolver (no DNS
+                // query for a name that cannot exist).
+                let valid = host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !label.starts_with('-')
+                });
+                if !host.is_empty() && (!valid || host.len() > 253) {
+                    return Err(format!("{s}: {host:?} is not a valid host name or IPv4 address"));
+                }
                 Ok(SocketSpec::Tcp { host: host.to_owned(), port: parse_port(s, port)? })
             }
+
             _ => {
                 if s.len() > UNIX_PATH_MAX {
                     return Err(format!("{s}: UNIX socket path is {} bytes, the limit is {UNIX_PATH_MAX}", s.len()));
@@ -73,6 +94,7 @@ impl SocketSpec {
             SocketSpec::Unix(_) => "unix",
             SocketSpec::Abstract(_) => "abstract",
             SocketSpec::Fd(_) => "fd",
+            SocketSpec::Sd(_) => "sd",
         }
     }
 }
@@ -92,12 +114,119 @@ pub struct Listener {
     pub fd: OwnedFd,
 }
 
+/// How sockets are bound (from the configuration).
+#[derive(Debug, Clone, Default)]
+pub struct BindOptions {
+    pub backlog: i32,
+    pub reuse_port: bool,
+    pub chmod: Option<u32>,
+    /// (uid, gid), -1 to keep.
+    pub chown: Option<(i64, i64)>,
+}
+
+/// Sockets received by systemd-style activation (`LISTEN_FDS`), by index,
+/// with their `LISTEN_FDNAMES` names; `sd://` specs take them out.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    sockets: Vec<(String, Option<OwnedFd>)>,
+}
+
+impl Adopted {
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// The names of all adopted sockets, in fd order.
+    pub fn names(&self) -> Vec<String> {
+        self.sockets.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn take(&mut self, key: &str) -> Result<OwnedFd, String> {
+        let known = self.names().join(", ");
+        let pos = self
+            .sockets
+            .iter()
+            .position(|(n, _)| n == key)
+            .or_else(|| key.parse::<usize>().ok().filter(|i| *i < self.sockets.len()));
+        let Some(i) = pos else {
+            return Err(if self.sockets.is_empty() {
+                "no sockets were passed by socket activation (LISTEN_FDS/LISTEN_PID not set for this process)".into()
+            } else {
+                format!("no socket named or numbered {key:?} was passed (names: {known})")
+            });
+        };
+        self.sockets[i].1.take().ok_or_else(|| format!("socket {key:?} is used twice"))
+    }
+}
+
+/// Reads `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` from `env`. When they
+/// are meant for this process, takes over fds 3.. (checked to be listening
+/// sockets) and returns them with the names; otherwise returns a notice
+/// to log. The caller removes the variables from the environment.
+pub fn adopt(env: &[(String, String)], me: u32) -> Result<(Adopted, Option<String>), String> {
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let Some(pid) = get("LISTEN_PID") else {
+        return Ok((Adopted::default(), None));
+    };
+    let pid: u32 = pid.trim().parse().map_err(|_| format!("LISTEN_PID={pid:?}: not a process id"))?;
+    if pid != me {
+        return Ok((
+            Adopted::default(),
+            Some(format!("LISTEN_PID={pid} is not this process ({me}); ignoring LISTEN_FDS meant for another process")),
+        ));
+    }
+    let n_raw = get("LISTEN_FDS").unwrap_or("0");
+    let n: usize = n_raw
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n <= 1024)
+        .ok_or_else(|| format!("LISTEN_FDS={n_raw:?}: expected a number of file descriptors (0..1024)"))?;
+    let names: Vec<String> = match get("LISTEN_FDNAMES") {
+        Some(v) if !v.is_empty() => v.split(':').map(|x| x.replace("\\x3a", ":")).collect(),
+        _ => (0..n).map(|i| i.to_string()).collect(),
+    };
+    if names.len() != n {
+        return Err(format!("LISTEN_FDNAMES has {} names but LISTEN_FDS={n}", names.len()));
+    }
+    let mut out = Adopted::default();
+    for (i, name) in names.into_iter().enumerate() {
+        let raw = crate::sys::LISTEN_FDS_START + i as RawFd;
+        let fd = crate::sys::dup_inherited(raw).map_err(|e| format!("LISTEN_FDS={n}: fd {raw}: {e}"))?;
+        match getsockopt(&fd, sockopt::AcceptConn) {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("LISTEN_FDS: fd {raw} ({name}) is a socket but not listening")),
+            Err(nix::errno::Errno::ENOTSOCK) => return Err(format!("LISTEN_FDS: fd {raw} ({name}) is not a socket")),
+            Err(e) => return Err(format!("LISTEN_FDS: fd {raw}: getsockopt(SO_ACCEPTCONN): {}", e.desc())),
+        }
+        out.sockets.push((name, Some(fd)));
+    }
+    Ok((out, None))
+}
+
+/// The kernel's cap on listen backlogs.
+fn somaxconn() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
+}
+
 /// Binds every spec in order. On error nothing stays bound (the listeners
-/// made so far are dropped, which closes them; UNIX files we made are removed).
-pub fn bind_all(specs: &[(String, SocketSpec)], backlog: i32) -> Result<Vec<Listener>, String> {
+/// made so far are dropped, which closes them; UNIX files we made are
+/// removed). Returns the listeners and notices to log.
+pub fn bind_all(
+    specs: &[(String, SocketSpec)],
+    opts: &BindOptions,
+    adopted: &mut Adopted,
+) -> Result<(Vec<Listener>, Vec<String>), String> {
+    let mut notices = Vec::new();
+    let mut backlog = opts.backlog;
+    if let Some(max) = somaxconn().filter(|m| *m < backlog) {
+        notices
+            .push(format!("listen {backlog} is above net.core.somaxconn={max}; the kernel caps the backlog at {max}"));
+        backlog = max;
+    }
     let mut out: Vec<Listener> = Vec::new();
     for (name, spec) in specs {
-        match bind_one(name, spec, backlog) {
+        match bind_one(name, spec, backlog, opts, adopted) {
             Ok(l) => out.push(l),
             Err(e) => {
                 for l in &out {
@@ -110,7 +239,7 @@ pub fn bind_all(specs: &[(String, SocketSpec)], backlog: i32) -> Result<Vec<List
         }
     }
     rehome(&mut out)?;
-    Ok(out)
+    Ok((out, notices))
 }
 
 /// Moves any listener whose fd lies in the hand-off range 3..3+n (n = the
@@ -127,11 +256,35 @@ pub fn rehome(listeners: &mut [Listener]) -> Result<(), String> {
     Ok(())
 }
 
-fn bind_one(name: &str, spec: &SocketSpec, backlog: i32) -> Result<Listener, String> {
+fn bind_one(
+    name: &str,
+    spec: &SocketSpec,
+    backlog: i32,
+    opts: &BindOptions,
+    adopted: &mut Adopted,
+) -> Result<Listener, String> {
     let backlog = Backlog::new(backlog.min(i32::from(u16::MAX))).map_err(|e| format!("listen backlog: {e}"))?;
     let (fd, local) = match spec {
-        SocketSpec::Tcp { host, port } => bind_tcp(host, *port, backlog)?,
-        SocketSpec::Unix(path) => bind_unix(path, backlog)?,
+        SocketSpec::Tcp { host, port } => bind_tcp(host, *port, backlog, opts.reuse_port)?,
+        SocketSpec::Unix(path) => {
+            let (fd, local) = bind_unix(path, backlog)?;
+            // Permissions are set before any worker can accept on it.
+            if let Some(mode) = opts.chmod {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| format!("chmod-socket {mode:o} {}: {e}", path.display()))?;
+            }
+            if let Some((uid, gid)) = opts.chown {
+                let u = (uid >= 0).then(|| nix::unistd::Uid::from_raw(uid as u32));
+                let g = (gid >= 0).then(|| nix::unistd::Gid::from_raw(gid as u32));
+                nix::unistd::chown(path, u, g).map_err(|e| format!("chown-socket {}: {}", path.display(), e.desc()))?;
+            }
+            (fd, local)
+        }
+        SocketSpec::Sd(key) => {
+            let fd = adopted.take(key)?;
+            (fd, format!("sd {key}"))
+        }
         SocketSpec::Abstract(n) => {
             let fd = stream_socket(AddressFamily::Unix)?;
             let addr = UnixAddr::new_abstract(n.as_bytes()).map_err(|e| format!("abstract address: {e}"))?;
@@ -148,7 +301,7 @@ fn stream_socket(family: AddressFamily) -> Result<OwnedFd, String> {
     socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(|e| format!("socket: {}", e.desc()))
 }
 
-fn bind_tcp(host: &str, port: u16, backlog: Backlog) -> Result<(OwnedFd, String), String> {
+fn bind_tcp(host: &str, port: u16, backlog: Backlog, reuse_port: bool) -> Result<(OwnedFd, String), String> {
     let addr: SocketAddr = if host.is_empty() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
     } else {
@@ -160,6 +313,9 @@ fn bind_tcp(host: &str, port: u16, backlog: Backlog) -> Result<(OwnedFd, String)
         SocketAddr::V6(_) => AddressFamily::Inet6,
     })?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| format!("setsockopt(SO_REUSEADDR): {}", e.desc()))?;
+    if reuse_port {
+        setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| format!("setsockopt(SO_REUSEPORT): {}", e.desc()))?;
+    }
     let res = match addr {
         SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a)),
         SocketAddr::V6(a) => {
@@ -225,11 +381,28 @@ mod tests {
         assert_eq!(SocketSpec::parse("/run/app.sock"), Ok(SocketSpec::Unix("/run/app.sock".into())));
         assert_eq!(SocketSpec::parse("@app"), Ok(SocketSpec::Abstract("app".into())));
         assert_eq!(SocketSpec::parse("fd://3"), Ok(SocketSpec::Fd(3)));
+        assert_eq!(SocketSpec::parse("sd://web"), Ok(SocketSpec::Sd("web".into())));
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "1.2.3.4:99999", "[::1", "[::1]", "[zz]:80", "host:", "fd://x", "fd://-1", "@"] {
+        assert_eq!(SocketSpec::parse("localhost:80"), Ok(SocketSpec::Tcp { host: "localhost".into(), port: 80 }));
+        for bad in [
+            "",
+            "1.2.3.4:99999",
+            "[::1",
+            "[::1]",
+            "[zz]:80",
+            "host:",
+            "fd://x",
+            "fd://-1",
+            "@",
+            "sd://",
+            "bad host:80",
+            "a..b:1",
+            "-x:1",
+            "a_b:1",
+        ] {
             assert!(SocketSpec::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         let long = format!("/tmp/{}", "x".repeat(120));
@@ -238,16 +411,39 @@ mod tests {
 
     #[test]
     fn binds_port_zero_and_reports_it() {
-        let ls = bind_all(&[("127.0.0.1:0".into(), SocketSpec::parse("127.0.0.1:0").unwrap())], 16).unwrap();
+        let opts = BindOptions { backlog: 16, ..Default::default() };
+        let (ls, _) = bind_all(
+            &[("127.0.0.1:0".into(), SocketSpec::parse("127.0.0.1:0").unwrap())],
+            &opts,
+            &mut Adopted::default(),
+        )
+        .unwrap();
         assert!(ls[0].local.starts_with("127.0.0.1:") && !ls[0].local.ends_with(":0"));
         assert!(ls[0].fd.as_raw_fd() >= 4);
+    }
+
+    #[test]
+    fn adoption_env_is_validated() {
+        let env = |pid: &str, fds: &str| {
+            vec![("LISTEN_PID".to_string(), pid.to_string()), ("LISTEN_FDS".to_string(), fds.to_string())]
+        };
+        let (a, notice) = adopt(&env("1", "1"), 2).unwrap();
+        assert!(a.is_empty() && notice.unwrap().contains("not this process"));
+        assert!(adopt(&env("abc", "1"), 2).unwrap_err().contains("LISTEN_PID"));
+        assert!(adopt(&env("2", "abc"), 2).unwrap_err().contains("LISTEN_FDS=\"abc\""));
+        assert!(adopt(&[], 2).unwrap().0.is_empty());
+        let mut named = env("2", "2");
+        named.push(("LISTEN_FDNAMES".into(), "a".into()));
+        assert!(adopt(&named, 2).unwrap_err().contains("1 names but LISTEN_FDS=2"));
     }
 
     #[test]
     fn port_in_use_is_an_error_naming_the_spec() {
         let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let spec = first.local_addr().unwrap().to_string();
-        let err = bind_all(&[(spec.clone(), SocketSpec::parse(&spec).unwrap())], 16).unwrap_err();
+        let opts = BindOptions { backlog: 16, ..Default::default() };
+        let err =
+            bind_all(&[(spec.clone(), SocketSpec::parse(&spec).unwrap())], &opts, &mut Adopted::default()).unwrap_err();
         assert!(err.starts_with(&format!("socket {spec}: bind")), "{err}");
         assert!(err.contains("in use"), "{err}");
     }

@@ -136,6 +136,40 @@ pub enum LogFormat {
     Json,
 }
 
+/// The user and group workers run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creds {
+    /// `u32::MAX` when only `gid` was given (workers keep the master's uid).
+    pub uid: u32,
+    pub gid: u32,
+    explicit_gid: bool,
+}
+
+/// A user by name or number: (uid, primary gid).
+fn lookup_user(v: &str) -> Result<(u32, u32), String> {
+    if let Ok(n) = v.parse::<u32>() {
+        let primary = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)).ok().flatten().map(|u| u.gid.as_raw());
+        return Ok((n, primary.unwrap_or(n)));
+    }
+    match nix::unistd::User::from_name(v) {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
+        Ok(None) => Err(format!("no user named {v:?} (check /etc/passwd, or give a number)")),
+        Err(e) => Err(format!("looking up user {v:?}: {e}")),
+    }
+}
+
+/// A group by name or number.
+fn lookup_group(v: &str) -> Result<i64, String> {
+    if let Ok(n) = v.parse::<u32>() {
+        return Ok(i64::from(n));
+    }
+    match nix::unistd::Group::from_name(v) {
+        Ok(Some(g)) => Ok(i64::from(g.gid.as_raw())),
+        Ok(None) => Err(format!("no group named {v:?} (check /etc/group, or give a number)")),
+        Err(e) => Err(format!("looking up group {v:?}: {e}")),
+    }
+}
+
 /// When a worker counts as accepting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadyMode {
@@ -251,6 +285,12 @@ pub struct Config {
     pub liveness_timeout: Duration,
     pub exit_grace: Duration,
     pub forward_to_group: bool,
+    pub reuse_port: bool,
+    pub chmod_socket: Option<u32>,
+    /// (uid, gid) for UNIX socket files; -1 keeps the current one.
+    pub chown_socket: Option<(i64, i64)>,
+    /// Credentials the workers run as.
+    pub creds: Option<Creds>,
     /// Every option as set (canonical name, value), for `uwsgi.opt`.
     pub opt: Vec<(String, String)>,
     /// uWSGI options accepted and ignored, with where they were set.
@@ -418,6 +458,10 @@ impl Config {
             liveness_timeout: Duration::from_millis(500),
             exit_grace: Duration::ZERO,
             forward_to_group: false,
+            reuse_port: false,
+            chmod_socket: None,
+            chown_socket: None,
+            creds: None,
             opt: Vec::new(),
             ignored: Vec::new(),
         };
@@ -454,6 +498,7 @@ impl Config {
             match def.name {
                 "reload-on-config-change" => self.reload_on_config_change = on,
                 "forward-to-group" => self.forward_to_group = on,
+                "reuse-port" => self.reuse_port = on,
                 _ => {}
             }
             // `master` is always on.
@@ -561,6 +606,40 @@ impl Config {
             "config-check-interval" => self.config_check_interval = positive_seconds(e)?,
             "liveness-timeout" => self.liveness_timeout = positive_seconds(e)?,
             "exit-grace" => self.exit_grace = parse_seconds(e)?,
+            "chmod-socket" => {
+                let v = e.value.trim();
+                // uWSGI: a bare `chmod-socket` means 666.
+                let v = if v == "true" { "666" } else { v };
+                let mode = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| ConfigError::at(e, format!("expected an octal mode like 660, found {v:?}")))?;
+                self.chmod_socket = Some(mode);
+            }
+            "chown-socket" => {
+                let v = e.value.trim();
+                let (u, g) = v.split_once(':').map_or((v, None), |(u, g)| (u, Some(g)));
+                let uid = lookup_user(u).map_err(|m| ConfigError::at(e, m))?.0;
+                let gid = match g {
+                    Some(g) => lookup_group(g).map_err(|m| ConfigError::at(e, m))?,
+                    None => -1,
+                };
+                self.chown_socket = Some((i64::from(uid), gid));
+            }
+            "uid" => {
+                let (uid, primary) = lookup_user(e.value.trim()).map_err(|m| ConfigError::at(e, m))?;
+                let c = self.creds.get_or_insert(Creds { uid, gid: primary, explicit_gid: false });
+                c.uid = uid;
+                if !c.explicit_gid {
+                    c.gid = primary;
+                }
+            }
+            "gid" => {
+                let gid = lookup_group(e.value.trim()).map_err(|m| ConfigError::at(e, m))? as u32;
+                let c = self.creds.get_or_insert(Creds { uid: u32::MAX, gid, explicit_gid: true });
+                c.gid = gid;
+                c.explicit_gid = true;
+            }
             other => {
                 return Err(ConfigError::at(e, format!("internal error: option {other} is declared but not wired")));
             }
@@ -590,7 +669,9 @@ impl Config {
     }
 
     /// Checks that need the whole configuration of a master with workers.
-    pub fn check_workers(&self) -> Result<(), ConfigError> {
+    /// `activated`: sockets were passed by socket activation (they serve
+    /// as the socket list when none is configured).
+    pub fn check_workers(&self, activated: bool) -> Result<(), ConfigError> {
         match (&self.script, &self.command) {
             (None, None) => {
                 return Err(ConfigError::new(
@@ -608,7 +689,7 @@ impl Config {
             }
             _ => {}
         }
-        if self.sockets.is_empty() {
+        if self.sockets.is_empty() && !activated {
             return Err(ConfigError::new(None, Some("socket"), "no socket configured: add socket = HOST:PORT"));
         }
         Ok(())
@@ -645,6 +726,15 @@ impl Config {
     /// override workers (as under uWSGI), SIGTERM for command workers.
     pub fn stop_signal(&self) -> Signal {
         self.worker_stop_signal.unwrap_or(if self.command.is_some() { Signal::SIGTERM } else { Signal::SIGHUP })
+    }
+
+    pub fn bind_options(&self) -> crate::sockets::BindOptions {
+        crate::sockets::BindOptions {
+            backlog: self.listen,
+            reuse_port: self.reuse_port,
+            chmod: self.chmod_socket,
+            chown: self.chown_socket,
+        }
     }
 
     /// Number of accepting workers that makes the instance ready.
@@ -694,7 +784,7 @@ mod tests {
         let mut v = base();
         v.extend([e("processes", "2"), e("processes", "4"), e("socket", ":9000")]);
         let c = Config::resolve(&v).unwrap();
-        c.check_workers().unwrap();
+        c.check_workers(false).unwrap();
         assert_eq!(c.processes, 4);
         assert_eq!(c.sockets.len(), 2);
     }
@@ -775,6 +865,9 @@ mod tests {
                 "log-format" => "json",
                 "log-level" => "debug",
                 "worker-ready-mode" => "spawn",
+                "chmod-socket" => "660",
+                "chown-socket" | "uid" => "0",
+                "gid" => "0",
                 _ => "x",
             },
         };
@@ -810,7 +903,7 @@ mod tests {
 
     #[test]
     fn missing_worker_or_socket() {
-        let check = |v: &[Entry]| Config::resolve(v).unwrap().check_workers().unwrap_err().to_string();
+        let check = |v: &[Entry]| Config::resolve(v).unwrap().check_workers(false).unwrap_err().to_string();
         assert!(check(&[e("socket", ":1")]).contains("python-worker-override"));
         assert!(check(&[e("python-worker-override", "x.py")]).contains("socket"));
         assert!(Config::resolve(&[e("socket", ":1")]).unwrap().check_init_mode().is_err());

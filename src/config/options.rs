@@ -39,7 +39,7 @@ const fn list(name: &'static str, help: &'static str) -> OptDef {
 pub static OPTIONS: &[OptDef] = &[
     list(
         "socket",
-        "listening socket to bind and hand to every worker (repeatable): host:port, :port, [v6]:port, /path.sock, @abstract",
+        "listening socket to bind and hand to every worker (repeatable): host:port, :port, [v6]:port, /path.sock, @abstract, fd://N, sd://NAME",
     ),
     opt("master", Kind::Bool, Some("true"), "accepted for uWSGI compatibility; podmaster always runs a master"),
     opt("processes", Kind::Uint, Some("1"), "number of workers"),
@@ -81,7 +81,12 @@ pub static OPTIONS: &[OptDef] = &[
         None,
         "signal that asks a worker to stop gracefully (default: HUP for Python workers)",
     ),
-    opt("listen", Kind::Uint, Some("1024"), "listen backlog of every socket"),
+    opt("listen", Kind::Uint, Some("1024"), "listen backlog of every socket (capped by net.core.somaxconn)"),
+    opt("reuse-port", Kind::Bool, Some("false"), "set SO_REUSEPORT on TCP sockets"),
+    opt("chmod-socket", Kind::Text, None, "mode of UNIX socket files, octal (e.g. 660; bare `chmod-socket` means 666)"),
+    opt("chown-socket", Kind::Text, None, "owner of UNIX socket files: user[:group], names or numbers"),
+    opt("uid", Kind::Text, None, "user the workers run as (name or number); sockets are bound before dropping"),
+    opt("gid", Kind::Text, None, "group the workers run as (name or number; default: the uid's primary group)"),
     opt("chdir", Kind::Text, None, "directory the workers start in"),
     OptDef {
         name: "virtualenv",

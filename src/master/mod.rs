@@ -166,6 +166,8 @@ pub struct Master {
     drain_seconds: Option<f64>,
     crash_loop: Option<String>,
     watch: Watch,
+    /// Credentials workers and daemons run as (`uid`/`gid`).
+    creds: Option<sys::Credentials>,
 }
 
 fn hash_entries(entries: &[config::Entry]) -> u64 {
@@ -226,6 +228,7 @@ impl Master {
             drain_seconds: None,
             crash_loop: None,
             watch: Watch { next: None, touch: Vec::new(), config_hash },
+            creds: cfg.creds.map(|c| sys::Credentials::resolve((c.uid != u32::MAX).then_some(c.uid), c.gid)),
             sources: setup.sources,
             env: setup.env,
             cwd: setup.cwd,
@@ -831,6 +834,7 @@ impl Master {
             log_format: self.cfg.log_format,
             log_level: self.cfg.log_level.clone(),
             opt: self.cfg.opt.clone(),
+            uid: self.creds.as_ref().and_then(|c| c.uid),
             sockets: self.listeners.iter().map(|l| l.name.clone()).collect(),
             is_a_reload: self.slots[i].spawns > 0,
         };
@@ -850,6 +854,7 @@ impl Master {
             sockets: &fds,
             new_process_group: true,
             die_with_master: true,
+            creds: self.creds.as_ref(),
         });
         let lifetime = self.lifetime();
         let slot = &mut self.slots[i];
@@ -898,6 +903,7 @@ impl Master {
             sockets: &[],
             new_process_group: true,
             die_with_master: true,
+            creds: self.creds.as_ref(),
         }) {
             Ok(pid) => {
                 tracing::info!(pid = pid.as_raw(), command = d.argv.join(" "), "daemon spawned");
@@ -1195,8 +1201,13 @@ impl Master {
                     }
                 }
             }
-            let bound = match sockets::bind_all(&to_bind, new.listen) {
-                Ok(b) => b,
+            let bound = match sockets::bind_all(&to_bind, &new.bind_options(), &mut sockets::Adopted::default()) {
+                Ok((b, notices)) => {
+                    for n in notices {
+                        tracing::info!("{n}");
+                    }
+                    b
+                }
                 Err(e) => {
                     self.listeners = kept.into_iter().flatten().collect();
                     // Restore configuration order of the kept listeners.

@@ -34,6 +34,8 @@ pub struct WorkerSpec {
     pub log_format: LogFormat,
     pub log_level: String,
     pub opt: Vec<(String, String)>,
+    /// The uid this worker must run as (`uid` option), checked at start.
+    pub uid: Option<u32>,
     /// Socket names, in fd order (fd 3 first).
     pub sockets: Vec<String>,
     /// True when this slot had a process before (a respawn or reload).
@@ -74,6 +76,13 @@ pub fn run() -> u8 {
         }
     };
     crate::logging::init(spec.log_format, &spec.log_level);
+    if let Some(uid) = spec.uid {
+        let (real, eff) = (nix::unistd::getuid().as_raw(), nix::unistd::geteuid().as_raw());
+        if real != uid || eff != uid {
+            tracing::error!(worker = spec.id, uid, real, eff, "refusing to run: not running as the configured uid");
+            return crate::exit::CONFIG;
+        }
+    }
     if let Some(dir) = &spec.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
             tracing::error!(worker = spec.id, error = %e, "chdir {} failed", dir.display());
