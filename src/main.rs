@@ -113,6 +113,10 @@ fn run() -> Result<u8, Fatal> {
     for n in notices {
         tracing::info!("{n}");
     }
+    for name in adopted.close_unused() {
+        tracing::warn!(socket = name.as_str(), "activated socket not used by any sd:// socket; closed");
+    }
+
     for l in &listeners {
         tracing::info!(socket = l.name.as_str(), kind = l.kind, local = l.local.as_str(), "socket bound");
     }

@@ -136,7 +136,14 @@ impl Adopted {
         self.sockets.is_empty()
     }
 
+    /// Closes the adopted sockets no spec took and returns their names: a
+    /// listening socket nobody accepts on would leave clients hanging.
+    pub fn close_unused(&mut self) -> Vec<String> {
+        self.sockets.iter_mut().filter_map(|(n, fd)| fd.take().map(|_| n.clone())).collect()
+    }
+
     /// The names of all adopted sockets, in fd order.
+
     pub fn names(&self) -> Vec<String> {
         self.sockets.iter().map(|(n, _)| n.clone()).collect()
     }
@@ -192,7 +199,8 @@ pub fn adopt(env: &[(String, String)], me: u32) -> Result<(Adopted, Option<Strin
     let mut out = Adopted::default();
     for (i, name) in names.into_iter().enumerate() {
         let raw = crate::sys::LISTEN_FDS_START + i as RawFd;
-        let fd = crate::sys::dup_inherited(raw).map_err(|e| format!("LISTEN_FDS={n}: fd {raw}: {e}"))?;
+        let floor = crate::sys::LISTEN_FDS_START + n as RawFd;
+        let fd = crate::sys::dup_inherited(raw, floor).map_err(|e| format!("LISTEN_FDS={n}: fd {raw}: {e}"))?;
         match getsockopt(&fd, sockopt::AcceptConn) {
             Ok(true) => {}
             Ok(false) => return Err(format!("LISTEN_FDS: fd {raw} ({name}) is a socket but not listening")),
@@ -224,9 +232,11 @@ pub fn bind_all(
             .push(format!("listen {backlog} is above net.core.somaxconn={max}; the kernel caps the backlog at {max}"));
         backlog = max;
     }
+    // Duplicates of fd:// sockets go above every fd:// number still to come.
+    let fd_floor = specs.iter().filter_map(|(_, s)| if let SocketSpec::Fd(n) = s { Some(*n + 1) } else { None }).max();
     let mut out: Vec<Listener> = Vec::new();
     for (name, spec) in specs {
-        match bind_one(name, spec, backlog, opts, adopted) {
+        match bind_one(name, spec, backlog, opts, adopted, fd_floor.unwrap_or(0)) {
             Ok(l) => out.push(l),
             Err(e) => {
                 for l in &out {
@@ -262,6 +272,7 @@ fn bind_one(
     backlog: i32,
     opts: &BindOptions,
     adopted: &mut Adopted,
+    fd_floor: RawFd,
 ) -> Result<Listener, String> {
     let backlog = Backlog::new(backlog.min(i32::from(u16::MAX))).map_err(|e| format!("listen backlog: {e}"))?;
     let (fd, local) = match spec {
@@ -292,7 +303,7 @@ fn bind_one(
             listen(&fd, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
             (fd, format!("@{n}"))
         }
-        SocketSpec::Fd(n) => adopt_fd(*n)?,
+        SocketSpec::Fd(n) => adopt_fd(*n, fd_floor)?,
     };
     Ok(Listener { name: name.to_owned(), kind: spec.kind(), local, fd })
 }
@@ -359,8 +370,9 @@ fn bind_unix(path: &std::path::Path, backlog: Backlog) -> Result<(OwnedFd, Strin
 }
 
 /// Takes over an inherited fd after checking it is a listening stream socket.
-fn adopt_fd(n: RawFd) -> Result<(OwnedFd, String), String> {
-    let fd = crate::sys::dup_inherited(n).map_err(|e| format!("fd {n}: {e}"))?;
+fn adopt_fd(n: RawFd, floor: RawFd) -> Result<(OwnedFd, String), String> {
+    let fd = crate::sys::dup_inherited(n, floor).map_err(|e| format!("fd {n}: {e}"))?;
+
     match getsockopt(&fd, sockopt::AcceptConn) {
         Ok(true) => Ok((fd, format!("fd {n}"))),
         Ok(false) => Err(format!("fd {n} is a socket but not listening")),

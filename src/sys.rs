@@ -290,12 +290,15 @@ pub fn children() -> Vec<Pid> {
     .collect()
 }
 
-/// Takes ownership of an inherited fd `n`: duplicates it close-on-exec and
-/// closes the original, so the number can be reused by the hand-off.
-pub fn dup_inherited(n: RawFd) -> io::Result<OwnedFd> {
+/// Takes ownership of an inherited fd `n`: duplicates it close-on-exec to
+/// a number >= `floor` and closes the original. `floor` must lie above
+/// every inherited fd still to be taken, or a duplicate could land on one
+/// of those numbers and be "taken" (and closed) a second time.
+pub fn dup_inherited(n: RawFd, floor: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC on a number we do not own yet only reads it;
     // a closed fd yields EBADF.
-    let new = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, LISTEN_FDS_START) };
+    let new = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, floor.max(LISTEN_FDS_START)) };
+
     if new < 0 {
         return Err(io::Error::last_os_error());
     }
