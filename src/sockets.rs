@@ -143,8 +143,8 @@ impl Adopted {
     }
 
     /// The names of all adopted sockets, in fd order.
-
-    pub fn names(&self) -> Vec<String> {
+    pub fn names
+(&self) -> Vec<String> {
         self.sockets.iter().map(|(n, _)| n.clone()).collect()
     }
 
