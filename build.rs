@@ -16,5 +16,7 @@ fn main() {
     } else {
         println!("cargo:rustc-env=PODMASTER_BUILD_PYTHON=");
     }
+    let v = config.version();
+    println!("cargo:rustc-env=PODMASTER_PY_VERSION={}.{}", v.major, v.minor);
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

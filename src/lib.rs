@@ -13,6 +13,8 @@
 //! - [`probes`]: the tiny_http probe server thread (/livez /readyz /metrics /status).
 //! - [`metrics`]: prometheus-client collector over master snapshots.
 //! - [`notify`]: the `NOTIFY_SOCKET` protocol (READY=1 / STOPPING=1).
+//! - [`scoreboard`]: shared memory between master and workers (board, app metrics).
+
 //! - [`worker`]: worker mode; [`worker::python`] embeds CPython and the `uwsgi` module.
 //! - [`init`]: init mode (`-- COMMAND`), a tini-compatible PID 1 for one command.
 //! - [`sys`]: process syscalls (spawn, reap, signal, /proc); the fork/exec boundary.
@@ -25,6 +27,7 @@ pub mod master;
 pub mod metrics;
 pub mod notify;
 pub mod probes;
+pub mod scoreboard;
 pub mod sockets;
 pub mod sys;
 pub mod worker;

@@ -20,6 +20,14 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Debug)]
 struct MasterCollector {
     shared: Arc<SharedRef>,
+    app: crate::scoreboard::MetricsReader,
+}
+
+/// `requests` → `podmaster_app_requests`: characters Prometheus does not
+/// allow in names become `_`.
+pub fn app_metric_name(name: &str) -> String {
+    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    format!("podmaster_app_{clean}")
 }
 
 /// `Shared` holds fds and a condvar and is not `Debug`; this wrapper is.
@@ -126,6 +134,31 @@ impl Collector for MasterCollector {
             "1 when a slot exceeded max-failed-starts (/livez fails)",
             i64::from(s.crash_loop.is_some()),
         )?;
+        // App metrics from the scoreboard: the total, and per worker slot.
+        let ids: Vec<u32> = s.workers.iter().map(|w| w.id).collect();
+        for (i, d) in self.app.decls.iter().enumerate() {
+            let (total, per) = self.app.values(i, &ids);
+            let name = app_metric_name(&d.name);
+            let kind = if d.counter { MetricType::Counter } else { MetricType::Gauge };
+            let help = format!("app metric {:?} (metric = ...), summed over workers", d.name);
+            let by_worker = format!("{name}_per_worker");
+            let help_w = format!("app metric {:?} per worker slot", d.name);
+            if d.counter {
+                ConstCounter::new(total.max(0) as u64).encode(enc.encode_descriptor(&name, &help, None, kind)?)?;
+                let mut fam = enc.encode_descriptor(&by_worker, &help_w, None, MetricType::Counter)?;
+                for (id, v) in per {
+                    let id = id.to_string();
+                    ConstCounter::new(v.max(0) as u64).encode(fam.encode_family(&[("worker", id.as_str())])?)?;
+                }
+            } else {
+                ConstGauge::new(total).encode(enc.encode_descriptor(&name, &help, None, kind)?)?;
+                let mut fam = enc.encode_descriptor(&by_worker, &help_w, None, MetricType::Gauge)?;
+                for (id, v) in per {
+                    let id = id.to_string();
+                    ConstGauge::new(v).encode(fam.encode_family(&[("worker", id.as_str())])?)?;
+                }
+            }
+        }
         ConstCounter::new(s.reaped_orphans).encode(enc.encode_descriptor(
             "podmaster_reaped_orphans",
             "orphaned descendants reaped by the master",
@@ -136,10 +169,11 @@ impl Collector for MasterCollector {
     }
 }
 
-/// A registry whose only collector reads the current snapshot.
-pub fn registry(shared: Arc<Shared>) -> Registry {
+/// A registry whose only collector reads the current snapshot and the
+/// app metrics in the scoreboard.
+pub fn registry(shared: Arc<Shared>, app: crate::scoreboard::MetricsReader) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(MasterCollector { shared: Arc::new(SharedRef(shared)) }));
+    r.register_collector(Box::new(MasterCollector { shared: Arc::new(SharedRef(shared)), app }));
     r
 }
 

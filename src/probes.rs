@@ -27,9 +27,15 @@ impl ProbeServer {
     /// Serves on a new thread. `liveness` is how long `/livez` waits for
     /// the main loop to answer a wake-up (`liveness-timeout`, default 0.5 s:
     /// under kubelet's default 1 s probe timeout, far above a healthy turn).
-    pub fn start(self, shared: Arc<Shared>, liveness: Duration) -> std::io::Result<()> {
+    pub fn start(
+        self,
+        shared: Arc<Shared>,
+        app: crate::scoreboard::MetricsReader,
+        liveness: Duration,
+    ) -> std::io::Result<()> {
         std::thread::Builder::new().name("probes".into()).spawn(move || {
-            let registry = crate::metrics::registry(shared.clone());
+            let registry = crate::metrics::registry(shared.clone(), app);
+
             for req in self.server.incoming_requests() {
                 respond(req, &shared, &registry, liveness);
             }

@@ -143,8 +143,7 @@ impl Adopted {
     }
 
     /// The names of all adopted sockets, in fd order.
-    pub fn names
-(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<String> {
         self.sockets.iter().map(|(n, _)| n.clone()).collect()
     }
 
@@ -248,22 +247,7 @@ pub fn bind_all(
             }
         }
     }
-    rehome(&mut out)?;
     Ok((out, notices))
-}
-
-/// Moves any listener whose fd lies in the hand-off range 3..3+n (n = the
-/// number of listeners) above it, so placing socket i at fd 3+i in a child
-/// never overwrites socket j before it is placed.
-pub fn rehome(listeners: &mut [Listener]) -> Result<(), String> {
-    let min = crate::sys::LISTEN_FDS_START + listeners.len() as RawFd;
-    for l in listeners.iter_mut() {
-        if l.fd.as_raw_fd() < min {
-            let fd = l.fd.try_clone().map_err(|e| format!("socket {}: dup: {e}", l.name))?;
-            l.fd = crate::sys::move_above(fd, min).map_err(|e| format!("socket {}: fcntl(F_DUPFD): {e}", l.name))?;
-        }
-    }
-    Ok(())
 }
 
 fn bind_one(
@@ -431,7 +415,6 @@ mod tests {
         )
         .unwrap();
         assert!(ls[0].local.starts_with("127.0.0.1:") && !ls[0].local.ends_with(":0"));
-        assert!(ls[0].fd.as_raw_fd() >= 4);
     }
 
     #[test]

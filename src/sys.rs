@@ -28,7 +28,8 @@ pub struct SpawnSpec<'a> {
     pub argv0: &'a str,
     pub args: &'a [OsString],
     pub env: Vec<(OsString, OsString)>,
-    /// Listening sockets, placed at fds 3, 4, ... in this order.
+    /// Listening sockets, placed at fds 3, 4, ... in this order, followed
+    /// by any extra fds (the scoreboard) right after them.
     pub sockets: &'a [RawFd],
     /// Put the child in its own process group (so a terminal's Ctrl-C
     /// reaches only the master, which then drains).
@@ -70,11 +71,8 @@ impl Credentials {
 pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Pid> {
     let master = std::process::id() as libc::pid_t;
     let sockets: Vec<RawFd> = spec.sockets.to_vec();
-    // The sources must not sit inside the target range 3..3+n, or placing
-    // socket i could overwrite socket j > i before it is placed.
-    if let Some(bad) = sockets.iter().find(|fd| **fd < LISTEN_FDS_START + sockets.len() as RawFd) {
-        return Err(io::Error::other(format!("socket fd {bad} lies in the hand-off range")));
-    }
+    // Scratch space for the two-phase placement, allocated before the fork.
+    let mut parked: Vec<RawFd> = vec![-1; sockets.len()];
     let (pgrp, pdeath) = (spec.new_process_group, spec.die_with_master);
     let creds = spec.creds.cloned();
     let mut cmd = Command::new(spec.exe);
@@ -82,9 +80,11 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Pid> {
     for (k, v) in spec.env {
         cmd.env(k, v);
     }
-    // SAFETY: the closure only makes async-signal-safe calls (sigaction,
-    // pthread_sigmask, setpgid, prctl, getppid, dup2) on data captured by
-    // value before the fork; it allocates nothing.
+    // SAFETY: the closure only makes async-signal-safe calls (rt_sigaction,
+    // pthread_sigmask, setpgid, prctl, getppid, fcntl, dup2, close, set*id)
+    // on data captured by value before the fork; it allocates nothing (it
+    // writes into `parked`, allocated by the parent).
+
     unsafe {
         cmd.pre_exec(move || {
             reset_signals();
@@ -100,12 +100,23 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Pid> {
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
             }
+            // Park every source above the target range first, so placing fd
+            // i never overwrites a source j > i that sits at 3+i.
+            let top = LISTEN_FDS_START + sockets.len() as RawFd;
             for (i, fd) in sockets.iter().enumerate() {
+                parked[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, top);
+                if parked[i] < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in parked.iter().enumerate() {
                 // dup2 leaves the new fd without FD_CLOEXEC: it survives exec.
                 if libc::dup2(*fd, LISTEN_FDS_START + i as RawFd) < 0 {
                     return Err(io::Error::last_os_error());
                 }
+                libc::close(*fd);
             }
+
             if let Some(c) = &creds {
                 drop_privileges(c)?;
             }
@@ -247,18 +258,6 @@ pub fn cloexec_inherited(keep: &[RawFd]) {
     }
 }
 
-/// Duplicates `fd` to the lowest free fd >= `min`, close-on-exec, and
-/// closes the original.
-pub fn move_above(fd: OwnedFd, min: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we exclusively own.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `new` is a freshly created fd nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
 /// Resident set size of `pid` in bytes, from `/proc/PID/statm`.
 pub fn rss_bytes(pid: Pid) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
@@ -318,5 +317,79 @@ pub fn unblock_all_signals() {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// A shared memory region (a memfd mapped MAP_SHARED) seen as an array of
+/// `AtomicI64`. Creator and inheritors map the same pages; every access
+/// goes through atomics, so concurrent writers in other processes are
+/// fine. The mapping lives as long as this value.
+pub struct SharedRegion {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    words: usize,
+    fd: Option<OwnedFd>,
+}
+
+// SAFETY: the region is only read and written through atomics, which are
+// safe to share between threads (and processes).
+unsafe impl Send for SharedRegion {}
+// SAFETY: as above.
+unsafe impl Sync for SharedRegion {}
+
+impl SharedRegion {
+    /// A new zeroed region of `words` 64-bit words, read-write.
+    pub fn create(name: &str, words: usize) -> io::Result<SharedRegion> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+        nix::unistd::ftruncate(&fd, (words * 8) as i64).map_err(io::Error::from)?;
+        let mut r = Self::map(&fd, words, true)?;
+        r.fd = Some(fd);
+        Ok(r)
+    }
+
+    /// Maps an inherited region fd (worker side) and closes the fd.
+    pub fn adopt(raw: RawFd, words: usize, writable: bool) -> io::Result<SharedRegion> {
+        // SAFETY: the master put this fd here for us to own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Self::map(&fd, words, writable)
+    }
+
+    fn map(fd: &OwnedFd, words: usize, writable: bool) -> io::Result<SharedRegion> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap};
+        let len = std::num::NonZeroUsize::new(words * 8).ok_or_else(|| io::Error::other("empty region"))?;
+        let prot = if writable { ProtFlags::PROT_READ | ProtFlags::PROT_WRITE } else { ProtFlags::PROT_READ };
+        // SAFETY: a fresh shared mapping of a memfd of at least `len` bytes;
+        // nothing else aliases it as non-atomic memory.
+        let ptr = unsafe { mmap(None, len, prot, MapFlags::MAP_SHARED, fd, 0) }.map_err(io::Error::from)?;
+        Ok(SharedRegion { ptr, words, fd: None })
+    }
+
+    /// Makes our own mapping read-only (the master's view of worker data).
+    pub fn make_read_only(&self) -> io::Result<()> {
+        // SAFETY: changes protection of exactly our mapping.
+        unsafe { nix::sys::mman::mprotect(self.ptr, self.words * 8, nix::sys::mman::ProtFlags::PROT_READ) }
+            .map_err(io::Error::from)
+    }
+
+    pub fn words(&self) -> &[std::sync::atomic::AtomicI64] {
+        // SAFETY: the mapping is `words * 8` bytes, page-aligned (so
+        // 8-aligned), lives as long as `self`, and is only accessed through
+        // these atomics.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const std::sync::atomic::AtomicI64, self.words) }
+    }
+
+    /// The memfd, for handing to children (creator side only).
+    pub fn fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+}
+
+impl Drop for SharedRegion {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping we made; no references to
+        // it outlive `self` (slices borrow from it).
+        unsafe {
+            let _ = nix::sys::mman::munmap(self.ptr, self.words * 8);
+        }
     }
 }

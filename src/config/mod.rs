@@ -291,6 +291,10 @@ pub struct Config {
     pub chown_socket: Option<(i64, i64)>,
     /// Credentials the workers run as.
     pub creds: Option<Creds>,
+    /// App metrics declared with `metric =`.
+    pub metrics: Vec<crate::scoreboard::MetricDecl>,
+    /// Extra `sys.argv` entries for the worker script.
+    pub pyargv: Vec<String>,
     /// Every option as set (canonical name, value), for `uwsgi.opt`.
     pub opt: Vec<(String, String)>,
     /// uWSGI options accepted and ignored, with where they were set.
@@ -462,6 +466,8 @@ impl Config {
             chmod_socket: None,
             chown_socket: None,
             creds: None,
+            metrics: Vec::new(),
+            pyargv: Vec::new(),
             opt: Vec::new(),
             ignored: Vec::new(),
         };
@@ -606,6 +612,17 @@ impl Config {
             "config-check-interval" => self.config_check_interval = positive_seconds(e)?,
             "liveness-timeout" => self.liveness_timeout = positive_seconds(e)?,
             "exit-grace" => self.exit_grace = parse_seconds(e)?,
+            "metric" => {
+                let d = crate::scoreboard::parse_metric(&e.value).map_err(|m| ConfigError::at(e, m))?;
+                if self.metrics.iter().any(|m| m.name == d.name) {
+                    return Err(ConfigError::at(e, format!("metric {:?} declared twice", d.name)));
+                }
+                if self.metrics.len() >= crate::scoreboard::MAX_METRICS {
+                    return Err(ConfigError::at(e, format!("at most {} metrics", crate::scoreboard::MAX_METRICS)));
+                }
+                self.metrics.push(d);
+            }
+            "pyargv" => self.pyargv = split_command(&e.value).map_err(|m| ConfigError::at(e, m))?,
             "chmod-socket" => {
                 let v = e.value.trim();
                 // uWSGI: a bare `chmod-socket` means 666.
@@ -697,9 +714,15 @@ impl Config {
 
     /// Resolves relative paths against `chdir` when set (uWSGI changes
     /// directory before loading the app), else `cwd`, and checks that the
-    /// worker script is a readable file.
+    /// worker script is a readable file and the virtualenv usable.
     pub fn finalize(&mut self, cwd: &Path) -> Result<(), ConfigError> {
         let base = self.chdir.as_ref().map(|c| cwd.join(c)).unwrap_or_else(|| cwd.to_path_buf());
+        if let Some(v) = &self.virtualenv {
+            let abs = base.join(v);
+            crate::worker::python::check_virtualenv(&abs).map_err(|m| ConfigError::new(None, Some("virtualenv"), m))?;
+            self.virtualenv = Some(abs);
+        }
+
         if let Some(s) = &self.script {
             let abs = base.join(s);
             Self::check_script(&abs).map_err(|m| ConfigError::new(None, Some("python-worker-override"), m))?;
@@ -867,6 +890,8 @@ mod tests {
                 "worker-ready-mode" => "spawn",
                 "chmod-socket" => "660",
                 "chown-socket" | "uid" => "0",
+                "metric" => "name=m",
+
                 "gid" => "0",
                 _ => "x",
             },

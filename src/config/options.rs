@@ -105,6 +105,8 @@ pub static OPTIONS: &[OptDef] = &[
         help: "directory prepended to sys.path (repeatable)",
     },
     opt("log-format", Kind::Text, Some("text"), "log format: text or json"),
+    list("metric", "app metric, uWSGI syntax: name=NAME[,type=counter|gauge][,initial_value=N] (repeatable)"),
+    opt("pyargv", Kind::Text, None, "arguments for the worker script's sys.argv (split like a shell, without one)"),
     opt(
         "log-level",
         Kind::Text,

@@ -168,6 +168,7 @@ pub struct Master {
     watch: Watch,
     /// Credentials workers and daemons run as (`uid`/`gid`).
     creds: Option<sys::Credentials>,
+    scoreboard: crate::scoreboard::Scoreboard,
 }
 
 fn hash_entries(entries: &[config::Entry]) -> u64 {
@@ -194,6 +195,7 @@ impl Master {
         let (probe_wake, probe_write) = nonblocking_pipe()?;
         let notify = NotifySocket::bind()?;
         let cfg = setup.config;
+        let scoreboard = crate::scoreboard::Scoreboard::create(cfg.metrics.clone())?;
         let config_hash =
             config::load(&setup.sources, setup.env.iter().cloned()).map(|e| hash_entries(&e)).unwrap_or_default();
         let m = Master {
@@ -229,6 +231,7 @@ impl Master {
             crash_loop: None,
             watch: Watch { next: None, touch: Vec::new(), config_hash },
             creds: cfg.creds.map(|c| sys::Credentials::resolve((c.uid != u32::MAX).then_some(c.uid), c.gid)),
+            scoreboard,
             sources: setup.sources,
             env: setup.env,
             cwd: setup.cwd,
@@ -236,7 +239,9 @@ impl Master {
         };
         m.shared.publish(m.snapshot());
         if let Some(probe) = setup.probe {
-            probe.start(m.shared.clone(), m.cfg.liveness_timeout).map_err(|e| format!("probe server thread: {e}"))?;
+            probe
+                .start(m.shared.clone(), m.scoreboard.metrics_reader(), m.cfg.liveness_timeout)
+                .map_err(|e| format!("probe server thread: {e}"))?;
         }
         Ok(m)
     }
@@ -259,7 +264,7 @@ impl Master {
         self.watch.touch = self.cfg.touch_reload.iter().map(|p| (p.clone(), mtime(p))).collect();
         self.schedule_watch(now);
         loop {
-            self.shared.publish(self.snapshot());
+            self.publish();
             if let MasterPhase::Exited { code } = self.phase {
                 return code;
             }
@@ -398,6 +403,8 @@ impl Master {
                     tracing::info!("reload abandoned: draining");
                 }
                 self.phase = MasterPhase::Draining { since: now, stop_at: Some(now + delay), fast, code: exit::OK };
+                self.scoreboard.set_draining(true);
+
                 for s in &mut self.slots {
                     s.respawn_at = None;
                 }
@@ -835,6 +842,9 @@ impl Master {
             log_level: self.cfg.log_level.clone(),
             opt: self.cfg.opt.clone(),
             uid: self.creds.as_ref().and_then(|c| c.uid),
+            board_fd: self.cfg.script.is_some().then_some(sys::LISTEN_FDS_START + self.listeners.len() as i32),
+            metrics: self.cfg.metrics.clone(),
+            pyargv: self.cfg.pyargv.clone(),
             sockets: self.listeners.iter().map(|l| l.name.clone()).collect(),
             is_a_reload: self.slots[i].spawns > 0,
         };
@@ -845,7 +855,10 @@ impl Master {
             (OsString::from(crate::worker::SPEC_ENV), OsString::from(spec.encode())),
         ];
         let argv0 = format!("podmaster: worker {id}");
-        let fds: Vec<RawFd> = self.listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
+        let mut fds: Vec<RawFd> = self.listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
+        if self.cfg.script.is_some() {
+            fds.extend(self.scoreboard.fds());
+        }
         let result = sys::spawn(sys::SpawnSpec {
             exe: &self.exe,
             argv0: &argv0,
@@ -1246,6 +1259,25 @@ impl Master {
         tracing::info!("configuration reloaded");
         self.request_reload("config change");
         Ok(())
+    }
+
+    /// Publishes the snapshot (probe thread) and the board (workers).
+    fn publish(&self) {
+        let snap = self.snapshot();
+        let records: Vec<crate::scoreboard::SlotRecord> = snap
+            .workers
+            .iter()
+            .map(|w| crate::scoreboard::SlotRecord {
+                id: w.id,
+                pid: w.pid,
+                accepting: w.accepting == 1,
+                respawn_count: w.respawn_count,
+                last_spawn: w.last_spawn,
+                generation: w.generation,
+            })
+            .collect();
+        self.scoreboard.publish(&records);
+        self.shared.publish(snap);
     }
 
     fn slot_mut(&mut self, id: u32) -> Option<&mut Slot> {

@@ -36,6 +36,11 @@ pub struct WorkerSpec {
     pub opt: Vec<(String, String)>,
     /// The uid this worker must run as (`uid` option), checked at start.
     pub uid: Option<u32>,
+    /// Where the scoreboard fds are (board, then metrics at +1), if passed.
+    pub board_fd: Option<i32>,
+    pub metrics: Vec<crate::scoreboard::MetricDecl>,
+    pub pyargv: Vec<String>,
+
     /// Socket names, in fd order (fd 3 first).
     pub sockets: Vec<String>,
     /// True when this slot had a process before (a respawn or reload).

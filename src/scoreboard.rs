@@ -1,0 +1,287 @@
+//! The scoreboard: two shared-memory regions the master creates and every
+//! Python worker maps (the fds follow the sockets at 3+n, 4+n; the worker
+//! maps them and closes the fds).
+//!
+//! - The *board* (master writes, workers map read-only): the draining flag
+//!   and one record per worker slot (pid, accepting, respawn count, last
+//!   spawn, generation), for `uwsgi.workers()` and `uwsgi.is_draining()`.
+//! - The *metrics* (workers write with atomic adds/stores, the master maps
+//!   read-only): one row of `MAX_METRICS` counters per worker slot, plus
+//!   row 0 holding the declared initial values. `uwsgi.metric_inc` is one
+//!   atomic add: no syscall, no lock. The exported value of a metric is
+//!   the sum of its row-0 value and every worker's.
+
+use std::sync::atomic::Ordering;
+
+use crate::sys::SharedRegion;
+
+/// Worker slots the regions have room for (`processes` is capped at it).
+pub const MAX_SLOTS: usize = 1024;
+/// Metrics that can be declared with `metric =`.
+pub const MAX_METRICS: usize = 64;
+
+const BOARD_HEADER: usize = 4;
+const SLOT_WORDS: usize = 6;
+/// Board words: header (magic, draining, slots) + the slot records.
+pub const BOARD_WORDS: usize = BOARD_HEADER + MAX_SLOTS * SLOT_WORDS;
+/// Metrics words: row 0 (initial values) + one row per slot.
+pub const METRIC_WORDS: usize = (MAX_SLOTS + 1) * MAX_METRICS;
+const MAGIC: i64 = 0x706f_646d_6173_7472; // "podmastr"
+
+/// A metric declared with uWSGI's syntax.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetricDecl {
+    pub name: String,
+    /// counter or gauge (uWSGI's `absolute` is a gauge).
+    pub counter: bool,
+    pub initial: i64,
+}
+
+/// Parses `name=requests,type=counter,initial_value=0`.
+pub fn parse_metric(spec: &str) -> Result<MetricDecl, String> {
+    let mut decl = MetricDecl { name: String::new(), counter: true, initial: 0 };
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        match k.trim() {
+            "name" => decl.name = v.trim().to_owned(),
+            "type" => {
+                decl.counter = match v.trim() {
+                    "counter" => true,
+                    "gauge" | "absolute" => false,
+                    other => return Err(format!("metric type {other:?}: expected counter or gauge")),
+                }
+            }
+            "initial_value" | "initial-value" => {
+                decl.initial = v.trim().parse().map_err(|_| format!("initial_value {v:?} is not a whole number"))?
+            }
+            other => return Err(format!("metric key {other:?} is not supported (name, type, initial_value)")),
+        }
+    }
+    if decl.name.is_empty() {
+        return Err("a metric needs name=...".into());
+    }
+    if !decl.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        return Err(format!("metric name {:?}: use letters, digits, _ . -", decl.name));
+    }
+    Ok(decl)
+}
+
+/// One worker slot as recorded on the board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotRecord {
+    pub id: u32,
+    pub pid: i32,
+    pub accepting: bool,
+    pub respawn_count: u64,
+    pub last_spawn: u64,
+    pub generation: u64,
+}
+
+/// The master's side: owns both regions.
+pub struct Scoreboard {
+    board: SharedRegion,
+    metrics: std::sync::Arc<SharedRegion>,
+    pub decls: Vec<MetricDecl>,
+}
+
+impl Scoreboard {
+    pub fn create(decls: Vec<MetricDecl>) -> Result<Scoreboard, String> {
+        let board = SharedRegion::create("podmaster-board", BOARD_WORDS).map_err(|e| format!("scoreboard: {e}"))?;
+        let metrics =
+            SharedRegion::create("podmaster-metrics", METRIC_WORDS).map_err(|e| format!("scoreboard: {e}"))?;
+        for (i, d) in decls.iter().enumerate() {
+            metrics.words()[i].store(d.initial, Ordering::Relaxed);
+        }
+        // From here on the master only reads what workers write.
+        metrics.make_read_only().map_err(|e| format!("scoreboard: mprotect: {e}"))?;
+        board.words()[0].store(MAGIC, Ordering::Relaxed);
+        Ok(Scoreboard { board, metrics: std::sync::Arc::new(metrics), decls })
+    }
+
+    /// The two fds to hand to a worker, in order (board, metrics).
+    pub fn fds(&self) -> Vec<i32> {
+        self.board.fd().into_iter().chain(self.metrics.fd()).collect()
+    }
+
+    pub fn set_draining(&self, on: bool) {
+        self.board.words()[1].store(i64::from(on), Ordering::Release);
+    }
+
+    /// Rewrites the slot records (the master calls this when it publishes).
+    pub fn publish(&self, slots: &[SlotRecord]) {
+        let w = self.board.words();
+        let n = slots.len().min(MAX_SLOTS);
+        for (i, s) in slots.iter().take(n).enumerate() {
+            let base = BOARD_HEADER + i * SLOT_WORDS;
+            w[base].store(i64::from(s.id), Ordering::Relaxed);
+            w[base + 1].store(i64::from(s.pid), Ordering::Relaxed);
+            w[base + 2].store(i64::from(s.accepting), Ordering::Relaxed);
+            w[base + 3].store(s.respawn_count as i64, Ordering::Relaxed);
+            w[base + 4].store(s.last_spawn as i64, Ordering::Relaxed);
+            w[base + 5].store(s.generation as i64, Ordering::Relaxed);
+        }
+        w[2].store(n as i64, Ordering::Release);
+    }
+
+    /// A read-only handle on the metrics, for the probe thread.
+    pub fn metrics_reader(&self) -> MetricsReader {
+        MetricsReader { region: self.metrics.clone(), decls: self.decls.clone() }
+    }
+}
+
+/// Reads app metrics (probe thread): totals and per-worker values.
+#[derive(Clone)]
+pub struct MetricsReader {
+    region: std::sync::Arc<SharedRegion>,
+    pub decls: Vec<MetricDecl>,
+}
+
+impl std::fmt::Debug for MetricsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsReader").field("decls", &self.decls).finish()
+    }
+}
+
+impl MetricsReader {
+    /// (total, per worker id) for metric `i`, for the given worker ids.
+    pub fn values(&self, i: usize, workers: &[u32]) -> (i64, Vec<(u32, i64)>) {
+        let w = self.region.words();
+        let mut total = w[i].load(Ordering::Relaxed);
+        let mut per = Vec::with_capacity(workers.len());
+        for id in workers.iter().copied().filter(|id| (*id as usize) <= MAX_SLOTS) {
+            let v = w[id as usize * MAX_METRICS + i].load(Ordering::Relaxed);
+            total = total.wrapping_add(v);
+            per.push((id, v));
+        }
+        (total, per)
+    }
+}
+
+/// A worker's side: the board read-only, its own metrics row writable.
+pub struct WorkerBoard {
+    board: SharedRegion,
+    metrics: SharedRegion,
+    row: usize,
+    index: std::collections::HashMap<String, usize>,
+}
+
+/// What a metric update does.
+#[derive(Debug, Clone, Copy)]
+pub enum Update {
+    Add(i64),
+    Set(i64),
+    Max(i64),
+    Min(i64),
+}
+
+impl WorkerBoard {
+    /// Maps the regions passed at `board_fd`, `board_fd + 1` (and closes them).
+    pub fn adopt(board_fd: i32, worker_id: u32, decls: &[MetricDecl]) -> Result<WorkerBoard, String> {
+        let board = SharedRegion::adopt(board_fd, BOARD_WORDS, false).map_err(|e| format!("scoreboard: {e}"))?;
+        let metrics = SharedRegion::adopt(board_fd + 1, METRIC_WORDS, true).map_err(|e| format!("scoreboard: {e}"))?;
+        if board.words()[0].load(Ordering::Relaxed) != MAGIC {
+            return Err("scoreboard: not a podmaster board".into());
+        }
+        let index = decls.iter().enumerate().map(|(i, d)| (d.name.clone(), i)).collect();
+        Ok(WorkerBoard { board, metrics, row: (worker_id as usize).min(MAX_SLOTS) * MAX_METRICS, index })
+    }
+
+    pub fn draining(&self) -> bool {
+        self.board.words()[1].load(Ordering::Acquire) != 0
+    }
+
+    pub fn slots(&self) -> Vec<SlotRecord> {
+        let w = self.board.words();
+        let n = (w[2].load(Ordering::Acquire) as usize).min(MAX_SLOTS);
+        (0..n)
+            .map(|i| {
+                let b = BOARD_HEADER + i * SLOT_WORDS;
+                SlotRecord {
+                    id: w[b].load(Ordering::Relaxed) as u32,
+                    pid: w[b + 1].load(Ordering::Relaxed) as i32,
+                    accepting: w[b + 2].load(Ordering::Relaxed) != 0,
+                    respawn_count: w[b + 3].load(Ordering::Relaxed) as u64,
+                    last_spawn: w[b + 4].load(Ordering::Relaxed) as u64,
+                    generation: w[b + 5].load(Ordering::Relaxed) as u64,
+                }
+            })
+            .collect()
+    }
+
+    /// One atomic operation on this worker's cell; false for an unknown name.
+    #[inline]
+    pub fn update(&self, name: &str, op: Update) -> bool {
+        let Some(&i) = self.index.get(name) else { return false };
+        let cell = &self.metrics.words()[self.row + i];
+        match op {
+            Update::Add(v) => cell.fetch_add(v, Ordering::Relaxed),
+            Update::Set(v) => cell.swap(v, Ordering::Relaxed),
+            Update::Max(v) => cell.fetch_max(v, Ordering::Relaxed),
+            Update::Min(v) => cell.fetch_min(v, Ordering::Relaxed),
+        };
+        true
+    }
+
+    /// The metric's value across all workers (row 0 + every row), as uWSGI's
+    /// global metric value.
+    pub fn get(&self, name: &str) -> Option<i64> {
+        let &i = self.index.get(name)?;
+        let w = self.metrics.words();
+        Some((0..=MAX_SLOTS).map(|r| w[r * MAX_METRICS + i].load(Ordering::Relaxed)).fold(0i64, i64::wrapping_add))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_specs() {
+        assert_eq!(
+            parse_metric("name=requests,type=counter").unwrap(),
+            MetricDecl { name: "requests".into(), counter: true, initial: 0 }
+        );
+        assert_eq!(
+            parse_metric("name=inflight, type=gauge, initial_value=5").unwrap(),
+            MetricDecl { name: "inflight".into(), counter: false, initial: 5 }
+        );
+        for bad in ["type=counter", "name=a,type=histogram", "name=a,initial_value=x", "name=a b", "name=a,oid=1.2"] {
+            assert!(parse_metric(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn workers_update_master_reads() {
+        let decls = vec![
+            MetricDecl { name: "req".into(), counter: true, initial: 10 },
+            MetricDecl { name: "peak".into(), counter: false, initial: 0 },
+        ];
+        let sb = Scoreboard::create(decls.clone()).unwrap();
+        // A worker would inherit the fds; duplicate them to simulate that.
+        let fds = sb.fds();
+        let b = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[0]) }).unwrap();
+        let m = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[1]) }).unwrap();
+        // adopt() expects consecutive fds; place them with dup2 high up.
+        use std::os::fd::IntoRawFd;
+        let (b, m) = (b.into_raw_fd(), m.into_raw_fd());
+        unsafe {
+            libc::dup2(b, 900);
+            libc::dup2(m, 901);
+            libc::close(b);
+            libc::close(m);
+        }
+        let w = WorkerBoard::adopt(900, 2, &decls).unwrap();
+        assert!(w.update("req", Update::Add(3)));
+        assert!(w.update("peak", Update::Max(7)));
+        assert!(w.update("peak", Update::Max(4)));
+        assert!(!w.update("nope", Update::Add(1)));
+        assert_eq!(w.get("req"), Some(13));
+        let r = sb.metrics_reader();
+        assert_eq!(r.values(0, &[1, 2]), (13, vec![(1, 0), (2, 3)]));
+        assert_eq!(r.values(1, &[2]).0, 7);
+        sb.set_draining(true);
+        sb.publish(&[SlotRecord { id: 1, pid: 42, accepting: true, respawn_count: 2, last_spawn: 9, generation: 3 }]);
+        assert!(w.draining());
+        assert_eq!(w.slots()[0].pid, 42);
+    }
+}
