@@ -1,0 +1,103 @@
+//! The shipped examples, run for real so they never rot. (examples/hello is
+//! run by tests/skeleton.rs with the README command.)
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// A venv with aiohttp, made once (pip from PyPI) and reused by later runs.
+fn aiohttp_venv() -> PathBuf {
+    let venv = PathBuf::from(ROOT).join("target/test-venv-aiohttp");
+    let ok = |v: &PathBuf| {
+        Command::new(v.join("bin/python3")).args(["-c", "import aiohttp"]).status().is_ok_and(|s| s.success())
+    };
+    if !ok(&venv) {
+        let _ = std::fs::remove_dir_all(&venv);
+        let st = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap();
+        assert!(st.success(), "python3 -m venv");
+        let st = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "-r", &format!("{ROOT}/examples/aiohttp/requirements.txt")])
+            .status()
+            .unwrap();
+        assert!(st.success(), "pip install aiohttp");
+    }
+    venv
+}
+
+fn run_example(ini: &str, env: &[(&str, String)]) -> Instance {
+    let d = TempDir::new("example");
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(ROOT).args(["--ini", ini]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut inst = Instance::spawn(cmd, d.path().join("stderr.log"));
+    std::mem::forget(d); // the log must outlive this function
+    inst.probe = format!("127.0.0.1:{}", env.iter().find(|(k, _)| *k == "PROBE_PORT").unwrap().1);
+    inst
+}
+
+#[test]
+fn aiohttp_example_serves_http_and_websockets_and_drains_politely() {
+    let venv = aiohttp_venv();
+    let (port, probe) = (free_port(), free_port());
+    let env = [
+        ("PORT", port.to_string()),
+        ("PROBE_PORT", probe.to_string()),
+        ("VENV", venv.display().to_string()),
+        ("WORKERS", "2".to_string()),
+    ];
+    let mut inst = run_example("examples/aiohttp/podmaster.ini", &env);
+    inst.wait_ready();
+    let r = http_get(&format!("127.0.0.1:{port}"), "/World").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "Hello, World"));
+
+    let client = format!("{ROOT}/tests/scripts/ws_client.py");
+    let url = format!("http://127.0.0.1:{port}/echo");
+    let out = Command::new(venv.join("bin/python3")).args([&client, &url, "echo"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, World\n0001\n", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // An open websocket during SIGTERM is closed politely (1001), exit 0.
+    let mut held = Command::new(venv.join("bin/python3"))
+        .args([&client, &url, "hold"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(held.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "Hello, World");
+    assert_eq!(lines.next().unwrap().unwrap(), "0001");
+    assert_eq!(lines.next().unwrap().unwrap(), "holding");
+    wait_for("websocket gauge", DEADLINE, || (metric(&inst.metrics(), "podmaster_app_websockets")? == 1.0).then_some(()));
+    assert!(metric(&inst.metrics(), "podmaster_app_requests_total").unwrap() >= 3.0);
+    inst.signal(libc::SIGTERM);
+    assert_eq!(lines.next().unwrap().unwrap(), "closed 1001 CLOSE");
+    assert!(held.wait().unwrap().success());
+    assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0), "{}", inst.logs());
+    let logs = inst.logs();
+    assert!(logs.contains("GET /World -> 200 worker="), "uwsgi.log per request: {logs}");
+    assert!(logs.contains("drained worker="), "{logs}");
+}
+
+#[test]
+fn metrics_example_counts_requests() {
+    let (port, probe) = (free_port(), free_port());
+    let env = [("PORT", port.to_string()), ("PROBE_PORT", probe.to_string())];
+    let mut inst = run_example("examples/metrics/podmaster.ini", &env);
+    inst.wait_ready();
+    for _ in 0..3 {
+        assert!(http_get(&format!("127.0.0.1:{port}"), "/").unwrap().body.contains("requests so far"));
+    }
+    let m = wait_for("3 requests", DEADLINE, || {
+        let m = inst.metrics();
+        (metric(&m, "podmaster_app_requests_total")? == 3.0).then_some(m)
+    });
+    assert!(metric(&m, "podmaster_app_bytes_sent_total").unwrap() > 60.0);
+    assert_eq!(metric(&m, "podmaster_app_inflight"), Some(0.0));
+    assert!(metric(&m, "podmaster_app_slowest_us").unwrap() > 0.0);
+    inst.signal(libc::SIGTERM);
+    assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0));
+}
