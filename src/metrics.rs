@@ -102,6 +102,20 @@ impl Collector for MasterCollector {
         }
         {
             let mut fam = enc.encode_descriptor(
+                "podmaster_worker_rss",
+                "resident memory of each worker (read from /proc at scrape time)",
+                Some(&prometheus_client::registry::Unit::Bytes),
+                MetricType::Gauge,
+            )?;
+            for w in s.workers.iter().filter(|w| w.pid > 0) {
+                if let Some(rss) = crate::sys::rss_bytes(nix::unistd::Pid::from_raw(w.pid)) {
+                    let id = w.id.to_string();
+                    ConstGauge::new(rss as i64).encode(fam.encode_family(&[("worker", id.as_str())])?)?;
+                }
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
                 "podmaster_reloads",
                 "chain reloads of all workers by result (ok, aborted)",
                 None,

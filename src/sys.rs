@@ -393,3 +393,25 @@ impl Drop for SharedRegion {
         }
     }
 }
+
+/// Connections waiting in the accept queue of our listening TCP socket
+/// `fd`: for a socket in LISTEN state the kernel reports the current
+/// queue length in `tcpi_unacked` (one getsockopt; no /proc/net/tcp scan,
+/// which grows with every TIME_WAIT connection under load).
+pub fn listen_queue(fd: RawFd) -> Option<u64> {
+    // SAFETY: getsockopt into a zeroed tcp_info of the size we pass; a
+    // non-TCP fd just fails.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        // TCP_LISTEN is state 10.
+        (rc == 0 && info.tcpi_state == 10).then_some(u64::from(info.tcpi_unacked))
+    }
+}

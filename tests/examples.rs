@@ -59,19 +59,23 @@ fn aiohttp_example_serves_http_and_websockets_and_drains_politely() {
     let client = format!("{ROOT}/tests/scripts/ws_client.py");
     let url = format!("http://127.0.0.1:{port}/echo");
     let out = Command::new(venv.join("bin/python3")).args([&client, &url, "echo"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, World\n0001\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello, World\n0001\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // An open websocket during SIGTERM is closed politely (1001), exit 0.
-    let mut held = Command::new(venv.join("bin/python3"))
-        .args([&client, &url, "hold"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut held =
+        Command::new(venv.join("bin/python3")).args([&client, &url, "hold"]).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(held.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "Hello, World");
     assert_eq!(lines.next().unwrap().unwrap(), "0001");
     assert_eq!(lines.next().unwrap().unwrap(), "holding");
-    wait_for("websocket gauge", DEADLINE, || (metric(&inst.metrics(), "podmaster_app_websockets")? == 1.0).then_some(()));
+    wait_for("websocket gauge", DEADLINE, || {
+        (metric(&inst.metrics(), "podmaster_app_websockets")? == 1.0).then_some(())
+    });
     assert!(metric(&inst.metrics(), "podmaster_app_requests_total").unwrap() >= 3.0);
     inst.signal(libc::SIGTERM);
     assert_eq!(lines.next().unwrap().unwrap(), "closed 1001 CLOSE");

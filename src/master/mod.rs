@@ -169,6 +169,10 @@ pub struct Master {
     /// Credentials workers and daemons run as (`uid`/`gid`).
     creds: Option<sys::Credentials>,
     scoreboard: crate::scoreboard::Scoreboard,
+    /// Test hook: `PODMASTER_TEST_WEDGE_ON_USR2=SECONDS` makes SIGUSR2 block
+    /// the main loop that long, so tests can prove /livez notices a wedged
+    /// master. Off unless the variable is set.
+    wedge_on_usr2: Option<Duration>,
 }
 
 fn hash_entries(entries: &[config::Entry]) -> u64 {
@@ -232,6 +236,11 @@ impl Master {
             watch: Watch { next: None, touch: Vec::new(), config_hash },
             creds: cfg.creds.map(|c| sys::Credentials::resolve((c.uid != u32::MAX).then_some(c.uid), c.gid)),
             scoreboard,
+            wedge_on_usr2: std::env::var("PODMASTER_TEST_WEDGE_ON_USR2")
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0))),
+
             sources: setup.sources,
             env: setup.env,
             cwd: setup.cwd,
@@ -360,6 +369,12 @@ impl Master {
             Signal::SIGTTIN => self.scale_up(),
             Signal::SIGTTOU => self.scale_down(),
             Signal::SIGUSR1 => self.log_status(),
+            Signal::SIGUSR2 if self.wedge_on_usr2.is_some() => {
+                // Test-only fault injection: a wedged main loop (see `wedge_on_usr2`).
+                let d = self.wedge_on_usr2.unwrap_or_default();
+                tracing::warn!(seconds = d.as_secs_f64(), "PODMASTER_TEST_WEDGE_ON_USR2: blocking the main loop");
+                std::thread::sleep(d);
+            }
             other => {
                 tracing::info!(signal = other.as_str(), "forwarding signal to workers");
                 for pid in self.all_worker_pids() {
@@ -1345,6 +1360,7 @@ impl Master {
             config_reloads_ok: self.counters.config_reloads_ok,
             config_reloads_failed: self.counters.config_reloads_failed,
             crash_loop: self.crash_loop.clone(),
+            ever_ready: self.phase != MasterPhase::Starting,
         }
     }
 }
@@ -1373,6 +1389,7 @@ fn placeholder_snapshot() -> Snapshot {
         config_reloads_ok: 0,
         config_reloads_failed: 0,
         crash_loop: None,
+        ever_ready: false,
     }
 }
 

@@ -89,6 +89,8 @@ pub struct Snapshot {
     pub config_reloads_failed: u64,
     /// Set when a slot exceeded `max-failed-starts`: `/livez` fails with it.
     pub crash_loop: Option<String>,
+    /// The instance has been ready at least once (`/startupz`).
+    pub ever_ready: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,6 +213,7 @@ mod tests {
             config_reloads_ok: 0,
             config_reloads_failed: 0,
             crash_loop: None,
+            ever_ready: false,
         }
     }
 
