@@ -108,7 +108,13 @@ fn run() -> Result<u8, Fatal> {
         specs = adopted.names().into_iter().map(|n| (n.clone(), sockets::SocketSpec::Sd(n))).collect();
     }
     let (listeners, notices) = sockets::bind_all(&specs, &cfg.bind_options(), &mut adopted).map_err(config_error)?;
-    let probe = cfg.probe_socket.as_deref().map(probes::ProbeServer::bind).transpose().map_err(config_error)?;
+    let probe = cfg
+        .probe_socket
+        .as_deref()
+        .map(|a| probes::ProbeServer::bind(a, cfg.listen))
+        .transpose()
+        .map_err(config_error)?;
+
     // Logged only once everything is bound: a bind error stays one line.
     for n in notices {
         tracing::info!("{n}");

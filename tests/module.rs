@@ -128,7 +128,7 @@ fn virtualenv_problems_are_config_errors() {
     let cases = [
         (d.path().join("nothing").display().to_string(), "not a directory".to_string()),
         (d.path().display().to_string(), "no bin/python3".to_string()),
-        (fake.display().to_string(), format!("made for Python 3.9.18, but podmaster embeds Python 3.")),
+        (fake.display().to_string(), "made for Python 3.9.18, but podmaster embeds Python 3.".to_string()),
     ];
     for (venv, expect) in cases {
         let out = Command::new(BIN)

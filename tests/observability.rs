@@ -161,7 +161,10 @@ fn hostile_clients_do_not_block_probes() {
     }
     let inst = Instance::start(&example_script(), 1, 1, "");
     inst.wait_ready();
+    let t0 = Instant::now();
     let probe_fast = |what: &str| {
+        eprintln!("{what}: {:?}", t0.elapsed());
+
         let t = Instant::now();
         let r = inst.probe_get("/readyz").unwrap_or_else(|| panic!("/readyz failed during {what}"));
         assert_eq!(r.status, 200, "{what}");

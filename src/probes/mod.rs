@@ -23,10 +23,20 @@ pub struct ProbeServer {
 }
 
 impl ProbeServer {
-    pub fn bind(address: &str) -> Result<ProbeServer, String> {
+    /// Binds `address` (host:port) with the same code and backlog as the
+    /// worker sockets; std's `TcpListener::bind` would fix the backlog at 128.
+    pub fn bind(address: &str, backlog: i32) -> Result<ProbeServer, String> {
         use std::os::linux::net::SocketAddrExt;
-        let listener =
-            std::net::TcpListener::bind(address).map_err(|e| format!("probe-socket {address}: cannot listen: {e}"))?;
+        let err = |e: String| format!("probe-socket {address}: cannot listen: {e}");
+        let spec = crate::sockets::SocketSpec::parse(address).map_err(err)?;
+        if !matches!(spec, crate::sockets::SocketSpec::Tcp { .. }) {
+            return Err(err("expected host:port".into()));
+        }
+        let opts = crate::sockets::BindOptions { backlog, ..Default::default() };
+        let (mut ls, _) = crate::sockets::bind_all(&[(address.to_owned(), spec)], &opts, &mut Default::default())
+            .map_err(|e| format!("probe-{e}"))?;
+        let listener = std::net::TcpListener::from(ls.remove(0).fd);
+
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| address.to_owned());
         // tiny_http listens on a private abstract UNIX socket behind the guard.
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
