@@ -26,7 +26,9 @@ pub mod logging;
 pub mod master;
 pub mod metrics;
 pub mod notify;
+pub mod probe_client;
 pub mod probes;
+
 pub mod scoreboard;
 pub mod sockets;
 pub mod sys;

@@ -23,6 +23,12 @@ fn main() -> ExitCode {
     if worker::requested() {
         return ExitCode::from(worker::run());
     }
+    // `podmaster probe URL`: the HEALTHCHECK client.
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "probe" {
+        return ExitCode::from(podmaster::probe_client::run(&args[2]));
+    }
+
     match run() {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

@@ -222,3 +222,17 @@ fn wedged_main_loop_fails_liveness() {
     assert_eq!(inst.probe_get("/readyz").unwrap().status, 200);
     wait_for("/livez 200 again", DEADLINE, || inst.probe_get("/livez").filter(|r| r.status == 200));
 }
+
+#[test]
+fn probe_subcommand_for_healthchecks() {
+    let inst = Instance::start(&example_script(), 1, 1, "");
+    inst.wait_ready();
+    let run = |url: String| Command::new(BIN).args(["probe", &url]).output().unwrap();
+    let ok = run(format!("http://{}/livez", inst.probe));
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "200 ok: master loop alive\n");
+    assert_eq!(run(format!("http://{}/nope", inst.probe)).status.code(), Some(1));
+    let down = run(format!("http://127.0.0.1:{}/livez", free_port()));
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("connect"));
+}

