@@ -9,14 +9,12 @@
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
-use signal_hook::iterator::Signals;
 
 use crate::exit;
 use crate::sys;
@@ -46,7 +44,7 @@ pub fn run(opts: InitOptions) -> u8 {
     let sigs = forwardable();
     let mut all = sigs.clone();
     all.push(libc::SIGCHLD);
-    let (mut signals, wake) = match setup_signals(&all) {
+    let (mut signals, wake) = match sys::signal_pipe(&all) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("podmaster: {e}");
@@ -121,18 +119,6 @@ pub fn run(opts: InitOptions) -> u8 {
             }
         }
     }
-}
-
-fn setup_signals(sigs: &[i32]) -> Result<(Signals, UnixStream), String> {
-    let signals = Signals::new(sigs).map_err(|e| format!("installing signal handlers: {e}"))?;
-    let (wake, write) = UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
-    wake.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
-    write.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
-    for sig in sigs {
-        let w = write.try_clone().map_err(|e| format!("signal pipe: {e}"))?;
-        signal_hook::low_level::pipe::register(*sig, w).map_err(|e| format!("signal pipe: {e}"))?;
-    }
-    Ok((signals, wake))
 }
 
 fn forward(child: Pid, sig: i32, group: bool) {

@@ -1,6 +1,7 @@
 //! `podmaster probe URL`: a minimal HTTP GET for container HEALTHCHECKs
-//! (no curl in the image). Exit 0 on a 2xx answer, 1 otherwise, with one
-//! line saying why; every step has a timeout.
+//! (no curl in the image). Prints the answer's body; exit 0 on a 2xx
+//! answer, 1 otherwise (a connection error is one line on stderr). Every
+//! step has a timeout.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -13,14 +14,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Returns the exit code.
 pub fn run(url: &str) -> u8 {
     match get(url) {
-        Ok((status, body)) if (200..300).contains(&status) => {
-            println!("{status} {}", body.lines().next().unwrap_or(""));
-            0
-        }
         Ok((status, body)) => {
-            println!("{status} {}", body.lines().next().unwrap_or(""));
-            1
+            print!("{body}");
+            u8::from(!(200..300).contains(&status))
         }
+
         Err(e) => {
             eprintln!("podmaster probe {url}: {e}");
             1

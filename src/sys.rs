@@ -415,3 +415,18 @@ pub fn listen_queue(fd: RawFd) -> Option<u64> {
         (rc == 0 && info.tcpi_state == 10).then_some(u64::from(info.tcpi_unacked))
     }
 }
+
+/// Installs handlers for `sigs` (signal-hook) and a self-pipe every one of
+/// them also writes to: a loop polls the returned stream to wake up, then
+/// reads the signals from `Signals::pending()`.
+pub fn signal_pipe(sigs: &[i32]) -> Result<(signal_hook::iterator::Signals, std::os::unix::net::UnixStream), String> {
+    let signals = signal_hook::iterator::Signals::new(sigs).map_err(|e| format!("installing signal handlers: {e}"))?;
+    let (wake, write) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
+    wake.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
+    write.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
+    for sig in sigs {
+        let w = write.try_clone().map_err(|e| format!("signal pipe: {e}"))?;
+        signal_hook::low_level::pipe::register(*sig, w).map_err(|e| format!("signal pipe: {e}"))?;
+    }
+    Ok((signals, wake))
+}

@@ -230,7 +230,7 @@ fn probe_subcommand_for_healthchecks() {
     let run = |url: String| Command::new(BIN).args(["probe", &url]).output().unwrap();
     let ok = run(format!("http://{}/livez", inst.probe));
     assert_eq!(ok.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "200 ok: master loop alive\n");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok: master loop alive\n");
     assert_eq!(run(format!("http://{}/nope", inst.probe)).status.code(), Some(1));
     let down = run(format!("http://127.0.0.1:{}/livez", free_port()));
     assert_eq!(down.status.code(), Some(1));

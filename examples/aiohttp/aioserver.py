@@ -3,6 +3,7 @@ done right.
 
   GET /{name}  -> "Hello, {name}"
   GET /echo    -> websocket echo ("Hello, {text}" for text, bytes as-is)
+  GET /slow/S  -> answers after S seconds
 
 Each request is logged with uwsgi.log() and counted in the `requests`
 metric; open websockets are the `websockets` gauge (see podmaster.ini).
@@ -26,6 +27,14 @@ DRAIN_TIMEOUT = 20.0  # podmaster's worker-reload-mercy is the hard limit above
 WS_CLOSE_TIMEOUT = 5.0
 
 websockets = set()
+
+
+async def slow(request):
+    """GET /slow/{seconds}: answers after a while (to watch a drain finish it)."""
+    seconds = min(float(request.match_info["seconds"]), 60.0)
+    await asyncio.sleep(seconds)
+    uwsgi.metric_inc("requests")
+    return web.Response(text=f"slept {seconds:g}")
 
 
 async def handle(request):
@@ -66,6 +75,8 @@ def stop_accepting(site):
 async def main():
     app = web.Application()
     app.router.add_get("/echo", wshandler)
+    app.router.add_get("/slow/{seconds}", slow)
+
     app.router.add_get("/{name}", handle)
     app.router.add_get("/", handle)
     # shutdown_timeout bounds how long cleanup() waits for in-flight requests.

@@ -188,14 +188,7 @@ impl Master {
     /// worker exists, so no signal is missed.
     pub fn new(setup: MasterSetup) -> Result<Master, String> {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-        let signals = Signals::new(HANDLED).map_err(|e| format!("installing signal handlers: {e}"))?;
-        let (signal_wake, signal_write) = UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
-        signal_wake.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
-        signal_write.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
-        for sig in HANDLED {
-            let w = signal_write.try_clone().map_err(|e| format!("signal pipe: {e}"))?;
-            signal_hook::low_level::pipe::register(*sig, w).map_err(|e| format!("signal pipe: {e}"))?;
-        }
+        let (signals, signal_wake) = sys::signal_pipe(HANDLED)?;
         let (probe_wake, probe_write) = nonblocking_pipe()?;
         let notify = NotifySocket::bind()?;
         let cfg = setup.config;
@@ -207,7 +200,7 @@ impl Master {
             listeners: setup.listeners,
             retired_listeners: Vec::new(),
             notify,
-            shared: Arc::new(Shared::new(placeholder_snapshot(), probe_write)),
+            shared: Arc::new(Shared::new(Snapshot::empty(), probe_write)),
             signals,
             signal_wake,
             probe_wake,
@@ -384,6 +377,17 @@ impl Master {
         }
     }
 
+    /// Every worker process with its slot id: current, replacements, retiring.
+    fn processes_mut(&mut self) -> Vec<(u32, &mut Worker)> {
+        let mut procs: Vec<(u32, &mut Worker)> = Vec::new();
+        for s in &mut self.slots {
+            let id = s.id;
+            procs.extend(s.worker.iter_mut().chain(s.next.iter_mut()).map(|w| (id, w)));
+        }
+        procs.extend(self.retiring.iter_mut().map(|(id, w)| (*id, w)));
+        procs
+    }
+
     fn all_worker_pids(&self) -> Vec<Pid> {
         let mut v: Vec<Pid> =
             self.slots.iter().flat_map(|s| s.worker.iter().chain(s.next.iter())).map(|w| w.pid).collect();
@@ -436,13 +440,7 @@ impl Master {
     /// stop) is sent even to those already stopping.
     fn stop_all(&mut self, sig: Signal, now: Instant) {
         let deadline = now + self.cfg.worker_reload_mercy;
-        let mut procs: Vec<(u32, &mut Worker)> = Vec::new();
-        for s in &mut self.slots {
-            let id = s.id;
-            procs.extend(s.worker.iter_mut().chain(s.next.iter_mut()).map(|w| (id, w)));
-        }
-        procs.extend(self.retiring.iter_mut().map(|(id, w)| (*id, w)));
-        for (id, w) in procs {
+        for (id, w) in self.processes_mut() {
             let already = matches!(w.state, WorkerState::Stopping { .. });
             if !already || sig == Signal::SIGINT {
                 sys::signal(w.pid, sig);
@@ -581,13 +579,8 @@ impl Master {
     /// SIGKILL for every stopping process whose mercy ran out.
     fn kill_overdue(&mut self, now: Instant) {
         let mercy = self.cfg.worker_reload_mercy.as_secs_f64();
-        let mut procs: Vec<(u32, &mut Worker)> = Vec::new();
-        for s in &mut self.slots {
-            let id = s.id;
-            procs.extend(s.worker.iter_mut().chain(s.next.iter_mut()).map(|w| (id, w)));
-        }
-        procs.extend(self.retiring.iter_mut().map(|(id, w)| (*id, w)));
-        for (id, w) in procs {
+        let mut killed = 0;
+        for (id, w) in self.processes_mut() {
             if let WorkerState::Stopping { deadline, killed: false } = w.state {
                 if now >= deadline {
                     tracing::warn!(
@@ -599,10 +592,11 @@ impl Master {
                     sys::signal_group(w.pid, Signal::SIGKILL);
                     sys::signal(w.pid, Signal::SIGKILL);
                     w.state = WorkerState::Stopping { deadline, killed: true };
-                    self.counters.killed += 1;
+                    killed += 1;
                 }
             }
         }
+        self.counters.killed += killed;
         for d in &mut self.daemons {
             if let (Some(pid), Some(t)) = (d.pid, d.stop_deadline) {
                 if now >= t {
@@ -1367,30 +1361,6 @@ impl Master {
 
 fn mtime(p: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-fn placeholder_snapshot() -> Snapshot {
-    Snapshot {
-        version: env!("CARGO_PKG_VERSION"),
-        pid: std::process::id(),
-        phase: Phase::Starting,
-        started_on: 0,
-        processes: 0,
-        ready_target: 0,
-        config_sources: vec![],
-        sockets: vec![],
-        workers: vec![],
-        transitions: vec![],
-        daemons: vec![],
-        reaped_orphans: 0,
-        drain_seconds: None,
-        reloads_ok: 0,
-        reloads_aborted: 0,
-        config_reloads_ok: 0,
-        config_reloads_failed: 0,
-        crash_loop: None,
-        ever_ready: false,
-    }
 }
 
 fn nonblocking_pipe() -> Result<(OwnedFd, OwnedFd), String> {

@@ -101,6 +101,31 @@ pub struct DaemonView {
 }
 
 impl Snapshot {
+    /// A snapshot with no workers, phase Starting (before the first publish).
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            phase: Phase::Starting,
+            started_on: 0,
+            processes: 0,
+            ready_target: 0,
+            config_sources: vec![],
+            sockets: vec![],
+            workers: vec![],
+            transitions: vec![],
+            daemons: vec![],
+            reaped_orphans: 0,
+            drain_seconds: None,
+            reloads_ok: 0,
+            reloads_aborted: 0,
+            config_reloads_ok: 0,
+            config_reloads_failed: 0,
+            crash_loop: None,
+            ever_ready: false,
+        }
+    }
+
     pub fn accepting(&self) -> u32 {
         self.workers.iter().filter(|w| w.accepting == 1).count() as u32
     }
@@ -180,14 +205,9 @@ mod tests {
 
     fn snap(phase: Phase, accepting: &[bool], target: u32) -> Snapshot {
         Snapshot {
-            version: "t",
-            pid: 1,
             phase,
-            started_on: 0,
             processes: accepting.len() as u32,
             ready_target: target,
-            config_sources: vec![],
-            sockets: vec![],
             workers: accepting
                 .iter()
                 .enumerate()
@@ -204,16 +224,7 @@ mod tests {
                     exits: vec![],
                 })
                 .collect(),
-            transitions: vec![],
-            daemons: vec![],
-            reaped_orphans: 0,
-            drain_seconds: None,
-            reloads_ok: 0,
-            reloads_aborted: 0,
-            config_reloads_ok: 0,
-            config_reloads_failed: 0,
-            crash_loop: None,
-            ever_ready: false,
+            ..Snapshot::empty()
         }
     }
 
