@@ -81,6 +81,27 @@ fn module_attributes_and_functions() {
 }
 
 #[test]
+fn pythonpath_and_virtualenv_site_packages_are_importable() {
+    let d = TempDir::new("pypath");
+    std::fs::create_dir(d.path().join("lib")).unwrap();
+    d.write("lib/helper_mod_pm.py", "VALUE = 'from pythonpath'\n");
+    let out = d.path().join("out");
+    let script = d.write(
+        "w.py",
+        &format!(
+            "import sys, uwsgi, helper_mod_pm\nopen({:?}, 'w').write(helper_mod_pm.VALUE + '|' + sys.path[0])\n\
+             uwsgi.accepting()\nimport time\nwhile True: time.sleep(1)\n",
+            out.display().to_string()
+        ),
+    );
+    let extra = format!("pythonpath = {}\n", d.path().join("lib").display());
+    let inst = Instance::start(script.to_str().unwrap(), 1, 1, &extra);
+    inst.wait_ready();
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(got, format!("from pythonpath|{}", d.path().join("lib").display()), "pythonpath is first on sys.path");
+}
+
+#[test]
 fn reload_and_stop_from_python() {
     let d = TempDir::new("reloadpy");
     let script = d.write(

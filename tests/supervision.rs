@@ -352,3 +352,45 @@ fn attach_daemon_is_supervised_and_stopped_last() {
     let text = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{}: {e}; logs:\n{logs}", out.display()));
     assert!(text.ends_with("term\n") && text.matches("start").count() == 2, "{text}");
 }
+
+#[test]
+fn second_sigint_is_a_fast_stop_usr1_logs_status_and_others_are_forwarded() {
+    let d = TempDir::new("signals");
+    let file = d.path().join("signals");
+    let file_s = file.to_str().unwrap().to_owned();
+    let mut inst = Instance::start_with(
+        &test_script(),
+        2,
+        1,
+        "drain-delay = 30\nworker-reload-mercy = 30",
+        &[("APP_SIGNAL_FILE", file_s.as_str())],
+        |c| c,
+    );
+    inst.wait_ready();
+    let pids: HashSet<i32> = pids(&inst);
+    // Forwarded: every worker gets SIGWINCH.
+    inst.signal(libc::SIGWINCH);
+    let got = wait_for("SIGWINCH in both workers", DEADLINE, || {
+        let t = std::fs::read_to_string(&file).ok()?;
+        let seen: HashSet<i32> =
+            t.lines().filter(|l| l.ends_with("SIGWINCH")).filter_map(|l| l.split(' ').next()?.parse().ok()).collect();
+        (seen == pids).then_some(seen)
+    });
+    assert_eq!(got.len(), 2);
+    // USR1: one status line per worker.
+    inst.signal(libc::SIGUSR1);
+    wait_for("status lines", DEADLINE, || {
+        (inst.logs().lines().filter(|l| l.contains(" status ") && l.contains("state=\"accepting\"")).count() >= 2)
+            .then_some(())
+    });
+    // INT starts a drain (30 s drain-delay); a second INT stops at once.
+    inst.signal(libc::SIGINT);
+    wait_for("draining", DEADLINE, || inst.probe_get("/readyz").filter(|r| r.status == 503));
+    let t0 = Instant::now();
+    inst.signal(libc::SIGINT);
+    let st = inst.wait_exit(DEADLINE);
+    assert!(t0.elapsed() < Duration::from_secs(10), "fast stop did not wait for drain-delay");
+    let logs = inst.logs();
+    assert!(logs.contains("fast stop requested during drain") && logs.contains("signal=\"SIGINT\""), "{logs}");
+    assert!(st.code().is_some());
+}

@@ -9,7 +9,9 @@ Each request is logged with uwsgi.log() and counted in the `requests`
 metric; open websockets are the `websockets` gauge (see podmaster.ini).
 
 Stopping:
-  SIGHUP -> graceful: stop accepting, let in-flight requests finish, close
+  SIGHUP -> graceful: stop accepting, answer kept-alive connections' next
+            request with "Connection: close" (for up to 2 s), let in-flight
+            requests finish, close
             open websockets politely (1001 "going away") and give clients
             WS_CLOSE_TIMEOUT to answer, then exit 0. Bounded by DRAIN_TIMEOUT.
   SIGINT -> exit at once.
@@ -25,8 +27,22 @@ import uwsgi
 
 DRAIN_TIMEOUT = 20.0  # podmaster's worker-reload-mercy is the hard limit above
 WS_CLOSE_TIMEOUT = 5.0
+# Kept-alive connections get this long to send one more request, which is
+# answered with "Connection: close". Closing them at once races with a
+# client that is sending its next request right then: it sees a reset.
+KEEPALIVE_GRACE = 2.0
 
 websockets = set()
+draining = False
+
+
+@web.middleware
+async def close_when_draining(request, handler):
+    resp = await handler(request)
+    if draining:
+        resp.force_close()  # "Connection: close": the client reconnects elsewhere
+    return resp
+
 
 
 async def slow(request):
@@ -73,7 +89,7 @@ def stop_accepting(site):
 
 
 async def main():
-    app = web.Application()
+    app = web.Application(middlewares=[close_when_draining])
     app.router.add_get("/echo", wshandler)
     app.router.add_get("/slow/{seconds}", slow)
 
@@ -96,9 +112,18 @@ async def main():
     uwsgi.log(f"aiohttp server started on podmaster {uwsgi.version}")
 
     await stopping
+    global draining
+    draining = True
     for site in sites:
         stop_accepting(site)
     await asyncio.sleep(0)  # connections accepted this step get their handlers
+    # Let kept-alive clients send their next request (answered with close).
+    deadline = loop.time() + KEEPALIVE_GRACE
+    while runner.server.connections and loop.time() < deadline:
+        if len(runner.server.connections) <= len(websockets):
+            break
+        await asyncio.sleep(0.05)
+
     # Websockets never end by themselves: ask clients to go away, briefly.
     closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server restarting") for ws in list(websockets)]
     if closing:

@@ -20,6 +20,10 @@ import uwsgi
 # A graceful stop waits this long for in-flight requests, then gives up.
 # podmaster's worker-reload-mercy is the hard limit above it.
 DRAIN_TIMEOUT = 20.0
+# Kept-alive connections get this long to send one more request (answered
+# with "Connection: close") before an idle one is closed: closing at once
+# races with a client sending its next request right then.
+KEEPALIVE_GRACE = 2.0
 
 servers = []
 idle = set()  # handler tasks of kept-alive connections between requests
@@ -125,8 +129,13 @@ async def graceful_stop():
     stop_accepting()  # the master's other workers keep serving the sockets
     # Let connections accepted in this very loop step reach make_protocol().
     await asyncio.sleep(0)
+    try:
+        await asyncio.wait_for(all_closed.wait(), timeout=KEEPALIVE_GRACE)
+    except asyncio.TimeoutError:
+        pass
     for task in list(idle):
-        task.cancel()  # idle keep-alive connections: nothing in flight
+        task.cancel()  # still idle after the grace: nothing in flight
+
     try:
         await asyncio.wait_for(all_closed.wait(), timeout=DRAIN_TIMEOUT)
     except asyncio.TimeoutError:

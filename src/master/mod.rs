@@ -944,6 +944,7 @@ impl Master {
 
     fn reap(&mut self) {
         let now = Instant::now();
+        let mut orphans = 0u64;
         for (pid, status) in sys::reap_all() {
             if let Some(k) = self.retiring.iter().position(|(_, w)| w.pid == pid) {
                 let (id, w) = self.retiring.swap_remove(k);
@@ -981,10 +982,16 @@ impl Master {
                     );
                 }
             } else {
-                self.counters.reaped_orphans += 1;
+                orphans += 1;
                 tracing::debug!(pid = pid.as_raw(), status = exit_reason(&status), "orphan reaped");
             }
         }
+        if orphans > 0 {
+            // One line per batch, not per pid: an orphan storm stays readable.
+            self.counters.reaped_orphans += orphans;
+            tracing::info!(count = orphans, total = self.counters.reaped_orphans, "orphans reaped");
+        }
+
         self.rollout_step(now);
         self.maybe_finish_drain(now);
     }

@@ -6,6 +6,8 @@ master's environment):
   APP_IGNORE_HUP=1     ignore SIGHUP (a straggler the master must SIGKILL)
   APP_RAISE_AT_IMPORT=1  raise before ever accepting
   APP_EXIT_IF=PATH     exit 3 at once (before accepting) while PATH exists
+  APP_SIGNAL_FILE=PATH append "PID SIGNAME" for each SIGWINCH/SIGUSR2 received
+
 Routes:
   GET /NAME            "Hello, NAME" (X-Worker, X-Pid headers)
   GET /slow/S          sleep S seconds, then answer
@@ -115,7 +117,15 @@ async def main():
         await asyncio.wait_for(all_closed.wait(), timeout=30)
         stop.set_result(0)
 
+    if os.environ.get("APP_SIGNAL_FILE"):
+        # Records signals the master forwards (SIGWINCH, SIGUSR2).
+        def record(sig):
+            with open(os.environ["APP_SIGNAL_FILE"], "a") as f:
+                f.write(f"{os.getpid()} {signal.Signals(sig).name}\n")
+        for sig in (signal.SIGWINCH, signal.SIGUSR2):
+            loop.add_signal_handler(sig, record, sig)
     if os.environ.get("APP_IGNORE_HUP"):
+
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     else:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(graceful()))
