@@ -260,9 +260,12 @@ impl Pod {
     }
 }
 
+/// A pod as the endpoints controller sees it: name, ready, terminating.
+type EndpointState = (String, Arc<AtomicBool>, Arc<AtomicBool>);
+
 /// The service: clients send requests to whichever pods are endpoints.
 struct Service {
-    pods: Arc<Mutex<Vec<(String, Arc<AtomicBool>, Arc<AtomicBool>)>>>,
+    pods: Arc<Mutex<Vec<EndpointState>>>,
 }
 
 impl Service {
