@@ -43,6 +43,30 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fm
     ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
+/// A family with one label: `name{label="key"} value` per sample. Counter
+/// values are clamped at 0 (an OpenMetrics counter cannot be negative).
+fn labelled(
+    enc: &mut DescriptorEncoder,
+    (name, help, unit): (&str, &str, Option<&prometheus_client::registry::Unit>),
+    counter: bool,
+    label: &str,
+    samples: &[(String, i64)],
+) -> std::fmt::Result {
+    let kind = if counter { MetricType::Counter } else { MetricType::Gauge };
+    let mut fam = enc.encode_descriptor(name, help, unit, kind)?;
+    for (key, v) in samples {
+        let labels = [(label, key.as_str())];
+        let m = fam.encode_family(&labels)?;
+
+        if counter { ConstCounter::new((*v).max(0) as u64).encode(m)? } else { ConstGauge::new(*v).encode(m)? }
+    }
+    Ok(())
+}
+
+fn per_worker<T: Into<i64> + Copy>(pairs: impl Iterator<Item = (u32, T)>) -> Vec<(String, i64)> {
+    pairs.map(|(id, v)| (id.to_string(), v.into())).collect()
+}
+
 impl Collector for MasterCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let s: Arc<Snapshot> = self.shared.0.load();
@@ -73,18 +97,13 @@ impl Collector for MasterCollector {
         gauge(&mut enc, "podmaster_workers_accepting", "workers that reported accepting", i64::from(s.accepting()))?;
         gauge(&mut enc, "podmaster_workers_configured", "configured number of workers", i64::from(s.processes))?;
         gauge(&mut enc, "podmaster_ready", "1 when /readyz answers 200", i64::from(s.readiness().0))?;
-        {
-            let mut fam = enc.encode_descriptor(
-                "podmaster_worker_spawns",
-                "processes started per worker slot",
-                None,
-                MetricType::Counter,
-            )?;
-            for w in &s.workers {
-                let id = w.id.to_string();
-                ConstCounter::new(w.spawns_total).encode(fam.encode_family(&[("worker", id.as_str())])?)?;
-            }
-        }
+        labelled(
+            &mut enc,
+            ("podmaster_worker_spawns", "processes started per worker slot", None),
+            true,
+            "worker",
+            &per_worker(s.workers.iter().map(|w| (w.id, w.spawns_total as i64))),
+        )?;
         {
             let mut fam = enc.encode_descriptor(
                 "podmaster_worker_exits",
@@ -100,40 +119,43 @@ impl Collector for MasterCollector {
                 }
             }
         }
-        {
-            let mut fam = enc.encode_descriptor(
+        let rss = s
+            .workers
+            .iter()
+            .filter(|w| w.pid > 0)
+            .filter_map(|w| crate::sys::rss_bytes(nix::unistd::Pid::from_raw(w.pid)).map(|r| (w.id, r as i64)));
+        labelled(
+            &mut enc,
+            (
                 "podmaster_worker_rss",
                 "resident memory of each worker (read from /proc at scrape time)",
                 Some(&prometheus_client::registry::Unit::Bytes),
-                MetricType::Gauge,
-            )?;
-            for w in s.workers.iter().filter(|w| w.pid > 0) {
-                if let Some(rss) = crate::sys::rss_bytes(nix::unistd::Pid::from_raw(w.pid)) {
-                    let id = w.id.to_string();
-                    ConstGauge::new(rss as i64).encode(fam.encode_family(&[("worker", id.as_str())])?)?;
-                }
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "podmaster_reloads",
-                "chain reloads of all workers by result (ok, aborted)",
-                None,
-                MetricType::Counter,
-            )?;
-            ConstCounter::new(s.reloads_ok).encode(fam.encode_family(&[("result", "ok")])?)?;
-            ConstCounter::new(s.reloads_aborted).encode(fam.encode_family(&[("result", "aborted")])?)?;
-        }
-        {
-            let mut fam = enc.encode_descriptor(
+            ),
+            false,
+            "worker",
+            &per_worker(rss),
+        )?;
+        let results = |pairs: &[(&str, u64)]| -> Vec<(String, i64)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect()
+        };
+        labelled(
+            &mut enc,
+            ("podmaster_reloads", "chain reloads of all workers by result (ok, aborted)", None),
+            true,
+            "result",
+            &results(&[("ok", s.reloads_ok), ("aborted", s.reloads_aborted)]),
+        )?;
+        labelled(
+            &mut enc,
+            (
                 "podmaster_config_reloads",
                 "configuration changes seen by result (ok, failed: invalid or not applicable)",
                 None,
-                MetricType::Counter,
-            )?;
-            ConstCounter::new(s.config_reloads_ok).encode(fam.encode_family(&[("result", "ok")])?)?;
-            ConstCounter::new(s.config_reloads_failed).encode(fam.encode_family(&[("result", "failed")])?)?;
-        }
+            ),
+            true,
+            "result",
+            &results(&[("ok", s.config_reloads_ok), ("failed", s.config_reloads_failed)]),
+        )?;
         if let Some(d) = s.drain_seconds {
             ConstGauge::new(d).encode(enc.encode_descriptor(
                 "podmaster_drain_seconds",
@@ -153,25 +175,20 @@ impl Collector for MasterCollector {
         for (i, d) in self.app.decls.iter().enumerate() {
             let (total, per) = self.app.values(i, &ids);
             let name = app_metric_name(&d.name);
-            let kind = if d.counter { MetricType::Counter } else { MetricType::Gauge };
             let help = format!("app metric {:?} (metric = ...), summed over workers", d.name);
-            let by_worker = format!("{name}_per_worker");
-            let help_w = format!("app metric {:?} per worker slot", d.name);
             if d.counter {
-                ConstCounter::new(total.max(0) as u64).encode(enc.encode_descriptor(&name, &help, None, kind)?)?;
-                let mut fam = enc.encode_descriptor(&by_worker, &help_w, None, MetricType::Counter)?;
-                for (id, v) in per {
-                    let id = id.to_string();
-                    ConstCounter::new(v.max(0) as u64).encode(fam.encode_family(&[("worker", id.as_str())])?)?;
-                }
+                ConstCounter::new(total.max(0) as u64).encode(enc.encode_descriptor(
+                    &name,
+                    &help,
+                    None,
+                    MetricType::Counter,
+                )?)?;
             } else {
-                ConstGauge::new(total).encode(enc.encode_descriptor(&name, &help, None, kind)?)?;
-                let mut fam = enc.encode_descriptor(&by_worker, &help_w, None, MetricType::Gauge)?;
-                for (id, v) in per {
-                    let id = id.to_string();
-                    ConstGauge::new(v).encode(fam.encode_family(&[("worker", id.as_str())])?)?;
-                }
+                ConstGauge::new(total).encode(enc.encode_descriptor(&name, &help, None, MetricType::Gauge)?)?;
             }
+            let help_w = format!("app metric {:?} per worker slot", d.name);
+            let by_worker = format!("{name}_per_worker");
+            labelled(&mut enc, (&by_worker, &help_w, None), d.counter, "worker", &per_worker(per.into_iter()))?;
         }
         ConstCounter::new(s.reaped_orphans).encode(enc.encode_descriptor(
             "podmaster_reaped_orphans",

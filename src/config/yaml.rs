@@ -57,19 +57,27 @@ fn check_nesting(text: &str, shown: &Path) -> Result<(), ConfigError> {
 const MAX_EMBED_DEPTH: usize = 4;
 
 pub fn load_yaml_spec(spec: &str, entries: &mut Vec<Entry>) -> Result<(), ConfigError> {
-    let (path, sel) = ini::split_spec(spec);
-    let path = Path::new(path);
-    let text = ini::read_text(path)?;
-    let abs = absolute(path)?;
-    load_yaml_text(&text, path, &abs, sel, entries, 0)
+    load_spec(spec, Syntax::Yaml, entries)
 }
 
 pub fn load_json_spec(spec: &str, entries: &mut Vec<Entry>) -> Result<(), ConfigError> {
+    load_spec(spec, Syntax::Json, entries)
+}
+
+/// The two document syntaxes of this module (JSON is read with serde_json,
+/// then handled exactly like YAML).
+#[derive(Debug, Clone, Copy)]
+enum Syntax {
+    Yaml,
+    Json,
+}
+
+fn load_spec(spec: &str, syntax: Syntax, entries: &mut Vec<Entry>) -> Result<(), ConfigError> {
     let (path, sel) = ini::split_spec(spec);
     let path = Path::new(path);
     let text = ini::read_text(path)?;
     let abs = absolute(path)?;
-    load_json_text(&text, path, &abs, sel, entries, 0)
+    load_docs(parse(&text, path, syntax)?, path, &abs, sel, entries, 0)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
@@ -85,39 +93,26 @@ fn line_err(shown: &Path, line: usize, msg: impl Into<String>) -> ConfigError {
     ConfigError::new(Some(Origin::File { path: shown.to_owned(), line }), None, msg)
 }
 
-fn load_json_text(
-    text: &str,
-    shown: &Path,
-    abs: &Path,
-    sel: Option<&str>,
-    entries: &mut Vec<Entry>,
-    depth: usize,
-) -> Result<(), ConfigError> {
+/// Parses every document of `text` (a multi-document YAML stream, or one
+/// JSON value), after refusing pathological nesting.
+fn parse(text: &str, shown: &Path, syntax: Syntax) -> Result<Vec<Value>, ConfigError> {
     check_nesting(text, shown)?;
-    let json: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| line_err(shown, e.line(), format!("invalid JSON: {e}")))?;
-    let doc = serde_yaml::to_value(json).map_err(|e| line_err(shown, 0, format!("invalid JSON: {e}")))?;
-    load_docs(vec![doc], shown, abs, sel, entries, depth)
-}
-
-fn load_yaml_text(
-    text: &str,
-    shown: &Path,
-    abs: &Path,
-    sel: Option<&str>,
-    entries: &mut Vec<Entry>,
-    depth: usize,
-) -> Result<(), ConfigError> {
-    check_nesting(text, shown)?;
-    let mut docs = Vec::new();
-    for d in serde_yaml::Deserializer::from_str(text) {
-        let v = Value::deserialize(d).map_err(|e| {
-            let line = e.location().map(|l| l.line()).unwrap_or(0);
-            line_err(shown, line, format!("invalid YAML: {e}"))
-        })?;
-        docs.push(v);
+    match syntax {
+        Syntax::Json => {
+            let json: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| line_err(shown, e.line(), format!("invalid JSON: {e}")))?;
+            let doc = serde_yaml::to_value(json).map_err(|e| line_err(shown, 0, format!("invalid JSON: {e}")))?;
+            Ok(vec![doc])
+        }
+        Syntax::Yaml => serde_yaml::Deserializer::from_str(text)
+            .map(|d| {
+                Value::deserialize(d).map_err(|e| {
+                    let line = e.location().map(|l| l.line()).unwrap_or(0);
+                    line_err(shown, line, format!("invalid YAML: {e}"))
+                })
+            })
+            .collect(),
     }
-    load_docs(docs, shown, abs, sel, entries, depth)
 }
 
 fn kind(doc: &Value) -> Option<&str> {
@@ -264,10 +259,9 @@ fn load_document(
     }
     if name.ends_with(".ini") {
         ini::load_text(text, shown, abs, "uwsgi", entries, &mut Vec::new())
-    } else if name.ends_with(".json") {
-        load_json_text(text, shown, abs, None, entries, depth)
     } else {
-        load_yaml_text(text, shown, abs, None, entries, depth)
+        let syntax = if name.ends_with(".json") { Syntax::Json } else { Syntax::Yaml };
+        load_docs(parse(text, shown, syntax)?, shown, abs, None, entries, depth)
     }
 }
 
