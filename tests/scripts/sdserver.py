@@ -23,15 +23,24 @@ for i in range(n):
     srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
     srv.socket.close()
     srv.socket = socket.socket(fileno=3 + i)
+    # Every worker shares this listening socket: when another worker wins
+    # a connection, a blocking accept() here would hang serve_forever (and
+    # its shutdown). Non-blocking, a lost race is just an OSError it skips.
+    srv.socket.setblocking(False)
+
     srv.name = names[i]
     servers.append(srv)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 
+# The stop handler is in place before readiness is announced; the wait is
+# a timed loop so the handler always gets to run on the main thread.
+done = threading.Event()
+signal.signal(signal.SIGTERM, lambda *a: done.set())
 addr = os.environ["NOTIFY_SOCKET"]
 with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
     s.sendto(b"READY=1", "\0" + addr[1:] if addr.startswith("@") else addr)
-done = threading.Event()
-signal.signal(signal.SIGTERM, lambda *a: done.set())
-done.wait()
+while not done.wait(0.2):
+    pass
+
 for srv in servers:
     srv.shutdown()
