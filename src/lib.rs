@@ -19,6 +19,7 @@
 //! - [`init`]: init mode (`-- COMMAND`), a tini-compatible PID 1 for one command.
 //! - [`sys`]: process syscalls (spawn, reap, signal, /proc); the fork/exec boundary.
 //! - [`logging`]: tracing subscriber setup (text or JSON lines).
+//! - `test_hooks`: fault injection for the tests; in test builds only.
 
 pub mod config;
 pub mod init;
@@ -32,6 +33,8 @@ pub mod probes;
 pub mod scoreboard;
 pub mod sockets;
 pub mod sys;
+#[cfg(any(debug_assertions, feature = "test-hooks"))]
+pub mod test_hooks;
 pub mod worker;
 
 /// Process exit codes (documented in README).

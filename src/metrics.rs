@@ -196,6 +196,14 @@ impl Collector for MasterCollector {
             None,
             MetricType::Counter,
         )?)?;
+        ConstCounter::new(crate::probes::guard::PANICS.load(std::sync::atomic::Ordering::Relaxed)).encode(
+            enc.encode_descriptor(
+                "podmaster_probe_panics",
+                "panics caught in the probe threads (each answered 500 or followed by a restart of the guard)",
+                None,
+                MetricType::Counter,
+            )?,
+        )?;
         Ok(())
     }
 }

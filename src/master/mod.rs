@@ -169,9 +169,9 @@ pub struct Master {
     /// Credentials workers and daemons run as (`uid`/`gid`).
     creds: Option<sys::Credentials>,
     scoreboard: crate::scoreboard::Scoreboard,
-    /// Test hook: `PODMASTER_TEST_WEDGE_ON_USR2=SECONDS` makes SIGUSR2 block
-    /// the main loop that long, so tests can prove /livez notices a wedged
-    /// master. Off unless the variable is set.
+    /// Test hook (test builds only, see [`crate::test_hooks`]): SIGUSR2
+    /// blocks the main loop this long.
+    #[cfg(any(debug_assertions, feature = "test-hooks"))]
     wedge_on_usr2: Option<Duration>,
 }
 
@@ -229,10 +229,8 @@ impl Master {
             watch: Watch { next: None, touch: Vec::new(), config_hash },
             creds: cfg.creds.map(|c| sys::Credentials::resolve((c.uid != u32::MAX).then_some(c.uid), c.gid)),
             scoreboard,
-            wedge_on_usr2: std::env::var("PODMASTER_TEST_WEDGE_ON_USR2")
-                .ok()
-                .and_then(|v| v.parse::<f64>().ok())
-                .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0))),
+            #[cfg(any(debug_assertions, feature = "test-hooks"))]
+            wedge_on_usr2: crate::test_hooks::wedge_on_usr2(),
 
             sources: setup.sources,
             env: setup.env,
@@ -362,6 +360,7 @@ impl Master {
             Signal::SIGTTIN => self.scale_up(),
             Signal::SIGTTOU => self.scale_down(),
             Signal::SIGUSR1 => self.log_status(),
+            #[cfg(any(debug_assertions, feature = "test-hooks"))]
             Signal::SIGUSR2 if self.wedge_on_usr2.is_some() => {
                 // Test-only fault injection: a wedged main loop (see `wedge_on_usr2`).
                 let d = self.wedge_on_usr2.unwrap_or_default();
@@ -1349,7 +1348,8 @@ impl Master {
                 .daemons
                 .iter()
                 .map(|d| DaemonView {
-                    command: d.argv.join(" "),
+                    // argv[0] only: arguments may carry secrets (`env TOKEN=... cmd`).
+                    command: d.argv.first().cloned().unwrap_or_default(),
                     pid: d.pid.map_or(0, Pid::as_raw),
                     respawn_count: d.respawns,
                 })

@@ -1,23 +1,34 @@
-//! The probe socket's front door. tiny_http handles HTTP but gives every
-//! connection its own thread, has no read timeout, and ends its accept
-//! loop on the first accept error (EMFILE in a flood), so it never faces
-//! the network directly. This guard does, on one thread with `poll`:
+//! The probe socket's front door: the only code that reads bytes from the
+//! network. It runs on one thread with `poll` and owns every connection:
 //!
 //! - accepts TCP connections, at most [`MAX_CONNS`] at a time; when full,
-//!   the oldest connection still sending its request is dropped (a
-//!   slowloris client cannot crowd out kubelet);
+//!   a finished (lingering) connection or the oldest one still sending its
+//!   request is dropped, so a slowloris client cannot crowd out kubelet;
 //! - reads the request head, at most [`MAX_HEAD`] bytes (else 431) within
-//!   [`HEAD_DEADLINE`] (else closed);
-//! - relays the complete head, with `Connection: close`, to tiny_http on an
-//!   internal abstract UNIX socket and streams the answer back.
+//!   [`HEAD_DEADLINE`] (else closed), and parses it as bytes
+//!   ([`parse_head`]: it cannot panic, whatever arrives);
+//! - answers malformed requests itself (400, 405, 431, 505) at once, and
+//!   never waits for a request body: every request gets its answer or a
+//!   close within the head deadline, whatever its method, body or
+//!   `Transfer-Encoding`;
+//! - hands a parsed GET/HEAD to the handler threads over a bounded channel
+//!   and writes their answer back; tiny_http is used by the handlers only to
+//!   build and serialise responses, so nothing but this guard ever reaches
+//!   the HTTP library (no internal socket other processes could connect to);
+//! - after the answer, shuts its write side and discards what the client
+//!   still sends for a short, bounded time (closing with unread input would
+//!   reset the connection and could destroy the answer in flight).
 //!
-//! Threads are bounded (this one plus tiny_http's, at most one per relayed
-//! request), accept errors are survived, and no slow client delays another.
+//! One request per connection (`Connection: close`): probes and scrapers
+//! reconnect anyway. A panic in this thread restarts the loop (see
+//! [`serve`]); the listening socket outlives it.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixStream};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -27,112 +38,330 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 pub const MAX_CONNS: usize = 256;
 /// Largest request head accepted; probes send a few hundred bytes.
 pub const MAX_HEAD: usize = 16 * 1024;
+/// Most header lines in a head (kubelet sends four or five).
+const MAX_HEADERS: usize = 100;
 /// Time a client gets to send its whole request head.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(2);
-/// Time to relay one answer (a /livez answer may take liveness-timeout).
+/// Time to produce and relay one answer (a /livez answer may take
+/// `liveness-timeout`; /metrics and /status read /proc).
 const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+/// After the answer: how long unread client input is discarded before the
+/// connection is closed, and how much of it at most.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Panics caught in the probe threads (guard and handlers), for `/metrics`.
+pub static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Methods the probe endpoints serve; anything else is answered 405.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+}
+
+/// A request the guard accepted, for a handler thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    /// The request target (path and query), visible ASCII only.
+    pub target: String,
+    /// (1, 0) or (1, 1).
+    pub version: (u8, u8),
+}
+
+/// What [`parse_head`] made of the bytes received so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// A request for the handlers.
+    Request(Request),
+    /// A complete but unacceptable head: answer with this status and close.
+    Reject(u16, &'static str),
+}
+
+/// A job for a handler thread.
+pub struct Job {
+    pub token: u64,
+    pub request: Request,
+}
+
+/// A handler's answer: the connection's token and the serialised response.
+pub type Answer = (u64, Vec<u8>);
+
+/// Parses a request head from raw bytes. Line ends may be CRLF or bare LF
+/// (RFC 9112 allows a server to accept LF). Never panics, never allocates
+/// more than the head, and reads nothing past it (a body is not read).
+pub fn parse_head(buf: &[u8]) -> Parsed {
+    let Some(end) = head_end(buf) else {
+        return if buf.len() > MAX_HEAD { Parsed::Reject(431, "request head too large") } else { Parsed::Partial };
+    };
+    if end > MAX_HEAD {
+        return Parsed::Reject(431, "request head too large");
+    }
+    let mut lines = buf[..end].split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    // RFC 9112 2.2: a server should ignore empty lines before the request line.
+    let request_line = lines.by_ref().find(|l| !l.is_empty()).unwrap_or_default();
+    let mut parts = request_line.split(|b| *b == b' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Parsed::Reject(400, "malformed request line");
+    };
+    let version = match version {
+        b"HTTP/1.1" => (1, 1),
+        b"HTTP/1.0" => (1, 0),
+        v if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit() => {
+            return Parsed::Reject(505, "HTTP version not supported");
+        }
+        _ => return Parsed::Reject(400, "malformed HTTP version"),
+    };
+    if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+        return Parsed::Reject(400, "malformed method");
+    }
+    if target.is_empty() || !target.iter().all(|b| (0x21..0x7f).contains(b)) {
+        return Parsed::Reject(400, "malformed request target");
+    }
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    for (n, line) in lines.filter(|l| !l.is_empty()).enumerate() {
+        if n >= MAX_HEADERS {
+            return Parsed::Reject(431, "too many header fields");
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return Parsed::Reject(400, "malformed header field");
+        };
+        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
+        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+            return Parsed::Reject(400, "malformed header name");
+        }
+        // Field values may hold obs-text (bytes >= 0x80), never NUL or CR.
+        if value.iter().any(|b| *b == 0 || *b == b'\r' || (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+            return Parsed::Reject(400, "malformed header value");
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(len) = parse_length(value) else { return Parsed::Reject(400, "malformed Content-Length") };
+            if content_length.is_some_and(|l| l != len) {
+                return Parsed::Reject(400, "conflicting Content-Length");
+            }
+            content_length = Some(len);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = true;
+        }
+    }
+    if chunked && content_length.is_some() {
+        return Parsed::Reject(400, "both Transfer-Encoding and Content-Length");
+    }
+    let method = match method {
+        b"GET" => Method::Get,
+        b"HEAD" => Method::Head,
+        _ => return Parsed::Reject(405, "method not allowed: probes are read-only (GET, HEAD)"),
+    };
+    // Visible ASCII only, so this is valid UTF-8.
+    let target = String::from_utf8_lossy(target).into_owned();
+    Parsed::Request(Request { method, target, version })
+}
+
+/// Index just past the blank line that ends the head (CRLF or LF forms).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    let mut line_start = 0;
+    let mut seen_line = false;
+    while i < buf.len() {
+        if buf[i] == b'\n' {
+            let line = &buf[line_start..i];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                if seen_line {
+                    return Some(i + 1);
+                }
+            } else {
+                seen_line = true;
+            }
+            line_start = i + 1;
+        }
+        i += 1;
+    }
+    None
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| *b != b' ' && *b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|b| *b != b' ' && *b != b'\t').map_or(start, |e| e + 1);
+    &v[start..end.max(start)]
+}
+
+/// 1*DIGIT, at most 19 digits (no sign, no overflow).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// A complete answer the guard sends itself (no handler involved).
+pub fn plain_answer(code: u16, why: &str) -> Vec<u8> {
+    let reason = match code {
+        400 => "Bad Request",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    };
+    let allow = if code == 405 { "Allow: GET, HEAD\r\n" } else { "" };
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n{allow}Connection: close\r\n\
+         Content-Length: {}\r\n\r\n{why}\n",
+        why.len() + 1
+    )
+    .into_bytes()
+}
 
 enum State {
     /// Receiving the request head.
     Head(Vec<u8>),
-    /// Waiting for tiny_http's answer; relaying it as it comes.
-    Relay { inner: UnixStream, out: Vec<u8>, sent: usize, inner_done: bool },
+    /// Handed to a handler thread; waiting for its answer.
+    Waiting,
+    /// Writing the answer.
+    Writing { out: Vec<u8>, sent: usize },
+    /// Answer sent, write side shut: discarding input until EOF or deadline.
+    Linger { discarded: usize },
 }
 
 struct Conn {
+    token: u64,
     tcp: TcpStream,
     state: State,
     deadline: Instant,
     since: Instant,
 }
 
-/// Runs forever on the calling thread.
-pub fn run(listener: TcpListener, inner: UnixAddr) {
+/// What the guard loop needs besides the listener.
+pub struct Channels {
+    pub jobs: SyncSender<Job>,
+    pub answers: Receiver<Answer>,
+    /// Readable when an answer is queued (handlers write a byte).
+    pub wake: UnixStream,
+}
+
+/// Runs the guard on the calling thread forever. A panic inside the loop is
+/// caught, counted and logged, and the loop starts again on the same
+/// listener: the pod keeps its probes (connections open at that moment are
+/// dropped; kubelet retries). Restarting here rather than exiting the
+/// master keeps a bug in request handling from turning into a restart of
+/// every replica that one client can reach.
+pub fn serve(listener: TcpListener, ch: Channels) {
     let _ = listener.set_nonblocking(true);
-    let mut conns: Vec<Conn> = Vec::new();
+    let mut next_token = 0u64;
     loop {
-        let now = Instant::now();
-        conns.retain(|c| c.deadline > now);
-        let next = conns.iter().map(|c| c.deadline).min();
-        let timeout = next
-            .map(|t| PollTimeout::try_from(t.saturating_duration_since(now).as_millis().min(60_000) as u32 + 1))
-            .and_then(Result::ok)
-            .unwrap_or(PollTimeout::NONE);
-        let ready: Vec<(bool, PollFlags)> = {
-            let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-            for c in &conns {
-                let fd = match &c.state {
-                    State::Head(_) => PollFd::new(c.tcp.as_fd(), PollFlags::POLLIN),
-                    State::Relay { inner, out, sent, inner_done } => {
-                        if *sent < out.len() {
-                            PollFd::new(c.tcp.as_fd(), PollFlags::POLLOUT)
-                        } else if !inner_done {
-                            PollFd::new(inner.as_fd(), PollFlags::POLLIN)
-                        } else {
-                            PollFd::new(c.tcp.as_fd(), PollFlags::POLLOUT)
-                        }
-                    }
-                };
-                fds.push(fd);
-            }
-            if poll(&mut fds, timeout).is_err() {
-                continue;
-            }
-            fds.iter().map(|f| f.revents().map(|r| (!r.is_empty(), r)).unwrap_or((false, PollFlags::empty()))).collect()
-        };
-        // Existing connections first (indexes shift once we accept).
-        let mut keep = Vec::with_capacity(conns.len());
-        for (c, (active, _)) in conns.drain(..).zip(ready.iter().skip(1)) {
-            if !active {
-                keep.push(c);
-                continue;
-            }
-            if let Some(c) = step(c, &inner) {
-                keep.push(c);
-            }
-        }
-        conns = keep;
-        if ready[0].0 {
-            accept_all(&listener, &mut conns);
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&listener, &ch, &mut next_token)));
+        if let Err(panic) = run {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(panic = panic_message(&panic), "probe guard panicked; restarting it on the same socket");
+            // Never spin if something keeps panicking at once.
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
 
-fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>) {
+/// The text of a caught panic.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn run(listener: &TcpListener, ch: &Channels, next_token: &mut u64) {
+    let mut conns: Vec<Conn> = Vec::new();
+    loop {
+        let now = Instant::now();
+        conns.retain(|c| c.deadline > now);
+        let timeout = conns
+            .iter()
+            .map(|c| c.deadline)
+            .min()
+            .map(|t| t.saturating_duration_since(now).as_millis().min(60_000) as u32 + 1)
+            .and_then(|ms| PollTimeout::try_from(ms).ok())
+            .unwrap_or(PollTimeout::NONE);
+        let ready: Vec<bool> = {
+            let mut fds = vec![
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(ch.wake.as_fd(), PollFlags::POLLIN),
+            ];
+            for c in &conns {
+                let events = match c.state {
+                    State::Head(_) | State::Linger { .. } => PollFlags::POLLIN,
+                    State::Waiting => PollFlags::empty(),
+                    State::Writing { .. } => PollFlags::POLLOUT,
+                };
+                fds.push(PollFd::new(c.tcp.as_fd(), events));
+            }
+            if poll(&mut fds, timeout).is_err() {
+                continue;
+            }
+            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
+        };
+        if ready[1] {
+            take_answers(ch, &mut conns);
+        }
+        let mut keep = Vec::with_capacity(conns.len());
+        for (c, active) in conns.drain(..).zip(ready.iter().skip(2)) {
+            if !*active {
+                keep.push(c);
+            } else if let Some(c) = step(c, &ch.jobs) {
+                keep.push(c);
+            }
+        }
+        conns = keep;
+        if ready[0] {
+            accept_all(listener, &mut conns, next_token);
+        }
+    }
+}
+
+fn take_answers(ch: &Channels, conns: &mut [Conn]) {
+    let mut buf = [0u8; 256];
+    while matches!((&ch.wake).read(&mut buf), Ok(n) if n > 0) {}
+    while let Ok((token, out)) = ch.answers.try_recv() {
+        // The connection may be gone (deadline, eviction): drop the answer.
+        if let Some(c) = conns.iter_mut().find(|c| c.token == token && matches!(c.state, State::Waiting)) {
+            c.state = State::Writing { out, sent: 0 };
+        }
+    }
+}
+
+fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, next_token: &mut u64) {
     loop {
         match listener.accept() {
             Ok((tcp, _)) => {
-                if conns.len() >= MAX_CONNS {
-                    // Make room: drop the oldest client still sending its head.
-                    match conns
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| matches!(c.state, State::Head(_)))
-                        .min_by_key(|(_, c)| c.since)
-                    {
-                        Some((i, _)) => {
-                            conns.swap_remove(i);
-                        }
-                        None => continue, // all busy relaying: drop the newcomer
-                    }
+                if conns.len() >= MAX_CONNS && !evict_one(conns) {
+                    continue; // all busy being answered: drop the newcomer
                 }
                 let _ = tcp.set_nonblocking(true);
                 let now = Instant::now();
-                conns.push(Conn { tcp, state: State::Head(Vec::new()), deadline: now + HEAD_DEADLINE, since: now });
+                *next_token += 1;
+                conns.push(Conn {
+                    token: *next_token,
+                    tcp,
+                    state: State::Head(Vec::new()),
+                    deadline: now + HEAD_DEADLINE,
+                    since: now,
+                });
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => continue,
             Err(_) => {
-                // EMFILE/ENFILE/ENOBUFS: shed the oldest slow client and stop
-                // for this round; the pending connection stays queued.
-                if let Some((i, _)) = conns
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| matches!(c.state, State::Head(_)))
-                    .min_by_key(|(_, c)| c.since)
-                {
-                    conns.swap_remove(i);
-                } else {
+                // EMFILE/ENFILE/ENOBUFS: shed a slow client and stop for this
+                // round; the pending connection stays queued in the kernel.
+                if !evict_one(conns) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 return;
@@ -141,86 +370,176 @@ fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>) {
     }
 }
 
+/// Drops a lingering connection, else the oldest still sending its head.
+fn evict_one(conns: &mut Vec<Conn>) -> bool {
+    let victim = conns.iter().position(|c| matches!(c.state, State::Linger { .. })).or_else(|| {
+        conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.state, State::Head(_)))
+            .min_by_key(|(_, c)| c.since)
+            .map(|(i, _)| i)
+    });
+    victim.map(|i| conns.swap_remove(i)).is_some()
+}
+
 /// Advances one connection; None when it is finished or failed.
-fn step(mut c: Conn, inner_addr: &UnixAddr) -> Option<Conn> {
+fn step(mut c: Conn, jobs: &SyncSender<Job>) -> Option<Conn> {
     match &mut c.state {
         State::Head(buf) => {
             let mut chunk = [0u8; 4096];
             match c.tcp.read(&mut chunk) {
                 Ok(0) => return None,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Some(c),
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => return Some(c),
                 Err(_) => return None,
             }
-            if let Some(end) = find_head_end(buf) {
-                let head = with_connection_close(&buf[..end]);
-                let inner = UnixStream::connect_addr(inner_addr).ok()?;
-                let mut w = &inner;
-                w.write_all(&head).ok()?;
-                inner.set_nonblocking(true).ok()?;
-                c.state = State::Relay { inner, out: Vec::new(), sent: 0, inner_done: false };
-                c.deadline = Instant::now() + ANSWER_DEADLINE;
-            } else if buf.len() > MAX_HEAD {
-                let msg =
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-                let _ = c.tcp.write(msg);
-                return None;
+            #[cfg(any(debug_assertions, feature = "test-hooks"))]
+            crate::test_hooks::maybe_panic_guard(buf);
+            match parse_head(buf) {
+                Parsed::Partial => Some(c),
+                Parsed::Reject(code, why) => {
+                    c.state = State::Writing { out: plain_answer(code, why), sent: 0 };
+                    c.deadline = Instant::now() + HEAD_DEADLINE;
+                    Some(c)
+                }
+                Parsed::Request(request) => {
+                    let out = match jobs.try_send(Job { token: c.token, request }) {
+                        Ok(()) => None,
+                        Err(TrySendError::Full(_)) => Some(plain_answer(503, "probe handlers busy")),
+                        Err(TrySendError::Disconnected(_)) => Some(plain_answer(500, "probe handlers gone")),
+                    };
+                    c.state = match out {
+                        None => State::Waiting,
+                        Some(out) => State::Writing { out, sent: 0 },
+                    };
+                    c.deadline = Instant::now() + ANSWER_DEADLINE;
+                    Some(c)
+                }
+            }
+        }
+        State::Waiting => Some(c),
+        State::Writing { out, sent } => {
+            match c.tcp.write(&out[*sent..]) {
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+            if *sent >= out.len() {
+                let _ = c.tcp.shutdown(Shutdown::Write);
+                c.state = State::Linger { discarded: 0 };
+                c.deadline = Instant::now() + LINGER;
             }
             Some(c)
         }
-        State::Relay { inner, out, sent, inner_done } => {
-            if *sent < out.len() {
-                match c.tcp.write(&out[*sent..]) {
-                    Ok(n) => *sent += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(_) => return None,
+        State::Linger { discarded } => {
+            let mut chunk = [0u8; 4096];
+            match c.tcp.read(&mut chunk) {
+                Ok(0) => None,
+                Ok(n) if *discarded + n > LINGER_BYTES => None,
+                Ok(n) => {
+                    *discarded += n;
+                    Some(c)
                 }
-            } else if !*inner_done {
-                let mut chunk = [0u8; 8192];
-                match inner.read(&mut chunk) {
-                    Ok(0) => *inner_done = true,
-                    Ok(n) => out.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(_) => *inner_done = true,
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => Some(c),
+                Err(_) => None,
             }
-            if *inner_done && *sent >= out.len() {
-                return None;
-            }
-            Some(c)
         }
     }
-}
-
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
-}
-
-/// The head with any Connection header replaced by `Connection: close`:
-/// one request per relayed connection, so tiny_http closes when done.
-fn with_connection_close(head: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(head);
-    let mut out = String::with_capacity(text.len() + 20);
-    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
-        if line.len() > 11 && line[..11].eq_ignore_ascii_case("connection:") {
-            continue;
-        }
-        out.push_str(line);
-        out.push_str("\r\n");
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    out.into_bytes()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn req(target: &str) -> Parsed {
+        Parsed::Request(Request { method: Method::Get, target: target.into(), version: (1, 1) })
+    }
+
     #[test]
-    fn head_rewriting() {
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n"), None);
-        let h = with_connection_close(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n");
-        assert_eq!(String::from_utf8(h).unwrap(), "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    fn heads() {
+        assert_eq!(parse_head(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"), req("/readyz"));
+        assert_eq!(parse_head(b"GET /readyz HTTP/1.1\nHost: x\n\n"), req("/readyz"));
+        assert_eq!(parse_head(b"\r\nGET /livez HTTP/1.1\r\n\r\n"), req("/livez"));
+        assert_eq!(parse_head(b"GET /readyz HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial);
+        assert_eq!(parse_head(b""), Parsed::Partial);
+        // The input that panicked the old guard: a multi-byte character at byte 11.
+        assert!(matches!(parse_head("GET /abcdeé HTTP/1.1\r\n\r\n".as_bytes()), Parsed::Reject(400, _)));
+        assert!(matches!(parse_head("GET / HTTP/1.1\r\nconnection\u{e9}: x\r\n\r\n".as_bytes()), Parsed::Reject(400, _)));
+        assert_eq!(parse_head("GET / HTTP/1.1\r\nX-Name: caf\u{e9}\r\n\r\n".as_bytes()), req("/"));
+        assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n"), Parsed::Reject(400, _)));
+        assert!(matches!(parse_head(b"GET /livez\r\n\r\n"), Parsed::Reject(400, _)));
+        assert!(matches!(parse_head(b"GET / HTTP/9.9\r\n\r\n"), Parsed::Reject(505, _)));
+        assert!(matches!(parse_head(b"POST /readyz HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"), Parsed::Reject(405, _)));
+        for bad in ["-1", "1e3", "", "99999999999999999999", "+5", "0x10"] {
+            let head = format!("GET / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            assert!(matches!(parse_head(head.as_bytes()), Parsed::Reject(400, _)), "{bad}");
+        }
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Parsed::Reject(400, _)
+        ));
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"),
+            Parsed::Reject(400, _)
+        ));
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD));
+        assert!(matches!(parse_head(long.as_bytes()), Parsed::Reject(431, _)));
+    }
+
+    #[test]
+    fn plain_answers_are_complete_http() {
+        let a = String::from_utf8(plain_answer(405, "no")).unwrap();
+        assert!(a.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(a.contains("Allow: GET, HEAD\r\n") && a.ends_with("\r\n\r\nno\n"));
+        assert!(a.contains("Content-Length: 3\r\n"));
+    }
+
+    mod props {
+        use super::super::*;
+        use super::req;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            /// Any bytes: no panic, and a verdict consistent with the head end.
+            #[test]
+            fn any_bytes(buf in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let started = Instant::now();
+                let parsed = parse_head(&buf);
+                prop_assert!(started.elapsed() < Duration::from_millis(100));
+                if head_end(&buf).is_none() {
+                    prop_assert_eq!(parsed, Parsed::Partial);
+                }
+            }
+
+            /// Well-formed heads with arbitrary header values parse to their target.
+            #[test]
+            fn well_formed(
+                target in "/[!-~]{0,60}",
+                values in proptest::collection::vec("[ -~\u{80}-\u{ff}]{0,40}", 0..8),
+                lf_only in any::<bool>(),
+            ) {
+                let eol = if lf_only { "\n" } else { "\r\n" };
+                let mut head = format!("GET {target} HTTP/1.1{eol}");
+                for (i, v) in values.iter().enumerate() {
+                    head.push_str(&format!("X-H{i}: {v}{eol}"));
+                }
+                head.push_str(eol);
+                prop_assert_eq!(parse_head(head.as_bytes()), req(&target));
+            }
+
+            /// Request lines made of arbitrary bytes are answered, never accepted
+            /// with a target that is not visible ASCII.
+            #[test]
+            fn request_lines(line in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let mut head = line.clone();
+                head.extend_from_slice(b"\r\n\r\n");
+                if let Parsed::Request(r) = parse_head(&head) {
+                    prop_assert!(r.target.bytes().all(|b| (0x21..0x7f).contains(&b)));
+                }
+            }
+        }
     }
 }

@@ -1,24 +1,40 @@
 //! The probe server: `/livez`, `/readyz`, `/startupz`, `/metrics`,
-//! `/status` over HTTP (tiny_http), on its own threads. It reads published
-//! snapshots and pings the main loop's heartbeat; it never changes master
-//! state. Any other path is 404, any method but GET/HEAD is 405. The
-//! network side is [`guard`]: tiny_http only ever sees complete requests.
+//! `/status` over HTTP, on its own threads. It reads published snapshots
+//! and pings the main loop's heartbeat; it never changes master state. Any
+//! other path is 404, any method but GET/HEAD is 405.
+//!
+//! The network side is [`guard`], the only code that reads client bytes.
+//! It hands parsed requests to [`HANDLERS`] handler threads over a bounded
+//! channel; they answer with tiny_http responses serialised into bytes that
+//! the guard writes back. There is no internal socket: nothing but the
+//! guard reaches the HTTP library, and the thread count is fixed whoever
+//! connects. A panic in a handler is caught and answered 500; a panic in
+//! the guard restarts it on the same listener.
+//!
+//! Who sees what: the probe socket is meant for kubelet (`/livez`,
+//! `/readyz`, `/startupz`) and Prometheus (`/metrics`); `/status` is for
+//! operators and shows pids, states, counters and socket names, never a
+//! command's arguments beyond `argv[0]` nor any environment value.
 
 pub mod guard;
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{Header, HTTPVersion, Response};
 
 use crate::master::state::Shared;
+use guard::{Job, Method};
+
+/// Handler threads: two, so a `/livez` waiting on a busy main loop never
+/// holds up `/readyz` or a scrape.
+pub const HANDLERS: usize = 2;
 
 /// A bound probe server, not yet serving (bound early so an address
 /// error stops startup before any worker exists).
 pub struct ProbeServer {
     listener: std::net::TcpListener,
-    server: Server,
-    inner: std::os::unix::net::SocketAddr,
     pub address: String,
 }
 
@@ -26,7 +42,6 @@ impl ProbeServer {
     /// Binds `address` (host:port) with the same code and backlog as the
     /// worker sockets; std's `TcpListener::bind` would fix the backlog at 128.
     pub fn bind(address: &str, backlog: i32) -> Result<ProbeServer, String> {
-        use std::os::linux::net::SocketAddrExt;
         let err = |e: String| format!("probe-socket {address}: cannot listen: {e}");
         let spec = crate::sockets::SocketSpec::parse(address).map_err(err)?;
         if !matches!(spec, crate::sockets::SocketSpec::Tcp { .. }) {
@@ -36,19 +51,11 @@ impl ProbeServer {
         let (mut ls, _) = crate::sockets::bind_all(&[(address.to_owned(), spec)], &opts, &mut Default::default())
             .map_err(|e| format!("probe-{e}"))?;
         let listener = std::net::TcpListener::from(ls.remove(0).fd);
-
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| address.to_owned());
-        // tiny_http listens on a private abstract UNIX socket behind the guard.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
-        let name = format!("podmaster-probe-{}-{}", std::process::id(), nanos.unwrap_or(0));
-        let inner = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-            .map_err(|e| format!("probe server: {e}"))?;
-        let unix = std::os::unix::net::UnixListener::bind_addr(&inner).map_err(|e| format!("probe server: {e}"))?;
-        let server = Server::from_listener(unix, None).map_err(|e| format!("probe server: {e}"))?;
-        Ok(ProbeServer { listener, server, inner, address })
+        Ok(ProbeServer { listener, address })
     }
 
-    /// Serves on a new thread. `liveness` is how long `/livez` waits for
+    /// Serves on new threads. `liveness` is how long `/livez` waits for
     /// the main loop to answer a wake-up (`liveness-timeout`, default 0.5 s:
     /// under kubelet's default 1 s probe timeout, far above a healthy turn).
     pub fn start(
@@ -57,22 +64,64 @@ impl ProbeServer {
         app: crate::scoreboard::MetricsReader,
         liveness: Duration,
     ) -> std::io::Result<()> {
-        let (listener, inner) = (self.listener, self.inner);
-        std::thread::Builder::new().name("probe-guard".into()).spawn(move || guard::run(listener, inner))?;
-        let server = self.server;
-        std::thread::Builder::new().name("probes".into()).spawn(move || {
-            let registry = crate::metrics::registry(shared.clone(), app);
-            loop {
-                // recv only fails if tiny_http's accept loop ended; it accepts
-                // from our private socket only, so that does not happen.
-                match server.recv() {
-                    Ok(req) => respond(req, &shared, &registry, liveness),
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(guard::MAX_CONNS);
+        let (answer_tx, answer_rx) = std::sync::mpsc::channel::<guard::Answer>();
+        let (wake_rx, wake_tx) = std::os::unix::net::UnixStream::pair()?;
+        wake_rx.set_nonblocking(true)?;
+        wake_tx.set_nonblocking(true)?;
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let registry = Arc::new(crate::metrics::registry(shared.clone(), app));
+        for n in 1..=HANDLERS {
+            let (jobs, answers, wake) = (job_rx.clone(), answer_tx.clone(), wake_tx.try_clone()?);
+            let (shared, registry) = (shared.clone(), registry.clone());
+            std::thread::Builder::new().name(format!("probes-{n}")).spawn(move || {
+                loop {
+                    // Hold the lock only to take one job.
+                    let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(job) = job else { return };
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        answer(&job.request, &shared, &registry, liveness)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        guard::PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!(panic = guard::panic_message(&panic), "probe handler panicked");
+                        guard::plain_answer(500, "internal error")
+                    });
+                    if answers.send((job.token, out)).is_err() {
+                        return;
+                    }
+                    // A full pipe means a wake-up is already pending.
+                    let _ = (&wake).write(b"!");
                 }
-            }
-        })?;
+            })?;
+        }
+        let listener = self.listener;
+        std::thread::Builder::new()
+            .name("probe-guard".into())
+            .spawn(move || guard::serve(listener, guard::Channels { jobs: job_tx, answers: answer_rx, wake: wake_rx }))?;
         Ok(())
     }
+}
+
+/// The serialised answer to one request (tiny_http builds the response).
+fn answer(
+    req: &guard::Request,
+    shared: &Shared,
+    registry: &prometheus_client::registry::Registry,
+    liveness: Duration,
+) -> Vec<u8> {
+    #[cfg(any(debug_assertions, feature = "test-hooks"))]
+    crate::test_hooks::maybe_panic_handler(&req.target);
+    let resp = respond(&req.target, shared, registry, liveness);
+    let mut out = Vec::with_capacity(512);
+    let version = HTTPVersion(req.version.0, req.version.1);
+    // Writing into a Vec cannot fail.
+    let _ = resp.raw_print(&mut out, version, &[], req.method == Method::Head, None);
+    // One request per connection. tiny_http drops a `Connection` header
+    // set on a response, so it goes in right after the status line.
+    let status_end = out.windows(2).position(|w| w == b"\r\n").map_or(out.len(), |p| p + 2);
+    out.splice(status_end..status_end, b"Connection: close\r\n".iter().copied());
+    out
 }
 
 fn text(code: u16, body: String) -> Response<std::io::Cursor<Vec<u8>>> {
@@ -83,13 +132,15 @@ fn header(k: &str, v: &str) -> Header {
     Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("static header is valid")
 }
 
-fn respond(req: Request, shared: &Shared, registry: &prometheus_client::registry::Registry, liveness: Duration) {
-    let path = req.url().split('?').next().unwrap_or("").to_owned();
-    let resp = if !matches!(req.method(), Method::Get | Method::Head) {
-        text(405, "method not allowed: probes are read-only (GET, HEAD)\n".into())
-            .with_header(header("Allow", "GET, HEAD"))
-    } else {
-        match path.as_str() {
+fn respond(
+    url: &str,
+    shared: &Shared,
+    registry: &prometheus_client::registry::Registry,
+    liveness: Duration,
+) -> Response<std::io::Cursor<Vec<u8>>> {
+    let path = url.split('?').next().unwrap_or("");
+    {
+        match path {
             "/livez" => {
                 if !shared.heartbeat.ping(liveness) {
                     text(503, format!("not alive: master loop did not turn within {} ms\n", liveness.as_millis()))
@@ -103,7 +154,7 @@ fn respond(req: Request, shared: &Shared, registry: &prometheus_client::registry
                 let snap = shared.load();
                 let (ok, mut body) = snap.readiness();
                 body.push('\n');
-                if req.url().split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p == "verbose")) {
+                if url.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p == "verbose")) {
                     for w in snap.workers.iter().chain(snap.transitions.iter()) {
                         body.push_str(&format!(
                             "worker {} pid {} generation {}: {}\n",
@@ -150,6 +201,5 @@ fn respond(req: Request, shared: &Shared, registry: &prometheus_client::registry
             }
             _ => text(404, format!("not found: {path} (try /livez /readyz /metrics /status)\n")),
         }
-    };
-    let _ = req.respond(resp);
+    }
 }
