@@ -5,11 +5,17 @@
 //! - The *board* (master writes, workers map read-only): the draining flag
 //!   and one record per worker slot (pid, accepting, respawn count, last
 //!   spawn, generation), for `uwsgi.workers()` and `uwsgi.is_draining()`.
+//!   Sealed against resizing and against writes through any mapping but the
+//!   master's own, so no worker can set the draining flag others read. The
+//!   records are published under a sequence lock: a reader never acts on a
+//!   record torn by a concurrent publish.
 //! - The *metrics* (workers write with atomic adds/stores, the master maps
 //!   read-only): one row of `MAX_METRICS` counters per worker slot, plus
 //!   row 0 holding the declared initial values. `uwsgi.metric_inc` is one
 //!   atomic add: no syscall, no lock. The exported value of a metric is
-//!   the sum of its row-0 value and every worker's.
+//!   the sum of its row-0 value and every worker's. Sealed against
+//!   resizing; since any worker can write any cell, the master treats every
+//!   value as an untrusted number (never an index or a length).
 
 use std::sync::atomic::Ordering;
 
@@ -20,7 +26,11 @@ pub const MAX_SLOTS: usize = 1024;
 /// Metrics that can be declared with `metric =`.
 pub const MAX_METRICS: usize = 64;
 
+/// Header words: magic, draining flag, slot count, sequence number.
 const BOARD_HEADER: usize = 4;
+const SEQ: usize = 3;
+/// Attempts a reader makes to get a consistent copy of the slot records.
+const READ_TRIES: usize = 1000;
 const SLOT_WORDS: usize = 6;
 /// Board words: header (magic, draining, slots) + the slot records.
 pub const BOARD_WORDS: usize = BOARD_HEADER + MAX_SLOTS * SLOT_WORDS;
@@ -86,9 +96,10 @@ pub struct Scoreboard {
 
 impl Scoreboard {
     pub fn create(decls: Vec<MetricDecl>) -> Result<Scoreboard, String> {
-        let board = SharedRegion::create("podmaster-board", BOARD_WORDS).map_err(|e| format!("scoreboard: {e}"))?;
+        let board =
+            SharedRegion::create("podmaster-board", BOARD_WORDS, true).map_err(|e| format!("scoreboard: {e}"))?;
         let metrics =
-            SharedRegion::create("podmaster-metrics", METRIC_WORDS).map_err(|e| format!("scoreboard: {e}"))?;
+            SharedRegion::create("podmaster-metrics", METRIC_WORDS, false).map_err(|e| format!("scoreboard: {e}"))?;
         for (i, d) in decls.iter().enumerate() {
             metrics.words()[i].store(d.initial, Ordering::Relaxed);
         }
@@ -107,9 +118,13 @@ impl Scoreboard {
         self.board.words()[1].store(i64::from(on), Ordering::Release);
     }
 
-    /// Rewrites the slot records (the master calls this when it publishes).
+    /// Rewrites the slot records (the master calls this when it publishes):
+    /// the sequence number is odd while records change, even when done.
     pub fn publish(&self, slots: &[SlotRecord]) {
         let w = self.board.words();
+        let seq = w[SEQ].load(Ordering::Relaxed);
+        w[SEQ].store(seq.wrapping_add(1), Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
         let n = slots.len().min(MAX_SLOTS);
         for (i, s) in slots.iter().take(n).enumerate() {
             let base = BOARD_HEADER + i * SLOT_WORDS;
@@ -120,7 +135,8 @@ impl Scoreboard {
             w[base + 4].store(s.last_spawn as i64, Ordering::Relaxed);
             w[base + 5].store(s.generation as i64, Ordering::Relaxed);
         }
-        w[2].store(n as i64, Ordering::Release);
+        w[2].store(n as i64, Ordering::Relaxed);
+        w[SEQ].store(seq.wrapping_add(2), Ordering::Release);
     }
 
     /// A read-only handle on the metrics, for the probe thread.
@@ -190,9 +206,27 @@ impl WorkerBoard {
         self.board.words()[1].load(Ordering::Acquire) != 0
     }
 
+    /// A consistent copy of the slot records (empty if the master kept
+    /// publishing through every attempt, which it never does for long).
     pub fn slots(&self) -> Vec<SlotRecord> {
         let w = self.board.words();
-        let n = (w[2].load(Ordering::Acquire) as usize).min(MAX_SLOTS);
+        for _ in 0..READ_TRIES {
+            let before = w[SEQ].load(Ordering::Acquire);
+            if before % 2 == 0 {
+                let records = self.read_slots();
+                std::sync::atomic::fence(Ordering::Acquire);
+                if w[SEQ].load(Ordering::Relaxed) == before {
+                    return records;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        Vec::new()
+    }
+
+    fn read_slots(&self) -> Vec<SlotRecord> {
+        let w = self.board.words();
+        let n = (w[2].load(Ordering::Relaxed).clamp(0, MAX_SLOTS as i64)) as usize;
         (0..n)
             .map(|i| {
                 let b = BOARD_HEADER + i * SLOT_WORDS;
@@ -283,5 +317,83 @@ mod tests {
         sb.publish(&[SlotRecord { id: 1, pid: 42, accepting: true, respawn_count: 2, last_spawn: 9, generation: 3 }]);
         assert!(w.draining());
         assert_eq!(w.slots()[0].pid, 42);
+    }
+
+    #[test]
+    fn regions_are_sealed_against_resizing_and_worker_writes() {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap};
+        let sb = Scoreboard::create(vec![]).unwrap();
+        let fds = sb.fds();
+        for (i, fd) in fds.iter().enumerate() {
+            // SAFETY: borrowing the scoreboard's own fds for the test's duration.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+            for len in [0, 8, 1 << 30] {
+                assert_eq!(nix::unistd::ftruncate(fd, len), Err(nix::errno::Errno::EPERM), "region {i} to {len}");
+            }
+            let len = std::num::NonZeroUsize::new(4096).unwrap();
+            // SAFETY: a fresh mapping that is unmapped at once (or never made).
+            let rw = unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, 0) };
+            match (i, rw) {
+                (0, Err(e)) => assert_eq!(e, nix::errno::Errno::EPERM),
+                (0, Ok(_)) => panic!("the board can be mapped writable"),
+                (_, Ok(p)) => unsafe { nix::sys::mman::munmap(p, 4096).unwrap() },
+                (_, Err(e)) => panic!("metrics cannot be mapped writable: {e}"),
+            }
+        }
+        // The master's own mapping still writes.
+        sb.set_draining(true);
+        sb.publish(&[SlotRecord { id: 1, pid: 7, ..Default::default() }]);
+    }
+
+    #[test]
+    fn readers_never_see_torn_records() {
+        let sb = std::sync::Arc::new(Scoreboard::create(vec![]).unwrap());
+        let fds = sb.fds();
+        let b = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[0]) }).unwrap();
+        let m = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[1]) }).unwrap();
+        use std::os::fd::IntoRawFd;
+        let (b, m) = (b.into_raw_fd(), m.into_raw_fd());
+        unsafe {
+            libc::dup2(b, 910);
+            libc::dup2(m, 911);
+            libc::close(b);
+            libc::close(m);
+        }
+        let w = WorkerBoard::adopt(910, 1, &[]).unwrap();
+        sb.publish(&[SlotRecord::default(); 8]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (sb, stop) = (sb.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    // Every field of every record carries the same number.
+                    let recs: Vec<SlotRecord> = (0..8)
+                        .map(|_| SlotRecord {
+                            id: k as u32,
+                            pid: k as i32,
+                            accepting: true,
+                            respawn_count: k,
+                            last_spawn: k,
+                            generation: k,
+                        })
+                        .collect();
+                    sb.publish(&recs);
+                    // The master publishes once per loop turn, not back to back.
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let mut seen = 0;
+        for _ in 0..20_000 {
+            for r in w.slots() {
+                assert!(r.pid as u64 == r.generation && r.respawn_count == r.generation && r.id as u64 == r.last_spawn);
+                seen += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(seen > 0);
     }
 }

@@ -1,17 +1,15 @@
 //! Process-level syscalls: spawning children, reaping, signalling, PID-1
 //! duties and `/proc` reads. Every `unsafe` block of the master lives here.
 //!
-//! The closure passed to `pre_exec` runs in the child between fork and exec
-//! of a multi-threaded process (the probe server has a thread): there it may
-//! only make async-signal-safe calls — no allocation, no locks, no logging.
-//! Everything it needs is prepared by the parent before the fork.
+//! [`spawn`]'s child side runs between fork and exec of a multi-threaded
+//! process (the probe server has threads): there it may only make
+//! async-signal-safe calls — no allocation, no locks, no logging. Everything
+//! it needs is prepared by the parent before the fork.
 
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
@@ -68,63 +66,186 @@ impl Credentials {
 /// Starts a child with default signal dispositions, an empty signal mask,
 /// the listening sockets at fds 3.. and nothing else of ours inherited
 /// (every other fd of the master is close-on-exec).
+///
+/// A plain fork + execve, not `std::process::Command`: std unblocks every
+/// signal in the child before running a `pre_exec` hook, so a signal
+/// arriving in that window would run the master's handler (writing to the
+/// master's own signal pipe) in the child. Here the parent blocks every
+/// signal around the fork; the child resets each disposition to its default
+/// first and unblocks last, right before exec. Everything the child touches
+/// (paths, argv, envp, scratch space) is built before the fork; failures in
+/// the child travel back as a raw errno over a close-on-exec pipe, so the
+/// child allocates nothing.
 pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Pid> {
-    let master = std::process::id() as libc::pid_t;
-    let sockets: Vec<RawFd> = spec.sockets.to_vec();
-    // Scratch space for the two-phase placement, allocated before the fork.
-    let mut parked: Vec<RawFd> = vec![-1; sockets.len()];
-    let (pgrp, pdeath) = (spec.new_process_group, spec.die_with_master);
-    let creds = spec.creds.cloned();
-    let mut cmd = Command::new(spec.exe);
-    cmd.arg0(spec.argv0).args(spec.args);
-    for (k, v) in spec.env {
-        cmd.env(k, v);
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    let env = child_environment(spec.env);
+    let path = cstr(resolve_program(spec.exe, &env)?.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(cstr(spec.argv0.as_bytes()))
+        .chain(spec.args.iter().map(|a| cstr(a.as_bytes())))
+        .collect::<io::Result<_>>()?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<io::Result<_>>()?;
+    let argv_ptrs: Vec<*const libc::c_char> =
+        argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp_ptrs: Vec<*const libc::c_char> =
+        envp.iter().map(|e| e.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let child = ChildSetup {
+        master: std::process::id() as libc::pid_t,
+        sockets: spec.sockets,
+        parked: vec![-1; spec.sockets.len()],
+        new_process_group: spec.new_process_group,
+        die_with_master: spec.die_with_master,
+        creds: spec.creds,
+    };
+    let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    // SAFETY: sigfillset/pthread_sigmask on stack-local sets; fork in a
+    // multi-threaded process, after which the child only runs `exec_child`
+    // (async-signal-safe: raw syscalls on data prepared above) and exits.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::fork();
+        if pid == 0 {
+            let errno = child.exec_child(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
+            let bytes = errno.to_ne_bytes();
+            libc::write(err_write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127);
+        }
+        let fork_errno = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(fork_errno);
+        }
+        pid
+    };
+    drop(err_write);
+    // exec closes the pipe (EOF, success) or the child reports its errno.
+    let mut buf = [0u8; 4];
+    let n = loop {
+        match nix::unistd::read(&err_read, &mut buf) {
+            Err(Errno::EINTR) => continue,
+            other => break other.unwrap_or(0),
+        }
+    };
+    if n == 4 {
+        // The child has exited (127): reap it here, it was never ours to supervise.
+        let _ = waitpid(Pid::from_raw(pid), None);
+        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(buf)));
     }
-    // SAFETY: the closure only makes async-signal-safe calls (rt_sigaction,
-    // pthread_sigmask, setpgid, prctl, getppid, fcntl, dup2, close, set*id)
-    // on data captured by value before the fork; it allocates nothing (it
-    // writes into `parked`, allocated by the parent).
+    Ok(Pid::from_raw(pid))
+}
 
-    unsafe {
-        cmd.pre_exec(move || {
-            reset_signals();
-            if pgrp && libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if pdeath {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The master may have died between fork and prctl.
-                if libc::getppid() != master {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
+/// The master's environment with `extra` set on top (later entries win).
+fn child_environment(extra: Vec<(OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> =
+        std::env::vars_os().filter(|(k, _)| !extra.iter().any(|(e, _)| e == k)).collect();
+    for (k, v) in extra {
+        env.retain(|(e, _)| *e != k);
+        env.push((k, v));
+    }
+    env
+}
+
+/// `prog` as execvp would find it: a name with a `/` is used as is; a bare
+/// name is looked up in the child's `PATH`. Not found is ENOENT; found but
+/// not executable anywhere is EACCES (init mode maps them to 127 and 126).
+fn resolve_program(prog: &Path, env: &[(OsString, OsString)]) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if prog.as_os_str().as_bytes().contains(&b'/') {
+        return Ok(prog.to_path_buf());
+    }
+    if prog.as_os_str().is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut denied = false;
+    for dir in std::env::split_paths(&path) {
+        let candidate = if dir.as_os_str().is_empty() { Path::new(".").join(prog) } else { dir.join(prog) };
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(candidate),
+            Ok(_) => denied = true,
+            Err(_) => {}
+        }
+    }
+    Err(io::Error::from_raw_os_error(if denied { libc::EACCES } else { libc::ENOENT }))
+}
+
+/// What the child does between fork and exec, prepared by the parent.
+struct ChildSetup<'a> {
+    master: libc::pid_t,
+    sockets: &'a [RawFd],
+    /// Scratch space for the two-phase fd placement.
+    parked: Vec<RawFd>,
+    new_process_group: bool,
+    die_with_master: bool,
+    creds: Option<&'a Credentials>,
+}
+
+impl ChildSetup<'_> {
+    /// Runs in the forked child: returns only on failure, with the errno.
+    ///
+    /// # Safety
+    /// Only in a freshly forked child, with every signal blocked.
+    unsafe fn exec_child(
+        mut self,
+        path: *const libc::c_char,
+        argv: *const *const libc::c_char,
+        envp: *const *const libc::c_char,
+    ) -> i32 {
+        let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+        // SAFETY: raw async-signal-safe syscalls on data prepared by the
+        // parent; nothing here allocates, locks or logs.
+        unsafe {
+            reset_dispositions();
+            if self.new_process_group && libc::setpgid(0, 0) != 0 {
+                return errno();
             }
             // Park every source above the target range first, so placing fd
             // i never overwrites a source j > i that sits at 3+i.
-            let top = LISTEN_FDS_START + sockets.len() as RawFd;
-            for (i, fd) in sockets.iter().enumerate() {
-                parked[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, top);
-                if parked[i] < 0 {
-                    return Err(io::Error::last_os_error());
+            let top = LISTEN_FDS_START + self.sockets.len() as RawFd;
+            for (i, fd) in self.sockets.iter().enumerate() {
+                self.parked[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, top);
+                if self.parked[i] < 0 {
+                    return errno();
                 }
             }
-            for (i, fd) in parked.iter().enumerate() {
+            for (i, fd) in self.parked.iter().enumerate() {
                 // dup2 leaves the new fd without FD_CLOEXEC: it survives exec.
                 if libc::dup2(*fd, LISTEN_FDS_START + i as RawFd) < 0 {
-                    return Err(io::Error::last_os_error());
+                    return errno();
                 }
                 libc::close(*fd);
             }
-
-            if let Some(c) = &creds {
-                drop_privileges(c)?;
+            if let Some(c) = self.creds {
+                if let Err(e) = drop_privileges(c) {
+                    return e;
+                }
             }
-            Ok(())
-        });
+            // After the privilege drop: changing credentials clears the
+            // parent-death signal.
+            if self.die_with_master {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return errno();
+                }
+                // The master may have died before the signal was armed.
+                if libc::getppid() != self.master {
+                    return libc::ESRCH;
+                }
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::execve(path, argv, envp);
+            errno()
+        }
     }
-    let child = cmd.spawn()?;
-    Ok(Pid::from_raw(child.id() as i32))
 }
 
 /// setgroups, setgid, setuid in that order, with raw syscalls: glibc's
@@ -135,41 +256,43 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Pid> {
 ///
 /// # Safety
 /// Async-signal-safe; meant for a freshly forked child.
-unsafe fn drop_privileges(c: &Credentials) -> io::Result<()> {
-    let fail = |_: ()| io::Error::last_os_error();
+unsafe fn drop_privileges(c: &Credentials) -> Result<(), i32> {
+    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(libc::EPERM);
     // SAFETY: plain syscalls on plain integers and a borrowed slice.
     unsafe {
         if libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) != 0 {
-            return Err(fail(()));
+            return Err(errno());
         }
         if libc::syscall(libc::SYS_setresgid, c.gid, c.gid, c.gid) != 0 {
-            return Err(fail(()));
+            return Err(errno());
         }
         if let Some(uid) = c.uid {
             if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
-                return Err(fail(()));
+                return Err(errno());
             }
+            // Verified, and root cannot be regained.
             if libc::getuid() != uid || libc::geteuid() != uid {
-                return Err(io::Error::from_raw_os_error(libc::EPERM));
+                return Err(libc::EPERM);
             }
             if uid != 0 && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0 {
-                return Err(io::Error::other("could regain root after dropping privileges"));
+                return Err(libc::EPERM);
             }
         }
         if libc::getgid() != c.gid || libc::getegid() != c.gid {
-            return Err(io::Error::from_raw_os_error(libc::EPERM));
+            return Err(libc::EPERM);
         }
     }
     Ok(())
 }
 
-/// Default dispositions for every catchable signal and an empty mask.
-/// exec resets handled signals but keeps ignored ones and the mask; a
-/// master started with SIGHUP ignored must not pass that on to workers.
+/// Default dispositions for every catchable signal. exec resets handled
+/// signals but keeps ignored ones; a master started with SIGHUP ignored
+/// must not pass that on to workers. (The mask is emptied by the caller,
+/// last, right before exec.)
 ///
 /// # Safety
 /// Async-signal-safe (raw syscalls only); meant for a freshly forked child.
-unsafe fn reset_signals() {
+unsafe fn reset_dispositions() {
     // SAFETY: raw rt_sigaction with an all-zero kernel sigaction (handler
     // SIG_DFL = 0, no flags, empty mask: the same bytes whatever the
     // architecture's field order). glibc's sigaction() refuses signals 32
@@ -182,9 +305,6 @@ unsafe fn reset_signals() {
                 libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8usize);
             }
         }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
 }
 
@@ -337,12 +457,26 @@ unsafe impl Send for SharedRegion {}
 unsafe impl Sync for SharedRegion {}
 
 impl SharedRegion {
-    /// A new zeroed region of `words` 64-bit words, read-write.
-    pub fn create(name: &str, words: usize) -> io::Result<SharedRegion> {
+    /// A new zeroed region of `words` 64-bit words, mapped read-write here.
+    /// Its size is sealed (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`): no
+    /// process that reaches the memfd (a worker through
+    /// `/proc/<master>/fd`) can truncate it under the master's mapping,
+    /// which would fault the master's next access (SIGBUS). With
+    /// `others_read_only`, `F_SEAL_FUTURE_WRITE` too: this mapping stays
+    /// writable, every later one (a worker's) can only read.
+    pub fn create(name: &str, words: usize, others_read_only: bool) -> io::Result<SharedRegion> {
         use nix::sys::memfd::{MFdFlags, memfd_create};
-        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(io::Error::from)?;
         nix::unistd::ftruncate(&fd, (words * 8) as i64).map_err(io::Error::from)?;
         let mut r = Self::map(&fd, words, true)?;
+        let mut seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if others_read_only {
+            seals |= libc::F_SEAL_FUTURE_WRITE;
+        }
+        // SAFETY: F_ADD_SEALS on our own memfd only changes its seals.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         r.fd = Some(fd);
         Ok(r)
     }
