@@ -2,7 +2,8 @@
 //! as systemd defines it: newline-separated `KEY=VALUE` assignments, of
 //! which podmaster reads `READY=1` (the worker accepts) and `STOPPING=1`
 //! (it stopped accepting). The master identifies the sender by the
-//! credentials the kernel attaches (`SO_PASSCRED`), never by the payload.
+//! credentials the kernel attaches (`SO_PASSCRED`: pid and uid), never by
+//! the payload.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -45,38 +46,86 @@ pub fn parse(payload: &[u8]) -> Option<Notice> {
     out
 }
 
-/// The master's receiving end, bound in the abstract namespace (no file to
-/// clean up, reachable from workers whatever uid they run as).
+/// Datagrams read in one turn of the main loop at most: a worker flooding
+/// the socket cannot keep the loop from its other work (the rest is read
+/// on the next turns; `poll` reports the socket readable again at once).
+const MAX_PER_TURN: usize = 256;
+
+/// The master's receiving end: a datagram socket at `notify` in a private
+/// directory (mode 0700, owned by the workers' uid), so only the master
+/// and the workers' uid can reach it; not a sidecar sharing the pod's
+/// network namespace, which sees every abstract socket. Where no private
+/// directory can be made (a read-only file system), it falls back to the
+/// abstract namespace and says so. Either way a message counts only when
+/// the kernel-attached credentials name the workers' uid.
 pub struct NotifySocket {
     fd: OwnedFd,
-    /// `@name`, the value of `NOTIFY_SOCKET` given to workers.
+    /// `@name` or a path: the value of `NOTIFY_SOCKET` given to workers.
     pub address: String,
+    /// The private directory to remove on drop.
+    dir: Option<std::path::PathBuf>,
+    /// The uid workers run as: the only sender accepted.
+    uid: u32,
 }
 
 impl NotifySocket {
-    pub fn bind() -> Result<NotifySocket, String> {
+    /// Binds the socket for workers running as `worker_uid` (None: the
+    /// master's own uid). `runtime_dir` holds the private directory.
+    pub fn bind(worker_uid: Option<u32>, runtime_dir: &std::path::Path) -> Result<NotifySocket, String> {
         let fd =
             socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
                 .map_err(|e| format!("notify socket: socket: {}", e.desc()))?;
         setsockopt(&fd, sockopt::PassCred, &true)
             .map_err(|e| format!("notify socket: setsockopt(SO_PASSCRED): {}", e.desc()))?;
+        let uid = worker_uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        match private_dir(runtime_dir, worker_uid) {
+            Ok(dir) => {
+                let path = dir.join("notify");
+                let bound = UnixAddr::new(&path)
+                    .and_then(|addr| bind(fd.as_raw_fd(), &addr))
+                    .map_err(|e| format!("notify socket: bind {}: {}", path.display(), e.desc()));
+                match bound.and_then(|()| {
+                    // The directory is the gate; the socket must be writable for the workers' uid.
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+                        .map_err(|e| format!("notify socket: chmod {}: {e}", path.display()))
+                }) {
+                    Ok(()) => {
+                        let address = path.display().to_string();
+                        return Ok(NotifySocket { fd, address, dir: Some(dir), uid });
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        tracing::warn!(error = %e, "notify socket: falling back to an abstract socket");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "notify socket: no private directory; using an abstract socket, reachable from the pod's network \
+                 namespace (only messages from the workers' uid are accepted)"
+            ),
+        }
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
         let name = format!("podmaster-notify-{}-{}", std::process::id(), nanos.unwrap_or(0));
         let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| format!("notify socket: {}", e.desc()))?;
         bind(fd.as_raw_fd(), &addr).map_err(|e| format!("notify socket: bind @{name}: {}", e.desc()))?;
-        Ok(NotifySocket { fd, address: format!("@{name}") })
+        Ok(NotifySocket { fd, address: format!("@{name}"), dir: None, uid })
     }
 
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }
 
-    /// Reads every queued datagram without blocking: (sender pid, notice).
+    /// Reads the queued datagrams without blocking (at most
+    /// [`MAX_PER_TURN`]): (sender pid, notice). Datagrams without
+    /// credentials, from another uid, cut short or not understood are
+    /// dropped.
     pub fn drain(&self) -> Vec<(i32, Notice)> {
         let mut out = Vec::new();
         let mut buf = [0u8; MAX_DATAGRAM];
         let mut cmsg = nix::cmsg_space!(UnixCredentials);
-        loop {
+        for _ in 0..MAX_PER_TURN {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let msg = match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT) {
                 Ok(m) => m,
@@ -87,19 +136,52 @@ impl NotifySocket {
                     break;
                 }
             };
-            let pid = msg.cmsgs().ok().and_then(|mut c| {
+            if msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+                continue;
+            }
+            let cred = msg.cmsgs().ok().and_then(|mut c| {
                 c.find_map(|m| match m {
-                    ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                    ControlMessageOwned::ScmCredentials(cred) => Some((cred.pid(), cred.uid())),
                     _ => None,
                 })
             });
             let len = msg.bytes;
-            if let (Some(pid), Some(n)) = (pid, parse(&buf[..len])) {
-                out.push((pid, n));
+            match (cred, parse(&buf[..len])) {
+                (Some((pid, uid)), Some(n)) if uid == self.uid => out.push((pid, n)),
+                (Some((pid, uid)), Some(_)) => {
+                    tracing::debug!(pid, uid, "notify message from another uid; ignored")
+                }
+                _ => {}
             }
         }
         out
     }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A new directory `podmaster-<pid>-<n>` under `parent`, mode 0700, owned
+/// by `uid` when given (the master, root then, can enter it anyway).
+fn private_dir(parent: &std::path::Path, uid: Option<u32>) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
+    let dir = parent.join(format!("podmaster-{}-{}", std::process::id(), nanos.unwrap_or(0)));
+    // create (not create_all): fails if the name exists, so nobody can
+    // have prepared it for us.
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    if let Some(uid) = uid {
+        if let Err(e) = std::os::unix::fs::chown(&dir, Some(uid), None) {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!("chown {}: {e}", dir.display()));
+        }
+    }
+    Ok(dir)
 }
 
 /// Worker side: sends one message to `$NOTIFY_SOCKET` (abstract `@name` or
@@ -131,10 +213,64 @@ mod tests {
 
     #[test]
     fn credentials_identify_the_sender() {
-        let ns = NotifySocket::bind().unwrap();
+        let ns = NotifySocket::bind(None, &std::env::temp_dir()).unwrap();
+        assert!(ns.address.starts_with('/'), "{}", ns.address);
+        let dir = std::path::Path::new(&ns.address).parent().unwrap().to_owned();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         send(&ns.address, "READY=1").unwrap();
         send(&ns.address, "WATCHDOG=1").unwrap();
+        // Cut short: dropped, not parsed from its first 4 KiB.
+        send(&ns.address, &format!("READY=1\n{}", "x".repeat(MAX_DATAGRAM * 2))).unwrap();
         assert_eq!(ns.drain(), vec![(std::process::id() as i32, Notice::Ready)]);
         assert!(ns.drain().is_empty());
+        drop(ns);
+        assert!(!dir.exists(), "the private directory is removed");
+    }
+
+    #[test]
+    fn other_uids_and_floods_are_bounded() {
+        // Expecting uid 4242: our own messages (another uid) are ignored.
+        let ns = NotifySocket::bind(Some(4242).filter(|_| nix::unistd::geteuid().is_root()), &std::env::temp_dir())
+            .unwrap();
+        if nix::unistd::geteuid().is_root() {
+            send(&ns.address, "READY=1").unwrap();
+            assert!(ns.drain().is_empty(), "a message from another uid was accepted");
+        }
+        let ns = NotifySocket::bind(None, std::path::Path::new("/nonexistent-dir")).unwrap();
+        assert!(ns.address.starts_with('@'), "falls back to an abstract socket: {}", ns.address);
+        let flood = UnixDatagram::unbound().unwrap();
+        flood.set_nonblocking(true).unwrap();
+        let addr = SocketAddr::from_abstract_name(&ns.address.as_bytes()[1..]).unwrap();
+        for _ in 0..MAX_PER_TURN + 10 {
+            if flood.send_to_addr(b"READY=1", &addr).is_err() {
+                break; // the receive queue is full: fine
+            }
+        }
+        assert!(ns.drain().len() <= MAX_PER_TURN);
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any datagram: no panic, and a notice only from a line that is
+            /// exactly one of the four assignments.
+            #[test]
+            fn datagrams(payload in proptest::collection::vec(any::<u8>(), 0..MAX_DATAGRAM)) {
+                let known: [&[u8]; 4] = [b"READY=1", b"STOPPING=1", b"PODMASTER_RELOAD=1", b"PODMASTER_STOP=1"];
+                let has_known = payload.split(|b| *b == b'\n').any(|l| known.contains(&l));
+                prop_assert_eq!(parse(&payload).is_some(), has_known);
+            }
+
+            #[test]
+            fn assignments_among_noise(noise in "[A-Z_=0-9\n]{0,200}", pick in 0usize..4) {
+                let lines = ["READY=1", "STOPPING=1", "PODMASTER_RELOAD=1", "PODMASTER_STOP=1"];
+                let want = [Notice::Ready, Notice::Stopping, Notice::Reload, Notice::Stop][pick];
+                let payload = format!("{noise}\n{}", lines[pick]);
+                prop_assert_eq!(parse(payload.as_bytes()), Some(want));
+            }
+        }
     }
 }

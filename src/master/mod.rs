@@ -190,8 +190,9 @@ impl Master {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
         let (signals, signal_wake) = sys::signal_pipe(HANDLED)?;
         let (probe_wake, probe_write) = nonblocking_pipe()?;
-        let notify = NotifySocket::bind()?;
         let cfg = setup.config;
+        let creds = cfg.creds.map(|c| sys::Credentials::resolve((c.uid != u32::MAX).then_some(c.uid), c.gid));
+        let notify = NotifySocket::bind(creds.as_ref().and_then(|c| c.uid), &std::env::temp_dir())?;
         let scoreboard = crate::scoreboard::Scoreboard::create(cfg.metrics.clone())?;
         let config_hash =
             config::load(&setup.sources, setup.env.iter().cloned()).map(|e| hash_entries(&e)).unwrap_or_default();
@@ -227,7 +228,7 @@ impl Master {
             drain_seconds: None,
             crash_loop: None,
             watch: Watch { next: None, touch: Vec::new(), config_hash },
-            creds: cfg.creds.map(|c| sys::Credentials::resolve((c.uid != u32::MAX).then_some(c.uid), c.gid)),
+            creds,
             scoreboard,
             #[cfg(any(debug_assertions, feature = "test-hooks"))]
             wedge_on_usr2: crate::test_hooks::wedge_on_usr2(),
@@ -783,6 +784,14 @@ impl Master {
         if !matches!(self.phase, MasterPhase::Running | MasterPhase::Starting) {
             return;
         }
+        if self.slots.len() >= crate::scoreboard::MAX_SLOTS {
+            tracing::warn!(
+                processes = self.slots.len(),
+                max = crate::scoreboard::MAX_SLOTS,
+                "not scaling up: the scoreboard has room for no more workers"
+            );
+            return;
+        }
         let id = self.slots.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         self.slots.push(Slot::new(id));
         self.cfg.processes += 1;
@@ -1215,6 +1224,17 @@ impl Master {
 
     fn apply_config(&mut self, mut new: Config) -> Result<(), String> {
         let names = |c: &Config| c.sockets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        // Inherited sockets are adopted once, at startup: a reload that
+        // names an fd could otherwise close one the master owns.
+        if let Some(s) = new.sockets.iter().find(|s| {
+            matches!(s.spec, sockets::SocketSpec::Fd(_) | sockets::SocketSpec::Sd(_))
+                && !self.listeners.iter().any(|l| l.name == s.name)
+        }) {
+            return Err(format!(
+                "socket {}: fd:// and sd:// sockets are taken over only at startup; restart the instance to add one",
+                s.name
+            ));
+        }
         if names(&new) != self.listeners.iter().map(|l| l.name.clone()).collect::<Vec<_>>() {
             // Keep sockets that stay (same fd, no gap for clients), bind new ones.
             let mut kept: Vec<Option<Listener>> = std::mem::take(&mut self.listeners).into_iter().map(Some).collect();
@@ -1237,7 +1257,8 @@ impl Master {
                     b
                 }
                 Err(e) => {
-                    self.listeners = kept.into_iter().flatten().collect();
+                    // Every listener we had, whether matched (in `next`) or not.
+                    self.listeners = next.into_iter().chain(kept).flatten().collect();
                     // Restore configuration order of the kept listeners.
                     let order = names(&self.cfg);
                     self.listeners.sort_by_key(|l| order.iter().position(|n| *n == l.name));

@@ -1,0 +1,145 @@
+//! Attacks from inside the pod: a hostile worker against the master's
+//! shared memory and notify socket, and config edits that name fds the
+//! master owns or sockets that cannot be bound. The master stays up and
+//! quiet, `/livez` stays 200, and the other workers keep serving.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn a_hostile_worker_cannot_take_down_the_master_or_its_peers() {
+    let d = TempDir::new("hostile");
+    let report = d.path().join("report.json");
+    let script = format!("{}/tests/scripts/hostile_worker.py", env!("CARGO_MANIFEST_DIR"));
+    let inst = Instance::start_with(&script, 3, 1, "", &[("HOSTILE_REPORT", report.to_str().unwrap())], |c| c);
+    let text = wait_for("the attacker's report", Duration::from_secs(60), || {
+        assert!(pid_alive(inst.pid()), "the master died; logs:\n{}", inst.logs());
+        std::fs::read_to_string(&report).ok()
+    });
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    eprintln!("attacker's report: {r:#}");
+    // The master survived and still answers.
+    assert!(pid_alive(inst.pid()), "the master died; logs:\n{}", inst.logs());
+    let live = inst.probe_get("/livez").expect("/livez after the attack");
+    assert_eq!(live.status, 200, "{}", live.body);
+    // The seals held wherever the attacker could open the memfds (as root
+    // it always can; as another user it cannot even open them).
+    for kind in ["board", "metrics"] {
+        let k = &r[kind];
+        if k["open"] != "ok" {
+            continue;
+        }
+        for op in ["truncate_to_0", "truncate_to_8", "grow", "fallocate"] {
+            assert_eq!(k[op], "EPERM", "{kind}: {op} was not refused: {k}");
+        }
+    }
+    if r["board"]["open"] == "ok" {
+        assert_eq!(r["board"]["pwrite_draining"], "EPERM", "{}", r["board"]);
+        assert_ne!(r["board"]["mmap_rw"], "ok", "{}", r["board"]);
+        assert_ne!(r["board"]["mprotect_rw"], "ok", "{}", r["board"]);
+    }
+    assert_eq!(r["is_draining_after"], false);
+    // The other workers keep serving and never see the instance draining.
+    let port = inst.ports[0];
+    for i in 0..30 {
+        let answer = get(port).unwrap_or_else(|| panic!("request {i} failed; logs:\n{}", inst.logs()));
+        assert!(answer.contains("draining False"), "request {i}: {answer}");
+        assert!(!answer.contains("worker 1 "), "the attacker served: {answer}");
+    }
+    // The main loop is not spinning on what was left in the notify queue.
+    let cpu = |pid: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        f[11] + f[12] // utime + stime, in ticks
+    };
+    let (c0, t0) = (cpu(inst.pid()), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = (cpu(inst.pid()) - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
+    assert!(used < 0.1, "master uses {used:.2} CPU-seconds per second after the attack");
+    assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
+}
+
+/// The master's fds above stdio, with what each points to.
+fn master_fds(pid: i32) -> Vec<(i32, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?.display().to_string();
+            (fd > 2).then_some((fd, target))
+        })
+        .collect()
+}
+
+#[test]
+fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
+    let d = TempDir::new("cfgattack");
+    let (text, ports, probe) = ini(&example_script(), 2, 1, "reload-on-config-change = true\nconfig-check-interval = 0.1\n");
+    let path = d.write("podmaster.ini", &text);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("--ini").arg(&path);
+    let mut inst = Instance::spawn(cmd, d.path().join("stderr.log"));
+    inst.probe = probe;
+    inst.ports = ports.clone();
+    inst.wait_ready();
+    let pid = inst.pid();
+    // Probe connections made so far are closed once the guard's linger
+    // (500 ms at most) has run out.
+    std::thread::sleep(Duration::from_millis(700));
+    let fds_before = master_fds(pid);
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let mut edits: Vec<String> = fds_before.iter().map(|(fd, _)| format!("fd://{fd}")).collect();
+    edits.extend(["sd://web".into(), "sd://0".into(), format!("127.0.0.1:{busy_port}"), "/nonexistent/dir/app.sock".into()]);
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        f[11] + f[12]
+    };
+    for (n, spec) in edits.iter().enumerate() {
+        let failed_before =
+            metric_with(&inst.metrics(), "podmaster_config_reloads_total{result=\"failed\"}").unwrap_or(0.0);
+        std::fs::write(&path, format!("{text}socket = {spec}\n# edit {n}\n")).unwrap();
+        wait_for(&format!("the reload adding {spec} to be refused"), Duration::from_secs(10), || {
+            let m = inst.metrics();
+            metric_with(&m, "podmaster_config_reloads_total{result=\"failed\"}").filter(|v| *v > failed_before)
+        });
+        let (c0, t0) = (cpu(), Instant::now());
+        std::thread::sleep(Duration::from_millis(1000));
+        let used = (cpu() - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
+        assert!(used < 0.1, "{spec}: master uses {used:.2} CPU-seconds per second");
+        let now = master_fds(pid);
+        let lost: Vec<_> = fds_before.iter().filter(|f| !now.contains(f)).collect();
+        assert!(lost.is_empty(), "{spec}: the master lost or changed fds {lost:?}, now {now:?}; logs:\n{}", inst.logs());
+        assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200), "{spec}");
+        let r = inst.probe_get("/readyz").unwrap();
+        assert_eq!(r.status, 200, "{spec}: {}", r.body);
+        let body = http_get(&format!("127.0.0.1:{}", ports[0]), "/World").expect("the service answers");
+        assert_eq!(body.status, 200, "{spec}");
+    }
+    let logs = inst.logs();
+    for spec in &edits {
+        let key = format!("socket {spec}: ");
+        let lines = logs.lines().filter(|l| l.contains("cannot be applied") && l.contains(&key)).count();
+        assert_eq!(lines, 1, "{spec} refused {lines} times in the log:\n{logs}");
+    }
+    assert!(logs.contains("taken over only at startup"), "{logs}");
+    drop(busy);
+}
