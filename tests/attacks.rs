@@ -143,3 +143,35 @@ fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
     assert!(logs.contains("taken over only at startup"), "{logs}");
     drop(busy);
 }
+
+#[test]
+fn workers_with_a_uid_die_with_the_master() {
+    if !is_root() {
+        eprintln!("SKIP workers_with_a_uid_die_with_the_master: needs root to drop privileges");
+        return;
+    }
+    let sd = format!("{}/tests/scripts/sdserver.py", env!("CARGO_MANIFEST_DIR"));
+    let extra = format!("worker-exec = /usr/bin/python3 {sd}\nuid = nobody\ngid = nogroup\n");
+    let mut inst = Instance::start("", 2, 1, &extra);
+    inst.wait_ready();
+    let workers: Vec<i32> = inst.worker_pids().into_iter().map(|(_, pid)| pid).collect();
+    assert_eq!(workers.len(), 2);
+    // Not PID 1 here: the workers are reparented, not killed by the kernel,
+    // unless their parent-death signal survived the privilege drop.
+    inst.signal(libc::SIGKILL);
+    inst.wait_exit(Duration::from_secs(5));
+    wait_for("workers to die with the master", Duration::from_secs(5), || {
+        workers.iter().all(|pid| !pid_alive(*pid) || proc_state(*pid) == Some('Z')).then_some(())
+    });
+    // Nobody serves the socket any more.
+    assert!(get(inst.ports[0]).is_none_or(|a| a.is_empty()));
+}
+
+#[test]
+fn a_garbage_test_hook_value_is_ignored_not_a_panic() {
+    for value in ["nan", "inf", "-1", "1e309", "x"] {
+        let inst = Instance::start_with(&example_script(), 1, 1, "", &[("PODMASTER_TEST_WEDGE_ON_USR2", value)], |c| c);
+        inst.wait_ready();
+        assert!(inst.logs().contains("PODMASTER_TEST_WEDGE_ON_USR2 is not a number of seconds; ignored"), "{value}");
+    }
+}
