@@ -175,3 +175,19 @@ fn a_garbage_test_hook_value_is_ignored_not_a_panic() {
         assert!(inst.logs().contains("PODMASTER_TEST_WEDGE_ON_USR2 is not a number of seconds; ignored"), "{value}");
     }
 }
+
+#[test]
+fn scaling_up_stops_at_the_scoreboard_size() {
+    // 1024 command workers (the cap), counted ready as soon as they run.
+    let extra = "worker-exec = sleep 1000\nworker-ready-mode = spawn\n";
+    let inst = Instance::start("", 1024, 1, extra);
+    wait_for("1024 workers", Duration::from_secs(60), || {
+        metric(&inst.metrics(), "podmaster_workers_accepting").filter(|n| *n == 1024.0)
+    });
+    inst.signal(libc::SIGTTIN);
+    wait_for("the refusal in the log", Duration::from_secs(10), || {
+        inst.logs().contains("not scaling up: the scoreboard has room for no more workers").then_some(())
+    });
+    assert_eq!(inst.status()["workers"].as_array().map(Vec::len), Some(1024));
+    assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
+}
