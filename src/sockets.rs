@@ -208,6 +208,9 @@ pub fn decode_fdnames(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// The socket-activation variables, read by [`activation_names`].
+pub const ACTIVATION_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
 /// What `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` in `env` say about
 /// process `me`: the names of the sockets passed to it at fds 3.. (empty
 /// when none were), or a notice to log when they are meant for another

@@ -135,3 +135,16 @@ fn script_raising_at_import_stops_everything() {
     // Nothing stays bound either.
     wait_for("socket released", Duration::from_secs(5), || std::net::TcpListener::bind(&sock).ok());
 }
+
+/// `std::env::args` panicked on an argument that is not UTF-8.
+#[test]
+fn argument_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("argutf8");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--ini").arg(std::ffi::OsStr::from_bytes(b"caf\xe9.ini")).stdin(Stdio::null());
+    let mut inst = Instance::spawn(cmd, dir.path().join("stderr.log"));
+    let st = inst.wait_exit(DEADLINE);
+    assert_eq!(st.code(), Some(78));
+    assert_eq!(one_line(&inst.logs()), r#"podmaster: argument "caf\xE9.ini" is not valid UTF-8"#);
+}

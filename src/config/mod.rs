@@ -378,16 +378,42 @@ pub fn load(sources: &Sources, env: impl Iterator<Item = (String, String)>) -> R
 fn env_entries(env: impl Iterator<Item = (String, String)>) -> Vec<Entry> {
     let mut out = Vec::new();
     for (var, value) in env {
-        let Some(rest) = var.strip_prefix("UWSGI_").or_else(|| var.strip_prefix("PODMASTER_")) else {
-            continue;
-        };
-        let key = rest.to_ascii_lowercase().replace('_', "-");
-        if let Some(def) = options::lookup(&key) {
+        if let Some(def) = env_option(&var) {
             out.push(Entry::new(def.name, value, Origin::Env(var)));
         }
     }
     out.sort_by_key(|e| e.origin.to_string());
     out
+}
+
+/// The option an environment variable sets, if it is one.
+fn env_option(var: &str) -> Option<&'static OptDef> {
+    let rest = var.strip_prefix("UWSGI_").or_else(|| var.strip_prefix("PODMASTER_"))?;
+    options::lookup(&rest.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// The process environment as text, for [`load`] and socket activation
+/// (`std::env::vars` would panic on the first value that is not UTF-8).
+/// A variable podmaster reads (an option's `UWSGI_*`/`PODMASTER_*` name,
+/// or one of `also`) that is not UTF-8 is an error naming it; any other
+/// variable that is not UTF-8 is left out: podmaster never reads it, and
+/// workers still inherit it unchanged.
+pub fn env_text(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    also: &[&str],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (var, value) in vars {
+        let Ok(var) = var.into_string() else { continue };
+        match value.into_string() {
+            Ok(value) => out.push((var, value)),
+            Err(_) if env_option(&var).is_some() || also.contains(&var.as_str()) => {
+                return Err(ConfigError::new(Some(Origin::Env(var)), None, "value is not valid UTF-8"));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 pub fn parse_bool(value: &str) -> bool {
@@ -924,6 +950,21 @@ mod tests {
             keys,
             vec![("drain-delay", "env PODMASTER_DRAIN_DELAY".into()), ("processes", "env UWSGI_PROCESSES".into())]
         );
+    }
+
+    /// `std::env::vars` panicked on the first value that was not UTF-8,
+    /// whatever the variable (found by tests/env_attacks.rs).
+    #[test]
+    fn env_text_refuses_only_what_podmaster_reads() {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = || std::ffi::OsStr::from_bytes(b"\xff\xfe").to_owned();
+        let os = |k: &str| std::ffi::OsString::from(k);
+        let vars = vec![(os("HOME"), bad()), (os("PATH"), os("/bin")), (os("UWSGI_VERSION"), bad())];
+        assert_eq!(env_text(vars.into_iter(), &["LISTEN_PID"]).unwrap(), vec![("PATH".into(), "/bin".into())]);
+        for var in ["UWSGI_PROCESSES", "PODMASTER_HOME", "LISTEN_PID"] {
+            let err = env_text(std::iter::once((os(var), bad())), &["LISTEN_PID"]).unwrap_err();
+            assert_eq!(err.to_string(), format!("env {var}: value is not valid UTF-8"));
+        }
     }
 
     #[test]
