@@ -108,7 +108,7 @@ fn missing_or_unusable_worker_script() {
     assert_eq!(code, 78);
     assert_eq!(
         one_line(&err),
-        "podmaster: python-worker-override: worker script /nonexistent/w.py: No such file or directory (os error 2)"
+        "podmaster: --python-worker-override: python-worker-override: worker script /nonexistent/w.py: No such file or directory (os error 2)"
     );
     let d = TempDir::new("dir");
     let (code, err) = run(&["--socket", "127.0.0.1:0", "--python-worker-override", d.path().to_str().unwrap()], &[]);
