@@ -23,13 +23,20 @@ fn main() -> ExitCode {
     if worker::requested() {
         return ExitCode::from(worker::run());
     }
+    // `std::env::args` would panic on an argument that is not UTF-8.
+    let args: Vec<String> = match std::env::args_os().map(|a| a.into_string()).collect() {
+        Ok(args) => args,
+        Err(bad) => {
+            eprintln!("podmaster: argument {bad:?} is not valid UTF-8");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
     // `podmaster probe URL`: the HEALTHCHECK client.
-    let args: Vec<String> = std::env::args().collect();
     if args.len() == 3 && args[1] == "probe" {
         return ExitCode::from(podmaster::probe_client::run(&args[2]));
     }
 
-    match run() {
+    match run(args) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("podmaster: {}", f.message);
@@ -38,8 +45,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<u8, Fatal> {
-    let invocation = match cli::parse(std::env::args().skip(1).collect()) {
+fn run(args: Vec<String>) -> Result<u8, Fatal> {
+    let invocation = match cli::parse(args.into_iter().skip(1).collect()) {
         Ok(i) => i,
         Err(cli::CliError::Clap(e)) if !e.use_stderr() => {
             let _ = e.print();
@@ -58,7 +65,8 @@ fn run() -> Result<u8, Fatal> {
         cli::Invocation::Check(s) => (s, true, None),
         cli::Invocation::Init(s, argv) => (s, false, Some(argv)),
     };
-    let entries = config::load(&sources, std::env::vars()).map_err(config_error)?;
+    let env = config::env_text(std::env::vars_os(), &sockets::ACTIVATION_VARS).map_err(config_error)?;
+    let entries = config::load(&sources, env.iter().cloned()).map_err(config_error)?;
     let mut cfg = Config::resolve(&entries).map_err(config_error)?;
     if let Some(argv) = init_argv {
         cfg.check_init_mode().map_err(config_error)?;
@@ -70,11 +78,10 @@ fn run() -> Result<u8, Fatal> {
         }));
     }
     // Socket activation: fds passed to us by LISTEN_PID/LISTEN_FDS.
-    let env: Vec<(String, String)> = std::env::vars().collect();
     let (mut adopted, adopt_notice) = sockets::adopt(&env, std::process::id()).map_err(config_error)?;
     // SAFETY: single-threaded still (the probe thread starts later).
     unsafe {
-        for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        for k in sockets::ACTIVATION_VARS {
             std::env::remove_var(k);
         }
     }

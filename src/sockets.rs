@@ -165,19 +165,65 @@ impl Adopted {
     }
 }
 
-/// Reads `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` from `env`. When they
-/// are meant for this process, takes over fds 3.. (checked to be listening
-/// sockets) and returns them with the names; otherwise returns a notice
-/// to log. The caller removes the variables from the environment.
-pub fn adopt(env: &[(String, String)], me: u32) -> Result<(Adopted, Option<String>), String> {
+/// Longest part of an environment value quoted in an error: enough to
+/// recognise it, short enough that a 100 KB value keeps the error one
+/// readable line.
+const MAX_QUOTED_CHARS: usize = 64;
+
+/// `v` quoted for an error message, cut to [`MAX_QUOTED_CHARS`].
+fn quoted(v: &str) -> String {
+    match v.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &v[..cut]),
+        None => format!("{v:?}"),
+    }
+}
+
+/// Splits a `LISTEN_FDNAMES` value into names, undoing the escapes of
+/// [`crate::worker::fdnames`] (`\x3a` is `:`, `\x5c` is `\`, either case);
+/// any other text, a lone `\` included, is taken as written.
+pub fn decode_fdnames(value: &str) -> Vec<String> {
+    value
+        .split(':')
+        .map(|part| {
+            let mut out = String::with_capacity(part.len());
+            let mut rest = part;
+            while let Some(i) = rest.find('\\') {
+                out.push_str(&rest[..i]);
+                let tail = &rest[i..];
+                let code = tail.get(1..4).map(str::to_ascii_lowercase);
+                match code.as_deref() {
+                    Some("x3a") => out.push(':'),
+                    Some("x5c") => out.push('\\'),
+                    _ => {
+                        out.push('\\');
+                        rest = &tail[1..];
+                        continue;
+                    }
+                }
+                rest = &tail[4..];
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
+}
+
+/// The socket-activation variables, read by [`activation_names`].
+pub const ACTIVATION_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
+/// What `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` in `env` say about
+/// process `me`: the names of the sockets passed to it at fds 3.. (empty
+/// when none were), or a notice to log when they are meant for another
+/// process. Touches no fd; [`adopt`] takes the fds over.
+pub fn activation_names(env: &[(String, String)], me: u32) -> Result<(Vec<String>, Option<String>), String> {
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let Some(pid) = get("LISTEN_PID") else {
-        return Ok((Adopted::default(), None));
+        return Ok((Vec::new(), None));
     };
-    let pid: u32 = pid.trim().parse().map_err(|_| format!("LISTEN_PID={pid:?}: not a process id"))?;
+    let pid: u32 = pid.trim().parse().map_err(|_| format!("LISTEN_PID={}: not a process id", quoted(pid)))?;
     if pid != me {
         return Ok((
-            Adopted::default(),
+            Vec::new(),
             Some(format!("LISTEN_PID={pid} is not this process ({me}); ignoring LISTEN_FDS meant for another process")),
         ));
     }
@@ -187,14 +233,24 @@ pub fn adopt(env: &[(String, String)], me: u32) -> Result<(Adopted, Option<Strin
         .parse()
         .ok()
         .filter(|n| *n <= 1024)
-        .ok_or_else(|| format!("LISTEN_FDS={n_raw:?}: expected a number of file descriptors (0..1024)"))?;
+        .ok_or_else(|| format!("LISTEN_FDS={}: expected a number of file descriptors (0..1024)", quoted(n_raw)))?;
     let names: Vec<String> = match get("LISTEN_FDNAMES") {
-        Some(v) if !v.is_empty() => v.split(':').map(|x| x.replace("\\x3a", ":")).collect(),
+        Some(v) if !v.is_empty() => decode_fdnames(v),
         _ => (0..n).map(|i| i.to_string()).collect(),
     };
     if names.len() != n {
         return Err(format!("LISTEN_FDNAMES has {} names but LISTEN_FDS={n}", names.len()));
     }
+    Ok((names, None))
+}
+
+/// Reads `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` from `env`. When they
+/// are meant for this process, takes over fds 3.. (checked to be listening
+/// sockets) and returns them with the names; otherwise returns a notice
+/// to log. The caller removes the variables from the environment.
+pub fn adopt(env: &[(String, String)], me: u32) -> Result<(Adopted, Option<String>), String> {
+    let (names, notice) = activation_names(env, me)?;
+    let n = names.len();
     let mut out = Adopted::default();
     for (i, name) in names.into_iter().enumerate() {
         let raw = crate::sys::LISTEN_FDS_START + i as RawFd;
@@ -202,13 +258,15 @@ pub fn adopt(env: &[(String, String)], me: u32) -> Result<(Adopted, Option<Strin
         let fd = crate::sys::dup_inherited(raw, floor).map_err(|e| format!("LISTEN_FDS={n}: fd {raw}: {e}"))?;
         match getsockopt(&fd, sockopt::AcceptConn) {
             Ok(true) => {}
-            Ok(false) => return Err(format!("LISTEN_FDS: fd {raw} ({name}) is a socket but not listening")),
-            Err(nix::errno::Errno::ENOTSOCK) => return Err(format!("LISTEN_FDS: fd {raw} ({name}) is not a socket")),
+            Ok(false) => return Err(format!("LISTEN_FDS: fd {raw} ({}) is a socket but not listening", quoted(&name))),
+            Err(nix::errno::Errno::ENOTSOCK) => {
+                return Err(format!("LISTEN_FDS: fd {raw} ({}) is not a socket", quoted(&name)));
+            }
             Err(e) => return Err(format!("LISTEN_FDS: fd {raw}: getsockopt(SO_ACCEPTCONN): {}", e.desc())),
         }
         out.sockets.push((name, Some(fd)));
     }
-    Ok((out, None))
+    Ok((out, notice))
 }
 
 /// The kernel's cap on listen backlogs.

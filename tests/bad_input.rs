@@ -108,7 +108,7 @@ fn missing_or_unusable_worker_script() {
     assert_eq!(code, 78);
     assert_eq!(
         one_line(&err),
-        "podmaster: python-worker-override: worker script /nonexistent/w.py: No such file or directory (os error 2)"
+        "podmaster: --python-worker-override: python-worker-override: worker script /nonexistent/w.py: No such file or directory (os error 2)"
     );
     let d = TempDir::new("dir");
     let (code, err) = run(&["--socket", "127.0.0.1:0", "--python-worker-override", d.path().to_str().unwrap()], &[]);
@@ -134,4 +134,17 @@ fn script_raising_at_import_stops_everything() {
     }
     // Nothing stays bound either.
     wait_for("socket released", Duration::from_secs(5), || std::net::TcpListener::bind(&sock).ok());
+}
+
+/// `std::env::args` panicked on an argument that is not UTF-8.
+#[test]
+fn argument_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("argutf8");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--ini").arg(std::ffi::OsStr::from_bytes(b"caf\xe9.ini")).stdin(Stdio::null());
+    let mut inst = Instance::spawn(cmd, dir.path().join("stderr.log"));
+    let st = inst.wait_exit(DEADLINE);
+    assert_eq!(st.code(), Some(78));
+    assert_eq!(one_line(&inst.logs()), r#"podmaster: argument "caf\xE9.ini" is not valid UTF-8"#);
 }

@@ -3,11 +3,11 @@
 //! rust-ini does the section / key / value split and keeps repeated keys in
 //! order. uWSGI's rules that rust-ini does not know are applied around it:
 //! a line pass before parsing turns comment lines (`;` or `#`, also
-//! indented) into blank lines and a bare key into `key = true` (line numbers
-//! are preserved, and the same pass records each key's line for error
-//! messages); after parsing, values are expanded (`%d %n %p %h`, `%(key)`,
-//! `$(VAR)`, `$(VAR:-default)`, `@(file)`) and `include`/`ini` keys splice
-//! other files in place. An inline `;` stays part of the value, as in uWSGI.
+//! indented) and the lines of other sections into blank lines and a bare
+//! key into `key = true` (line numbers are preserved, and the same pass
+//! records each key's line for error messages); after parsing, values are
+//! expanded (`%d %n %p %h`, `%(key)`, `$(VAR)`, `$(VAR:-default)`,
+//! `@(file)`) and `include`/`ini` keys splice other files in place. An inline `;` stays part of the value, as in uWSGI.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ pub fn load_text(
     if stack.len() >= MAX_INCLUDE_DEPTH {
         return Err(ConfigError::new(at(0), None, format!("includes nested deeper than {MAX_INCLUDE_DEPTH} levels")));
     }
-    let (prepared, lines) = prepare(text);
+    let (prepared, lines) = prepare(text, section, shown)?;
     let opt = ParseOption {
         enabled_quote: false,
         enabled_escape: false,
@@ -131,11 +131,11 @@ pub fn load_text(
     let ctx = FileCtx { path: shown, abs: abs.to_owned() };
     let mut seen: HashMap<&str, usize> = HashMap::new();
     stack.push(abs.to_owned());
-    for props in ini.section_all(Some(section)) {
+    for props in ini.section_all(Some(WANTED)) {
         found = true;
         for (key, raw) in props.iter() {
             let n = seen.entry(key).or_default();
-            let line = lines.get(&(section.to_owned(), key.to_owned())).and_then(|v| v.get(*n)).copied().unwrap_or(0);
+            let line = lines.get(key).and_then(|v| v.get(*n)).copied().unwrap_or(0);
             *n += 1;
             let origin = Origin::File { path: shown.to_owned(), line };
             let value =
@@ -167,37 +167,73 @@ pub fn resolve_relative(ctx: &FileCtx, p: &str) -> PathBuf {
     if p.is_absolute() { p.to_owned() } else { ctx.abs.parent().unwrap_or(Path::new("/")).join(p) }
 }
 
-/// The line pass described in the module doc. Returns the text for
-/// rust-ini and, per (section, key), the line of each occurrence in order.
-fn prepare(text: &str) -> (String, HashMap<(String, String), Vec<usize>>) {
+/// The name the line pass gives the wanted section in the text it hands
+/// to rust-ini, whatever the file calls it.
+const WANTED: &str = "wanted";
+
+/// The line pass described in the module doc, for section `section` of
+/// the file shown as `shown`. Only that section reaches rust-ini, as
+/// `[WANTED]` headers and lines of exactly `key=value`; every other line
+/// becomes a blank line, so line numbers stay the file's and no other
+/// section's text can be misread into this one. Returns that text and,
+/// per key, the line of each occurrence in order.
+///
+/// rust-ini reads some text differently from uWSGI even with escapes off
+/// (it splits a key at `:`, lets `\` swallow the character after it,
+/// joins a line ending in `\` with the next, and ends a line at a lone
+/// `\r`); the pass refuses or rewrites those lines so an entry always
+/// names the line it came from.
+fn prepare(text: &str, section: &str, shown: &Path) -> Result<(String, HashMap<String, Vec<usize>>), ConfigError> {
     let mut out = String::with_capacity(text.len() + 64);
-    let mut lines: HashMap<(String, String), Vec<usize>> = HashMap::new();
-    let mut section = String::new();
+    let mut lines: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut inside = false;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
-            out.push('\n');
-            continue;
-        }
         if let Some(rest) = line.strip_prefix('[') {
-            section = rest.split(']').next().unwrap_or("").trim().to_owned();
-            out.push_str(line);
+            inside = rest.split(']').next().unwrap_or("").trim() == section;
+            if inside {
+                out.push('[');
+                out.push_str(WANTED);
+                out.push(']');
+            }
             out.push('\n');
             continue;
         }
+        if !inside || line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            out.push('\n');
+            continue;
+        }
+        let origin = Some(Origin::File { path: shown.to_owned(), line: i + 1 });
         let (key, rest) = match line.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v)),
             None => (line, None),
         };
-        lines.entry((section.clone(), key.to_owned())).or_default().push(i + 1);
-        // uWSGI splits at the first `=` only; rust-ini would also split a key
-        // at `:`, so the line is rewritten as exactly `key=value`.
+        if line.contains('\r') {
+            return Err(ConfigError::new(
+                origin,
+                Some(key),
+                "carriage return inside a line; end lines with \\n or \\r\\n",
+            ));
+        }
+        if key.contains([':', '\\']) {
+            return Err(ConfigError::new(origin, Some(key), "`:` and `\\` cannot appear in a key"));
+        }
+        lines.entry(key.to_owned()).or_default().push(i + 1);
+        // uWSGI splits at the first `=` only; rewritten as exactly
+        // `key=value`, the line has no `:` before that `=` for rust-ini
+        // to split at.
+        let value = rest.map(str::trim).unwrap_or("true");
         out.push_str(key);
         out.push('=');
-        out.push_str(rest.map(str::trim).unwrap_or("true"));
+        out.push_str(value);
+        if value.ends_with('\\') {
+            // A `\` before `\r` is kept as written (and the `\r` trimmed);
+            // before `\n` rust-ini would join the next line to this value.
+            out.push('\r');
+        }
         out.push('\n');
     }
-    (out, lines)
+    Ok((out, lines))
 }
 
 /// Expands `raw` and marks the entries its `%(key)` placeholders used as
@@ -247,8 +283,10 @@ fn expand(raw: &str, ctx: &FileCtx, entries: &[Entry], used: &mut Vec<String>) -
                     }
                 }
                 _ => {
-                    let p = resolve_relative(ctx, inner);
-                    let s = std::fs::read_to_string(&p).map_err(|e| format!("@({inner}): {}: {e}", p.display()))?;
+                    // Read with the config-file checks: a FIFO, a device
+                    // or a directory is refused before it is opened
+                    // (`@(/dev/zero)` read forever, `@(fifo)` blocked).
+                    let s = read_text(&resolve_relative(ctx, inner)).map_err(|e| format!("@({inner}): {e}"))?;
                     out.push_str(s.strip_suffix('\n').unwrap_or(&s));
                 }
             }
@@ -375,6 +413,45 @@ mod tests {
 
         let p = write(&d, "bin.ini", "[uwsgi]\nprocesses = \u{0}\n");
         assert_eq!(load(&p).unwrap_err(), format!("{}:2: NUL byte in file", p.display()));
+    }
+
+    /// Found by the property tests (tests/properties.rs): rust-ini read
+    /// these lines differently from the line pass.
+    #[test]
+    fn line_pass_regressions() {
+        let d = tmpdir("lp");
+        // A value ending in `\` swallowed the next line into itself.
+        let p = write(&d, "bs.ini", "[uwsgi]\nsocket = \\\nlisten = 7\n");
+        assert_eq!(load(&p).unwrap(), vec![("socket".into(), "\\".into(), 2), ("listen".into(), "7".into(), 3)]);
+        // A `:` in a key split it there: key `a`, reported at line 0.
+        let p = write(&d, "colon.ini", "[uwsgi]\na:=\n");
+        assert_eq!(load(&p).unwrap_err(), format!("{}:2: a:: `:` and `\\` cannot appear in a key", p.display()));
+        // A lone `\r` ended the line for rust-ini only.
+        let p = write(&d, "cr.ini", "[uwsgi]\nsocket=a\r\u{a1}\\\nsocket=\n");
+        assert!(load(&p).unwrap_err().starts_with(&format!("{}:2: socket: carriage return", p.display())));
+        // `[` alone: rust-ini's error named line 2 of a 1-line file.
+        let p = write(&d, "open.ini", "[");
+        assert_eq!(load(&p).unwrap_err(), format!("{}:0: no [uwsgi] section in this file", p.display()));
+        // Other sections never reach rust-ini: a stray `\` there cannot
+        // swallow the `[uwsgi]` header that follows.
+        let p = write(&d, "other.ini", "[app]\nweird\\\n[uwsgi] junk\nprocesses = 4\n");
+        assert_eq!(load(&p).unwrap(), vec![("processes".into(), "4".into(), 4)]);
+    }
+
+    /// Found by the property tests: `@(fifo)` blocked forever in open(2)
+    /// and `@(/dev/zero)` read until memory ran out.
+    #[test]
+    fn at_file_refuses_what_is_not_a_regular_file() {
+        let d = tmpdir("at");
+        nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (target, expect) in
+            [("fifo", "not a regular file"), ("/dev/zero", "not a regular file"), (".", "not a regular file")]
+        {
+            let p = write(&d, "at.ini", &format!("[uwsgi]\nchdir = @({target})\n"));
+            let err = load(&p).unwrap_err();
+            assert!(err.starts_with(&format!("{}:2: chdir: @({target}): ", p.display())), "{err}");
+            assert!(err.ends_with(expect), "{err}");
+        }
     }
 
     #[test]

@@ -299,6 +299,9 @@ pub struct Config {
     pub opt: Vec<(String, String)>,
     /// uWSGI options accepted and ignored, with where they were set.
     pub ignored: Vec<(String, Origin)>,
+    /// Where each option (canonical name) was last set: the origin of the
+    /// errors found after resolution (`check_workers`, `finalize`).
+    pub set_at: Vec<(&'static str, Origin)>,
 }
 
 /// A config file or directory named on the command line.
@@ -378,16 +381,42 @@ pub fn load(sources: &Sources, env: impl Iterator<Item = (String, String)>) -> R
 fn env_entries(env: impl Iterator<Item = (String, String)>) -> Vec<Entry> {
     let mut out = Vec::new();
     for (var, value) in env {
-        let Some(rest) = var.strip_prefix("UWSGI_").or_else(|| var.strip_prefix("PODMASTER_")) else {
-            continue;
-        };
-        let key = rest.to_ascii_lowercase().replace('_', "-");
-        if let Some(def) = options::lookup(&key) {
+        if let Some(def) = env_option(&var) {
             out.push(Entry::new(def.name, value, Origin::Env(var)));
         }
     }
     out.sort_by_key(|e| e.origin.to_string());
     out
+}
+
+/// The option an environment variable sets, if it is one.
+fn env_option(var: &str) -> Option<&'static OptDef> {
+    let rest = var.strip_prefix("UWSGI_").or_else(|| var.strip_prefix("PODMASTER_"))?;
+    options::lookup(&rest.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// The process environment as text, for [`load`] and socket activation
+/// (`std::env::vars` would panic on the first value that is not UTF-8).
+/// A variable podmaster reads (an option's `UWSGI_*`/`PODMASTER_*` name,
+/// or one of `also`) that is not UTF-8 is an error naming it; any other
+/// variable that is not UTF-8 is left out: podmaster never reads it, and
+/// workers still inherit it unchanged.
+pub fn env_text(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    also: &[&str],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (var, value) in vars {
+        let Ok(var) = var.into_string() else { continue };
+        match value.into_string() {
+            Ok(value) => out.push((var, value)),
+            Err(_) if env_option(&var).is_some() || also.contains(&var.as_str()) => {
+                return Err(ConfigError::new(Some(Origin::Env(var)), None, "value is not valid UTF-8"));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 pub fn parse_bool(value: &str) -> bool {
@@ -470,6 +499,7 @@ impl Config {
             pyargv: Vec::new(),
             opt: Vec::new(),
             ignored: Vec::new(),
+            set_at: Vec::new(),
         };
         for e in entries {
             let Some(def) = options::lookup(&e.key) else {
@@ -494,6 +524,8 @@ impl Config {
             };
             cfg.apply(def, e)?;
             cfg.opt.push((def.name.to_owned(), e.value.clone()));
+            cfg.set_at.retain(|(k, _)| *k != def.name);
+            cfg.set_at.push((def.name, e.origin.clone()));
         }
         Ok(cfg)
     }
@@ -664,6 +696,16 @@ impl Config {
         Ok(())
     }
 
+    /// Where option `key` was last set, if it was.
+    fn origin_of(&self, key: &str) -> Option<Origin> {
+        self.set_at.iter().find(|(k, _)| *k == key).map(|(_, o)| o.clone())
+    }
+
+    /// An error about option `key`, at the origin of its value.
+    fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.origin_of(key), Some(key), message)
+    }
+
     /// Init mode runs one command: workers and sockets make no sense there.
     pub fn check_init_mode(&self) -> Result<(), ConfigError> {
         let set = if self.script.is_some() {
@@ -676,9 +718,8 @@ impl Config {
             None
         };
         match set {
-            Some(k) => Err(ConfigError::new(
-                None,
-                Some(k),
+            Some(k) => Err(self.error_at(
+                k,
                 "init mode (-- COMMAND) runs a single command; drop the -- COMMAND to run workers, or this option",
             )),
             None => Ok(()),
@@ -698,10 +739,12 @@ impl Config {
                 ));
             }
             (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    None,
-                    Some("worker-exec"),
-                    "python-worker-override and worker-exec are both set; a worker runs one or the other",
+                let other = self.origin_of("python-worker-override").map(|o| format!(" ({o})")).unwrap_or_default();
+                return Err(self.error_at(
+                    "worker-exec",
+                    format!(
+                        "python-worker-override{other} and worker-exec are both set; a worker runs one or the other"
+                    ),
                 ));
             }
             _ => {}
@@ -713,19 +756,29 @@ impl Config {
     }
 
     /// Resolves relative paths against `chdir` when set (uWSGI changes
-    /// directory before loading the app), else `cwd`, and checks that the
-    /// worker script is a readable file and the virtualenv usable.
+    /// directory before loading the app), else `cwd`, and checks that
+    /// `chdir` is a directory, the worker script a readable file and the
+    /// virtualenv usable.
     pub fn finalize(&mut self, cwd: &Path) -> Result<(), ConfigError> {
         let base = self.chdir.as_ref().map(|c| cwd.join(c)).unwrap_or_else(|| cwd.to_path_buf());
+        if self.chdir.is_some() {
+            // Checked here as uWSGI checks it at startup: otherwise every
+            // worker fails its chdir and the instance never becomes ready.
+            match std::fs::metadata(&base) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(self.error_at("chdir", format!("{}: not a directory", base.display()))),
+                Err(e) => return Err(self.error_at("chdir", format!("{}: {e}", base.display()))),
+            }
+        }
         if let Some(v) = &self.virtualenv {
             let abs = base.join(v);
-            crate::worker::python::check_virtualenv(&abs).map_err(|m| ConfigError::new(None, Some("virtualenv"), m))?;
+            crate::worker::python::check_virtualenv(&abs).map_err(|m| self.error_at("virtualenv", m))?;
             self.virtualenv = Some(abs);
         }
 
         if let Some(s) = &self.script {
             let abs = base.join(s);
-            Self::check_script(&abs).map_err(|m| ConfigError::new(None, Some("python-worker-override"), m))?;
+            Self::check_script(&abs).map_err(|m| self.error_at("python-worker-override", m))?;
             self.script = Some(abs);
         }
         for t in &mut self.touch_reload {
@@ -924,6 +977,45 @@ mod tests {
             keys,
             vec![("drain-delay", "env PODMASTER_DRAIN_DELAY".into()), ("processes", "env UWSGI_PROCESSES".into())]
         );
+    }
+
+    /// `std::env::vars` panicked on the first value that was not UTF-8,
+    /// whatever the variable (found by tests/env_attacks.rs).
+    #[test]
+    fn env_text_refuses_only_what_podmaster_reads() {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = || std::ffi::OsStr::from_bytes(b"\xff\xfe").to_owned();
+        let os = |k: &str| std::ffi::OsString::from(k);
+        let vars = vec![(os("HOME"), bad()), (os("PATH"), os("/bin")), (os("UWSGI_VERSION"), bad())];
+        assert_eq!(env_text(vars.into_iter(), &["LISTEN_PID"]).unwrap(), vec![("PATH".into(), "/bin".into())]);
+        for var in ["UWSGI_PROCESSES", "PODMASTER_HOME", "LISTEN_PID"] {
+            let err = env_text(std::iter::once((os(var), bad())), &["LISTEN_PID"]).unwrap_err();
+            assert_eq!(err.to_string(), format!("env {var}: value is not valid UTF-8"));
+        }
+    }
+
+    /// Errors found after resolution named the option but not where its
+    /// value came from (found by tests/env_attacks.rs).
+    #[test]
+    fn errors_after_resolution_name_the_origin() {
+        let env =
+            |k: &str, v: &str| Entry::new(k, v, Origin::Env(format!("UWSGI_{}", k.to_uppercase().replace('-', "_"))));
+        let v = vec![e("socket", ":0"), env("python-worker-override", "w.py"), e("worker-exec", "true")];
+        let err = Config::resolve(&v).unwrap().check_workers(false).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--worker-exec: worker-exec: python-worker-override (env UWSGI_PYTHON_WORKER_OVERRIDE) and worker-exec \
+             are both set; a worker runs one or the other"
+        );
+        let d = std::env::temp_dir();
+        let mut c = Config::resolve(&[env("chdir", "surely-missing-dir")]).unwrap();
+        let err = c.finalize(&d).unwrap_err().to_string();
+        assert!(err.starts_with("env UWSGI_CHDIR: chdir: ") && err.contains("surely-missing-dir"), "{err}");
+        let file = std::env::current_exe().unwrap();
+        let mut c = Config::resolve(&[e("chdir", file.to_str().unwrap())]).unwrap();
+        assert!(c.finalize(&d).unwrap_err().to_string().ends_with("not a directory"));
+        let mut c = Config::resolve(&[e("chdir", d.to_str().unwrap())]).unwrap();
+        c.finalize(&d).unwrap();
     }
 
     #[test]

@@ -55,9 +55,11 @@ impl WorkerSpec {
 
 /// `LISTEN_FDNAMES` value: names joined by `:`. A `:` inside a name (every
 /// `host:port` spec has one) is written `\x3a`, the escape systemd uses,
-/// so splitting on `:` always yields exactly `LISTEN_FDS` names.
+/// so splitting on `:` always yields exactly `LISTEN_FDS` names; a `\` is
+/// written `\x5c`, so a name that contains `\x3a` itself comes back intact
+/// from [`crate::sockets::decode_fdnames`].
 pub fn fdnames(names: &[String]) -> String {
-    names.iter().map(|n| n.replace(':', "\\x3a")).collect::<Vec<_>>().join(":")
+    names.iter().map(|n| n.replace('\\', "\\x5c").replace(':', "\\x3a")).collect::<Vec<_>>().join(":")
 }
 
 /// True when this process was started by a master as a worker.
@@ -124,5 +126,16 @@ mod tests {
         let joined = fdnames(&names);
         assert_eq!(joined, "127.0.0.1\\x3a3031:/run/a.sock:[\\x3a\\x3a1]\\x3a80");
         assert_eq!(joined.split(':').count(), 3);
+    }
+
+    /// Found by the property tests: a name containing `\x3a` itself came
+    /// back from the decoder as `:`.
+    #[test]
+    fn fdnames_round_trip_names_with_escapes() {
+        for names in [vec![r"\x3a".to_string()], vec![r"a\".into(), ":".into(), r"\x5c\X3A".into()]] {
+            let encoded = fdnames(&names);
+            assert_eq!(encoded.split(':').count(), names.len(), "{encoded}");
+            assert_eq!(crate::sockets::decode_fdnames(&encoded), names, "{encoded}");
+        }
     }
 }
