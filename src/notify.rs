@@ -231,8 +231,8 @@ mod tests {
     #[test]
     fn other_uids_and_floods_are_bounded() {
         // Expecting uid 4242: our own messages (another uid) are ignored.
-        let ns = NotifySocket::bind(Some(4242).filter(|_| nix::unistd::geteuid().is_root()), &std::env::temp_dir())
-            .unwrap();
+        let ns =
+            NotifySocket::bind(Some(4242).filter(|_| nix::unistd::geteuid().is_root()), &std::env::temp_dir()).unwrap();
         if nix::unistd::geteuid().is_root() {
             send(&ns.address, "READY=1").unwrap();
             assert!(ns.drain().is_empty(), "a message from another uid was accepted");

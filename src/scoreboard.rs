@@ -332,7 +332,8 @@ mod tests {
             }
             let len = std::num::NonZeroUsize::new(4096).unwrap();
             // SAFETY: a fresh mapping that is unmapped at once (or never made).
-            let rw = unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, 0) };
+            let rw =
+                unsafe { mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, fd, 0) };
             match (i, rw) {
                 (0, Err(e)) => assert_eq!(e, nix::errno::Errno::EPERM),
                 (0, Ok(_)) => panic!("the board can be mapped writable"),

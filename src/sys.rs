@@ -85,10 +85,8 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Pid> {
     let argv: Vec<CString> = std::iter::once(cstr(spec.argv0.as_bytes()))
         .chain(spec.args.iter().map(|a| cstr(a.as_bytes())))
         .collect::<io::Result<_>>()?;
-    let envp: Vec<CString> = env
-        .iter()
-        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
-        .collect::<io::Result<_>>()?;
+    let envp: Vec<CString> =
+        env.iter().map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat())).collect::<io::Result<_>>()?;
     let argv_ptrs: Vec<*const libc::c_char> =
         argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let envp_ptrs: Vec<*const libc::c_char> =
@@ -164,7 +162,11 @@ fn resolve_program(prog: &Path, env: &[(OsString, OsString)]) -> io::Result<std:
     if prog.as_os_str().is_empty() {
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let mut denied = false;
     for dir in std::env::split_paths(&path) {
         let candidate = if dir.as_os_str().is_empty() { Path::new(".").join(prog) } else { dir.join(prog) };

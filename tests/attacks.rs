@@ -90,7 +90,8 @@ fn master_fds(pid: i32) -> Vec<(i32, String)> {
 #[test]
 fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
     let d = TempDir::new("cfgattack");
-    let (text, ports, probe) = ini(&example_script(), 2, 1, "reload-on-config-change = true\nconfig-check-interval = 0.1\n");
+    let (text, ports, probe) =
+        ini(&example_script(), 2, 1, "reload-on-config-change = true\nconfig-check-interval = 0.1\n");
     let path = d.write("podmaster.ini", &text);
     let mut cmd = std::process::Command::new(BIN);
     cmd.arg("--ini").arg(&path);
@@ -106,7 +107,12 @@ fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
     let mut edits: Vec<String> = fds_before.iter().map(|(fd, _)| format!("fd://{fd}")).collect();
-    edits.extend(["sd://web".into(), "sd://0".into(), format!("127.0.0.1:{busy_port}"), "/nonexistent/dir/app.sock".into()]);
+    edits.extend([
+        "sd://web".into(),
+        "sd://0".into(),
+        format!("127.0.0.1:{busy_port}"),
+        "/nonexistent/dir/app.sock".into(),
+    ]);
     let cpu = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let after = &stat[stat.rfind(')').unwrap() + 2..];
@@ -127,7 +133,11 @@ fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
         assert!(used < 0.1, "{spec}: master uses {used:.2} CPU-seconds per second");
         let now = master_fds(pid);
         let lost: Vec<_> = fds_before.iter().filter(|f| !now.contains(f)).collect();
-        assert!(lost.is_empty(), "{spec}: the master lost or changed fds {lost:?}, now {now:?}; logs:\n{}", inst.logs());
+        assert!(
+            lost.is_empty(),
+            "{spec}: the master lost or changed fds {lost:?}, now {now:?}; logs:\n{}",
+            inst.logs()
+        );
         assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200), "{spec}");
         let r = inst.probe_get("/readyz").unwrap();
         assert_eq!(r.status, 200, "{spec}: {}", r.body);

@@ -101,7 +101,12 @@ fn hostile_requests_are_answered_and_leave_nothing_behind() {
         ("HTTP/0.9 without a blank line", b"GET /livez\r\n".to_vec(), false, None),
         ("HTTP/9.9", b"GET /livez HTTP/9.9\r\n\r\n".to_vec(), false, Some(505)),
         ("20 KB request line", long_line.into_bytes(), false, Some(431)),
-        ("POST with a one-byte body", b"POST /readyz HTTP/1.1\r\nContent-Length: 1\r\n\r\nx".to_vec(), false, Some(405)),
+        (
+            "POST with a one-byte body",
+            b"POST /readyz HTTP/1.1\r\nContent-Length: 1\r\n\r\nx".to_vec(),
+            false,
+            Some(405),
+        ),
         ("POST with a body and no length", b"POST /readyz HTTP/1.1\r\n\r\nxyz".to_vec(), false, Some(405)),
         ("POST with 1 MB of body", big_body, false, Some(405)),
         ("GET with a negative length", b"GET /livez HTTP/1.1\r\nContent-Length: -1\r\n\r\n".to_vec(), false, Some(400)),
@@ -111,7 +116,12 @@ fn hostile_requests_are_answered_and_leave_nothing_behind() {
             false,
             Some(400),
         ),
-        ("GET with a length and no body", b"GET /livez HTTP/1.1\r\nContent-Length: 50\r\n\r\n".to_vec(), false, Some(200)),
+        (
+            "GET with a length and no body",
+            b"GET /livez HTTP/1.1\r\nContent-Length: 50\r\n\r\n".to_vec(),
+            false,
+            Some(200),
+        ),
         (
             "chunked POST",
             b"POST /readyz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
@@ -220,7 +230,9 @@ fn a_panicking_probe_thread_never_leaves_the_pod_without_probes() {
 #[test]
 fn status_shows_no_arguments_or_environment() {
     let secret = "s3cr3t-token-value";
-    let extra = format!("attach-daemon = env API_TOKEN={secret} sleep 1000\nattach-daemon = sh -c 'exec sleep 1000' {secret}\n");
+    let extra = format!(
+        "attach-daemon = env API_TOKEN={secret} sleep 1000\nattach-daemon = sh -c 'exec sleep 1000' {secret}\n"
+    );
     let inst = Instance::start(&example_script(), 1, 1, &extra);
     inst.wait_ready();
     wait_for("daemons started", Duration::from_secs(10), || {

@@ -111,7 +111,12 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
     let version = match version {
         b"HTTP/1.1" => (1, 1),
         b"HTTP/1.0" => (1, 0),
-        v if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit() => {
+        v if v.len() == 8
+            && v.starts_with(b"HTTP/")
+            && v[5].is_ascii_digit()
+            && v[6] == b'.'
+            && v[7].is_ascii_digit() =>
+        {
             return Parsed::Reject(505, "HTTP version not supported");
         }
         _ => return Parsed::Reject(400, "malformed HTTP version"),
@@ -292,10 +297,8 @@ fn run(listener: &TcpListener, ch: &Channels, next_token: &mut u64) {
             .and_then(|ms| PollTimeout::try_from(ms).ok())
             .unwrap_or(PollTimeout::NONE);
         let ready: Vec<bool> = {
-            let mut fds = vec![
-                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(ch.wake.as_fd(), PollFlags::POLLIN),
-            ];
+            let mut fds =
+                vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(ch.wake.as_fd(), PollFlags::POLLIN)];
             for c in &conns {
                 let events = match c.state {
                     State::Head(_) | State::Linger { .. } => PollFlags::POLLIN,
@@ -465,7 +468,10 @@ mod tests {
         assert_eq!(parse_head(b""), Parsed::Partial);
         // The input that panicked the old guard: a multi-byte character at byte 11.
         assert!(matches!(parse_head("GET /abcdeé HTTP/1.1\r\n\r\n".as_bytes()), Parsed::Reject(400, _)));
-        assert!(matches!(parse_head("GET / HTTP/1.1\r\nconnection\u{e9}: x\r\n\r\n".as_bytes()), Parsed::Reject(400, _)));
+        assert!(matches!(
+            parse_head("GET / HTTP/1.1\r\nconnection\u{e9}: x\r\n\r\n".as_bytes()),
+            Parsed::Reject(400, _)
+        ));
         assert_eq!(parse_head("GET / HTTP/1.1\r\nX-Name: caf\u{e9}\r\n\r\n".as_bytes()), req("/"));
         assert!(matches!(parse_head(b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n"), Parsed::Reject(400, _)));
         assert!(matches!(parse_head(b"GET /livez\r\n\r\n"), Parsed::Reject(400, _)));

@@ -22,7 +22,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tiny_http::{Header, HTTPVersion, Response};
+use tiny_http::{HTTPVersion, Header, Response};
 
 use crate::master::state::Shared;
 use guard::{Job, Method};
@@ -96,9 +96,9 @@ impl ProbeServer {
             })?;
         }
         let listener = self.listener;
-        std::thread::Builder::new()
-            .name("probe-guard".into())
-            .spawn(move || guard::serve(listener, guard::Channels { jobs: job_tx, answers: answer_rx, wake: wake_rx }))?;
+        std::thread::Builder::new().name("probe-guard".into()).spawn(move || {
+            guard::serve(listener, guard::Channels { jobs: job_tx, answers: answer_rx, wake: wake_rx })
+        })?;
         Ok(())
     }
 }
@@ -112,7 +112,9 @@ fn answer(
 ) -> Vec<u8> {
     #[cfg(any(debug_assertions, feature = "test-hooks"))]
     crate::test_hooks::maybe_panic_handler(&req.target);
-    let resp = respond(&req.target, shared, registry, liveness);
+    // Always Content-Length, never chunked: the body is in memory and the
+    // connection closes after it anyway.
+    let resp = respond(&req.target, shared, registry, liveness).with_chunked_threshold(usize::MAX);
     let mut out = Vec::with_capacity(512);
     let version = HTTPVersion(req.version.0, req.version.1);
     // Writing into a Vec cannot fail.
