@@ -193,11 +193,8 @@ fn orphans_are_reaped_when_not_pid1_as_subreaper() {
 }
 
 #[test]
+#[cfg_attr(not(have_pidns), ignore = "needs root and PID namespaces (unshare --pid): run cargo test as root")]
 fn as_pid1_reaps_orphans_and_drains_on_sigterm_from_outside() {
-    if !is_root() {
-        eprintln!("SKIP as_pid1_reaps_orphans_and_drains_on_sigterm_from_outside: needs root for unshare --pid");
-        return;
-    }
     let mut inst = Instance::start_with(&test_script(), 2, 1, "", &[], |c| {
         let mut u = Command::new("unshare");
         u.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).arg(c.get_program()).args(c.get_args());
