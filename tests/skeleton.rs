@@ -318,3 +318,19 @@ fn embedded_interpreter_is_the_one_built_against() {
     assert!(got.starts_with(expect.trim()), "embedded: {got:?}, python3 on PATH: {expect:?}");
     assert!(got.ends_with(&format!("True {0} {0}", script.display())), "{got}");
 }
+
+#[test]
+fn version_names_the_release_and_the_embedded_python() {
+    // The interpreter build.rs linked against (the one the test above finds in a worker).
+    let py = Command::new(env!("PODMASTER_BUILD_PYTHON"))
+        .args(["-c", "import platform; print(platform.python_version())"])
+        .output()
+        .unwrap();
+    let py = String::from_utf8(py.stdout).unwrap();
+    let expect = format!("podmaster {} (Python {})\n", env!("CARGO_PKG_VERSION"), py.trim());
+    for flag in ["--version", "-V"] {
+        let out = Command::new(BIN).arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expect, "{flag}");
+    }
+}
