@@ -334,3 +334,17 @@ fn version_names_the_release_and_the_embedded_python() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), expect, "{flag}");
     }
 }
+
+#[test]
+fn licence_file_and_changelog_match_cargo_toml() {
+    let licence = std::fs::read_to_string(format!("{ROOT}/LICENSE")).expect("LICENSE");
+    match env!("CARGO_PKG_LICENSE") {
+        "MIT" => assert!(licence.starts_with("MIT License\n"), "LICENSE is not the MIT licence"),
+        other => panic!("Cargo.toml says license = {other:?}: put its text in LICENSE and check it here"),
+    }
+    // The changelog's first entry is the version being built.
+    let changelog = std::fs::read_to_string(format!("{ROOT}/CHANGELOG.md")).expect("CHANGELOG.md");
+    let first = changelog.lines().find(|l| l.starts_with("## ")).expect("a '## VERSION' entry");
+    let version = first[3..].split_whitespace().next().unwrap_or("");
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "CHANGELOG.md starts with {first:?}");
+}
