@@ -18,8 +18,7 @@
 //! so that `cargo test` lists it as ignored with the reason instead of
 //! passing it without running it. The probes run again when `.tools/bin`
 //! changes (`scripts/test-deps.sh` installs there and writes a summary of
-//! what it installed), or `USER` (sudo), `DOCKER_HOST` or
-//! `PODMASTER_DOCKER_ROOT` change.
+//! what it installed), or `USER` (sudo) or `PODMASTER_DOCKER_ROOT` change.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -57,16 +56,14 @@ fn test_environment() {
     // cargo re-run the script, and rebuild the crate, on every build.
     let _ = std::fs::create_dir_all(&tools);
     println!("cargo:rerun-if-changed={}", tools.display());
-    for var in ["USER", "DOCKER_HOST", "PODMASTER_DOCKER_ROOT"] {
+    for var in ["USER", "PODMASTER_DOCKER_ROOT"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
     let root = effective_uid() == Some(0);
-    // The Docker engine of scripts/docker-local.sh, unless DOCKER_HOST names another.
-    let docker_host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| {
-        let dir = std::env::var("PODMASTER_DOCKER_ROOT").unwrap_or_else(|_| "/tmp/podmaster-docker".into());
-        format!("unix://{dir}/docker.sock")
-    });
+    // The Docker engine of scripts/docker-local.sh (which builds the image there).
+    let docker_root = std::env::var("PODMASTER_DOCKER_ROOT").unwrap_or_else(|_| "/tmp/podmaster-docker".into());
+    let docker_host = format!("unix://{docker_root}/docker.sock");
     println!("cargo:rustc-env=PODMASTER_TEST_DOCKER_HOST={docker_host}");
     let unprivileged_port_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
         .ok()

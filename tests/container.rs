@@ -5,7 +5,7 @@
 //! and `podmaster probe`.
 //!
 //! Runs against the `podmaster:test` image on the engine of
-//! scripts/docker-local.sh (or `$DOCKER_HOST` at build time), which
+//! scripts/docker-local.sh (`$PODMASTER_DOCKER_ROOT/docker.sock`), which
 //! `bash scripts/test-deps.sh` sets up and builds from this tree; reported
 //! ignored when build.rs found no such image. Rebuild the image after
 //! changing the code: `bash scripts/docker-local.sh image`.
@@ -19,7 +19,7 @@ use common::*;
 
 const IMAGE: &str = "podmaster:test";
 
-/// The engine build.rs found the image on.
+/// The engine build.rs found the image on (scripts/docker-local.sh's).
 const DOCKER_HOST: &str = env!("PODMASTER_TEST_DOCKER_HOST");
 
 fn docker_cmd() -> Command {
