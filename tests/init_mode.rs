@@ -102,7 +102,9 @@ fn exit_grace_zero_does_not_wait_for_descendants() {
 fn ignored_and_blocked_signals_of_the_parent_do_not_leak_to_the_child() {
     let d = TempDir::new("clean");
     let out = d.path().join("status");
-    let script = format!("grep -E 'SigBlk|SigIgn' /proc/$$/status > {}", out.display());
+    // `exec`: the child itself reads its status. A forked grep would race
+    // dash, which blocks every signal around its vfork until the child execs.
+    let script = format!("exec grep -E 'SigBlk|SigIgn' /proc/$$/status > {}", out.display());
     let st = Command::new("python3")
         .arg("-c")
         .arg(
