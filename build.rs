@@ -75,6 +75,12 @@ fn test_environment() {
         ("have_pidns", root && runs("unshare", &["--pid", "--fork", "--mount-proc", "true"], &[])),
         ("have_netns", root && runs("ip", &["-V"], &[]) && runs("unshare", &["--net", "true"], &[])),
         ("have_setpriv", runs("setpriv", &["--version"], &[])),
+        // Workers switched to `nobody` exec the test binary and read tests/scripts.
+        (
+            "have_checkout_open_to_nobody",
+            open_to_others(Path::new(&std::env::var_os("OUT_DIR").expect("OUT_DIR")))
+                && open_to_others(&manifest.join("tests/scripts/sdserver.py")),
+        ),
         // The privileged-port test picks a port in 600..1000.
         ("have_privileged_low_ports", unprivileged_port_start > 600),
         ("have_ipv6_loopback", std::net::TcpListener::bind("[::1]:0").is_ok()),
@@ -136,6 +142,15 @@ fn run(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Option
             }
         }
     }
+}
+
+/// Whether a user who is neither owner nor in the group can reach `path`:
+/// every directory on the way is searchable by others and the path itself
+/// is readable by them.
+fn open_to_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode()).unwrap_or(0);
+    mode(path) & 0o004 != 0 && path.ancestors().skip(1).all(|dir| mode(dir) & 0o001 != 0)
 }
 
 /// The effective uid, from /proc (no libc in build dependencies).

@@ -165,7 +165,10 @@ fn socket_activation_nonsense_is_a_config_error() {
 }
 
 #[test]
-#[cfg_attr(not(have_root), ignore = "needs root to switch workers to another user: run cargo test as root")]
+#[cfg_attr(
+    not(all(have_root, have_checkout_open_to_nobody)),
+    ignore = "needs root, and user nobody able to reach target/ and tests/ (o+x on each parent dir): run cargo test as root"
+)]
 fn workers_never_run_as_root_when_uid_is_set() {
     // A port below 1024 is bound as root, then served by an unprivileged worker.
     let port = (600..1000).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()).expect("a free low port");
