@@ -1,22 +1,160 @@
-//! Build script: make the binary load the libpython it was compiled against.
+//! Build script, two jobs.
 //!
-//! pyo3 links `libpython3.x.so` found through the build interpreter, but at
-//! run time the dynamic loader would otherwise pick whatever `ld.so.cache`
-//! lists first (on a pyenv machine: Debian's libpython, a different patch
-//! release with a different stdlib). A RUNPATH entry pointing at the build
-//! interpreter's lib dir makes the pairing explicit. The interpreter's own
-//! path is recorded too, so the worker can present it as `sys.executable`
-//! and let CPython compute `sys.prefix` from it.
+//! **The embedded Python.** pyo3 links `libpython3.x.so` found through the
+//! build interpreter, but at run time the dynamic loader would otherwise
+//! pick whatever `ld.so.cache` lists first (on a pyenv machine: Debian's
+//! libpython, a different patch release with a different stdlib). A RUNPATH
+//! entry pointing at the build interpreter's lib dir makes the pairing
+//! explicit. The interpreter's own path is recorded too, so the worker can
+//! present it as `sys.executable` and let CPython compute `sys.prefix` from
+//! it, and its version, which `podmaster --version` prints.
+//!
+//! **What this machine can test.** Some integration tests need what a fresh
+//! clone or an ordinary account lacks: root, PID and network namespaces,
+//! helm, kubernetes-validate, Python's prometheus_client, a Docker engine
+//! with the `podmaster:test` image. Each is probed here and becomes a cfg
+//! (`have_helm`, ...); a test carries
+//! `#[cfg_attr(not(have_helm), ignore = "needs helm: run bash scripts/test-deps.sh")]`,
+//! so that `cargo test` lists it as ignored with the reason instead of
+//! passing it without running it. The probes run again when `.tools/bin`
+//! changes (`scripts/test-deps.sh` installs there and writes a summary of
+//! what it installed), or `USER` (sudo) or `PODMASTER_DOCKER_ROOT` change.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn main() {
     pyo3_build_config::add_libpython_rpath_link_args();
     let config = pyo3_build_config::get();
+    let v = config.version();
+    let mut full_version = format!("{}.{}", v.major, v.minor);
     if let Some(exe) = config.executable() {
         println!("cargo:rustc-env=PODMASTER_BUILD_PYTHON={exe}");
+        if let Some(out) = run(exe, &["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"], &[]) {
+            full_version = out.trim().to_owned();
+        }
     } else {
         println!("cargo:rustc-env=PODMASTER_BUILD_PYTHON=");
     }
-    let v = config.version();
     println!("cargo:rustc-env=PODMASTER_PY_VERSION={}.{}", v.major, v.minor);
+    println!("cargo:rustc-env=PODMASTER_PY_VERSION_FULL={full_version}");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+
+    test_environment();
+}
+
+/// Probes what the integration tests need (see the module doc) and emits
+/// one cfg per thing found.
+fn test_environment() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let tools = manifest.join(".tools/bin");
+    // Watched as a directory: cargo re-runs this script when a file in it
+    // changes. It is kept in git (its own .gitignore) so that it exists;
+    // recreated here if someone removed it, since a missing path would make
+    // cargo re-run the script, and rebuild the crate, on every build.
+    let _ = std::fs::create_dir_all(&tools);
+    println!("cargo:rerun-if-changed={}", tools.display());
+    for var in ["USER", "PODMASTER_DOCKER_ROOT"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+
+    let root = effective_uid() == Some(0);
+    // The Docker engine of scripts/docker-local.sh (which builds the image there).
+    let docker_root = std::env::var("PODMASTER_DOCKER_ROOT").unwrap_or_else(|_| "/tmp/podmaster-docker".into());
+    let docker_host = format!("unix://{docker_root}/docker.sock");
+    println!("cargo:rustc-env=PODMASTER_TEST_DOCKER_HOST={docker_host}");
+    let unprivileged_port_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+
+    let found = [
+        ("have_root", root),
+        ("have_pidns", root && runs("unshare", &["--pid", "--fork", "--mount-proc", "true"], &[])),
+        ("have_netns", root && runs("ip", &["-V"], &[]) && runs("unshare", &["--net", "true"], &[])),
+        ("have_setpriv", runs("setpriv", &["--version"], &[])),
+        // Workers switched to `nobody` exec the test binary and read tests/scripts.
+        (
+            "have_checkout_open_to_nobody",
+            open_to_others(Path::new(&std::env::var_os("OUT_DIR").expect("OUT_DIR")))
+                && open_to_others(&manifest.join("tests/scripts/sdserver.py")),
+        ),
+        // The privileged-port test picks a port in 600..1000.
+        ("have_privileged_low_ports", unprivileged_port_start > 600),
+        ("have_ipv6_loopback", std::net::TcpListener::bind("[::1]:0").is_ok()),
+        ("have_venv", runs("python3", &["-c", "import venv, ensurepip"], &[])),
+        ("have_helm", runs(tools.join("helm"), &["version", "--short"], &[])),
+        ("have_kubernetes_validate", runs(tools.join("kubernetes-validate"), &["--help"], &[])),
+        (
+            "have_prometheus_client",
+            runs(manifest.join(".tools/venv/bin/python3"), &["-c", "import prometheus_client.openmetrics.parser"], &[]),
+        ),
+        (
+            "have_docker_image",
+            runs("docker", &["image", "inspect", "podmaster:test"], &[("DOCKER_HOST", docker_host.as_str())]),
+        ),
+    ];
+    for (cfg, present) in found {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        if present {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
+}
+
+/// How long one probe may take: a wedged tool (say, a docker client waiting
+/// on a remote engine) must not hang the build; anything slower counts as
+/// absent.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `program args` runs and exits 0 within [`PROBE_TIMEOUT`].
+fn runs(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> bool {
+    run(program, args, env).is_some()
+}
+
+/// Stdout of `program args` if it exits 0 within [`PROBE_TIMEOUT`]. (Read
+/// once it has exited: every probe prints far less than a pipe holds.)
+fn run(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Option<String> {
+    let mut child = Command::new(program.as_ref())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => {
+                let mut out = String::new();
+                child.stdout.take()?.read_to_string(&mut out).ok()?;
+                return Some(out);
+            }
+            Ok(Some(_)) => return None,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// Whether a user who is neither owner nor in the group can reach `path`:
+/// every directory on the way is searchable by others and the path itself
+/// is readable by them.
+fn open_to_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode()).unwrap_or(0);
+    mode(path) & 0o004 != 0 && path.ancestors().skip(1).all(|dir| mode(dir) & 0o001 != 0)
+}
+
+/// The effective uid, from /proc (no libc in build dependencies).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }

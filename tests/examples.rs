@@ -42,6 +42,10 @@ fn run_example(ini: &str, env: &[(&str, String)]) -> Instance {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_venv),
+    ignore = "needs python3 -m venv (Debian: python3-venv; bash scripts/test-deps.sh installs it) to install aiohttp from PyPI"
+)]
 fn aiohttp_example_serves_http_and_websockets_and_drains_politely() {
     let venv = aiohttp_venv();
     let (port, probe) = (free_port(), free_port());

@@ -13,7 +13,8 @@
 //! Termination: endpoint removal and SIGTERM at once, SIGKILL after
 //! `terminationGracePeriodSeconds`. The load generator opens one connection
 //! per request to a ready pod (as kube-proxy balances connections).
-//! Needs root (namespaces) and helm (.tools/bin).
+//! Needs root (namespaces), `ip` (iproute2), `unshare` and helm in
+//! .tools/bin; reported ignored without them.
 
 mod common;
 
@@ -51,8 +52,7 @@ struct Probe {
 }
 
 fn render(values: &[String]) -> Spec {
-    let helm = PathBuf::from(ROOT).join(".tools/bin/helm");
-    let mut c = Command::new(helm);
+    let mut c = Command::new(tool("helm"));
     c.args(["template", "k", &format!("{ROOT}/charts/podmaster")]);
     for v in values {
         c.args(["--set", v]);
@@ -345,26 +345,16 @@ fn values(extra: &[&str]) -> Vec<String> {
     v
 }
 
-fn skip() -> bool {
-    let helm = PathBuf::from(ROOT).join(".tools/bin/helm");
-    if !is_root() || !helm.exists() {
-        eprintln!(
-            "SKIP simulated kubelet: needs root (network and PID namespaces) and .tools/bin/helm (.ci/run installs it)"
-        );
-        return true;
-    }
-    false
-}
-
 fn wait_endpoints(svc: &Service, n: usize) {
     wait_for(&format!("{n} endpoints"), Duration::from_secs(60), || (svc.endpoints().len() == n).then_some(()));
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_netns, have_pidns, have_helm)),
+    ignore = "needs root, network and PID namespaces (iproute2, util-linux) and helm: run bash scripts/test-deps.sh, then cargo test, as root"
+)]
 fn rollout_restart_scale_down_and_worker_crash() {
-    if skip() {
-        return;
-    }
     let spec = render(&values(&[]));
     assert_eq!(spec.grace, Duration::from_secs(2 + 10 + 5), "grace = drain-delay + mercy + margin");
     let dir = TempDir::new("kubelet");
@@ -442,10 +432,11 @@ fn rollout_restart_scale_down_and_worker_crash() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_netns, have_pidns, have_helm)),
+    ignore = "needs root, network and PID namespaces (iproute2, util-linux) and helm: run bash scripts/test-deps.sh, then cargo test, as root"
+)]
 fn configmap_change_rolls_workers_in_place_or_flags_a_pod_rollout() {
-    if skip() {
-        return;
-    }
     // In-place mode: the ConfigMap directory is watched, workers roll, the pod stays.
     let spec = render(&values(&["reloadOnConfigChange=true"]));
     assert!(!spec.args.iter().any(|a| a.contains("reload-on-config-change=false")));
@@ -486,7 +477,7 @@ fn configmap_change_rolls_workers_in_place_or_flags_a_pod_rollout() {
     let b = render(&values(&["config.options.processes=3"]));
     assert!(a.args.iter().any(|x| x == "--reload-on-config-change=false"));
     let checksum = |vals: &[String]| {
-        let out = Command::new(PathBuf::from(ROOT).join(".tools/bin/helm"))
+        let out = Command::new(tool("helm"))
             .args(["template", "k", &format!("{ROOT}/charts/podmaster")])
             .args(vals.iter().flat_map(|v| ["--set".to_string(), v.clone()]))
             .output()

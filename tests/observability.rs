@@ -72,6 +72,10 @@ fn methods_paths_and_head() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_prometheus_client),
+    ignore = "needs Python's prometheus_client in .tools/venv: run bash scripts/test-deps.sh"
+)]
 fn metrics_parse_with_the_prometheus_parser() {
     let inst = Instance::start(
         &example_script(),
@@ -82,7 +86,7 @@ fn metrics_parse_with_the_prometheus_parser() {
     inst.wait_ready();
     let r = inst.probe_get("/metrics").unwrap();
     assert_eq!(r.header("Content-Type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
-    let mut p = Command::new("python3")
+    let mut p = Command::new(tools_python())
         .arg(format!("{ROOT}/tests/scripts/parse_metrics.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -193,11 +193,8 @@ fn orphans_are_reaped_when_not_pid1_as_subreaper() {
 }
 
 #[test]
+#[cfg_attr(not(have_pidns), ignore = "needs root and PID namespaces (unshare --pid): run cargo test as root")]
 fn as_pid1_reaps_orphans_and_drains_on_sigterm_from_outside() {
-    if !is_root() {
-        eprintln!("SKIP as_pid1_reaps_orphans_and_drains_on_sigterm_from_outside: needs root for unshare --pid");
-        return;
-    }
     let mut inst = Instance::start_with(&test_script(), 2, 1, "", &[], |c| {
         let mut u = Command::new("unshare");
         u.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).arg(c.get_program()).args(c.get_args());
@@ -320,4 +317,34 @@ fn embedded_interpreter_is_the_one_built_against() {
     let expect = String::from_utf8(expect.stdout).unwrap();
     assert!(got.starts_with(expect.trim()), "embedded: {got:?}, python3 on PATH: {expect:?}");
     assert!(got.ends_with(&format!("True {0} {0}", script.display())), "{got}");
+}
+
+#[test]
+fn version_names_the_release_and_the_embedded_python() {
+    // The interpreter build.rs linked against (the one the test above finds in a worker).
+    let py = Command::new(env!("PODMASTER_BUILD_PYTHON"))
+        .args(["-c", "import platform; print(platform.python_version())"])
+        .output()
+        .unwrap();
+    let py = String::from_utf8(py.stdout).unwrap();
+    let expect = format!("podmaster {} (Python {})\n", env!("CARGO_PKG_VERSION"), py.trim());
+    for flag in ["--version", "-V"] {
+        let out = Command::new(BIN).arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expect, "{flag}");
+    }
+}
+
+#[test]
+fn licence_file_and_changelog_match_cargo_toml() {
+    let licence = std::fs::read_to_string(format!("{ROOT}/LICENSE")).expect("LICENSE");
+    match env!("CARGO_PKG_LICENSE") {
+        "MIT" => assert!(licence.starts_with("MIT License\n"), "LICENSE is not the MIT licence"),
+        other => panic!("Cargo.toml says license = {other:?}: put its text in LICENSE and check it here"),
+    }
+    // The changelog's first entry is the version being built.
+    let changelog = std::fs::read_to_string(format!("{ROOT}/CHANGELOG.md")).expect("CHANGELOG.md");
+    let first = changelog.lines().find(|l| l.starts_with("## ")).expect("a '## VERSION' entry");
+    let version = first[3..].split_whitespace().next().unwrap_or("");
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "CHANGELOG.md starts with {first:?}");
 }

@@ -39,11 +39,11 @@ fn tcp_forms_port_zero_and_all_interfaces() {
 }
 
 #[test]
+#[cfg_attr(
+    not(have_ipv6_loopback),
+    ignore = "needs an IPv6 loopback (::1): enable IPv6 (sysctl net.ipv6.conf.lo.disable_ipv6=0)"
+)]
 fn ipv6_loopback_is_v6_only() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("SKIP ipv6_loopback_is_v6_only: this machine has no IPv6 loopback");
-        return;
-    }
     let port = free_port();
     let inst = with_sockets(&[format!("[::1]:{port}")], "");
     inst.wait_ready();
@@ -165,11 +165,11 @@ fn socket_activation_nonsense_is_a_config_error() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_checkout_open_to_nobody)),
+    ignore = "needs root, and user nobody able to reach target/ and tests/ (o+x on each parent dir): run cargo test as root"
+)]
 fn workers_never_run_as_root_when_uid_is_set() {
-    if !is_root() {
-        eprintln!("SKIP workers_never_run_as_root_when_uid_is_set: needs root to drop privileges");
-        return;
-    }
     // A port below 1024 is bound as root, then served by an unprivileged worker.
     let port = (600..1000).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()).expect("a free low port");
     let sd = format!("{ROOT}/tests/scripts/sdserver.py");
@@ -234,20 +234,18 @@ fn bind_errors_name_the_spec_and_leave_nothing_bound() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_setpriv, have_privileged_low_ports)),
+    ignore = "needs root, setpriv (util-linux) and ports below 1024 kept for root (sysctl net.ipv4.ip_unprivileged_port_start=1024): run cargo test as root"
+)]
 fn privileged_port_without_root_is_permission_denied() {
-    if !is_root() {
-        eprintln!("SKIP privileged_port_without_root_is_permission_denied: needs root to switch to nobody");
-        return;
-    }
     let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1024);
-    if start <= 80 {
-        eprintln!("SKIP privileged_port_without_root_is_permission_denied: unprivileged ports start at {start}");
-        return;
-    }
-    let port = (600..start.min(1000)).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()).unwrap();
+    let port = (600..start.min(1000))
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 600..1000 below net.ipv4.ip_unprivileged_port_start");
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "--socket", &format!("127.0.0.1:{port}")])
         .args(["--worker-exec", "true"])

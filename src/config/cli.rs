@@ -21,7 +21,8 @@ pub enum Invocation {
 fn command() -> Command {
     let mut cmd =
         Command::new("podmaster")
-            .version(env!("CARGO_PKG_VERSION"))
+            // `podmaster 0.1.0 (Python 3.11.7)`: the embedded interpreter is part of what was built.
+            .version(concat!(env!("CARGO_PKG_VERSION"), " (Python ", env!("PODMASTER_PY_VERSION_FULL"), ")"))
             .about("Container init and process manager for Python services (uWSGI worker-override compatible)")
             .after_help(
                 "Sources, lowest precedence first: UWSGI_*/PODMASTER_* environment variables, config files \

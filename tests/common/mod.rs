@@ -66,6 +66,18 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A test tool that scripts/test-deps.sh installs into .tools/bin (helm,
+/// kubernetes-validate). Tests that use one are ignored unless build.rs
+/// found it (`have_helm`, ...).
+pub fn tool(name: &str) -> PathBuf {
+    Path::new(ROOT).join(".tools/bin").join(name)
+}
+
+/// The Python of scripts/test-deps.sh's venv (with prometheus_client).
+pub fn tools_python() -> PathBuf {
+    Path::new(ROOT).join(".tools/venv/bin/python3")
+}
+
 pub fn example_script() -> String {
     format!("{ROOT}/examples/hello/hello.py")
 }
