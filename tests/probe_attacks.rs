@@ -247,3 +247,81 @@ fn status_shows_no_arguments_or_environment() {
     let commands: Vec<&str> = s["daemons"].as_array().unwrap().iter().map(|d| d["command"].as_str().unwrap()).collect();
     assert_eq!(commands, ["env", "sh"]);
 }
+
+#[test]
+fn a_flood_from_one_address_leaves_room_for_kubelet() {
+    let inst = Instance::start(&example_script(), 1, 1, "");
+    inst.wait_ready();
+    let probe: std::net::SocketAddr = inst.probe.parse().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Another "pod" (127.0.0.2) opens idle connections and resets them, in a
+    // bounded loop, from two threads.
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                let end = Instant::now() + Duration::from_secs(20);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end && n < 200_000 {
+                    n += 1;
+                    let sock = socket2_connect_from("127.0.0.2", probe);
+                    if let Some(s) = sock {
+                        held.push(s);
+                    }
+                    if held.len() > 400 {
+                        held.drain(..200);
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut failed = Vec::new();
+    for i in 0..40 {
+        match inst.probe_get("/livez") {
+            Some(r) if r.status == 200 => {}
+            other => failed.push((i, other.map(|r| r.status))),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened: u64 = flooders.into_iter().map(|t| t.join().unwrap()).sum();
+    eprintln!("flood opened {opened} connections");
+    assert!(opened > 1000, "the flood was too small to mean anything: {opened}");
+    assert!(failed.is_empty(), "probes from kubelet's address failed during the flood: {failed:?}");
+}
+
+/// A TCP connection to `to` from the local address `from` (port chosen by
+/// the kernel); None when the connect fails (a full backlog).
+fn socket2_connect_from(from: &str, to: std::net::SocketAddr) -> Option<TcpStream> {
+    // SAFETY: plain socket/bind/connect on a fresh fd we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let s = <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        let local: std::net::Ipv4Addr = from.parse().ok()?;
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_addr.s_addr = u32::from(local).to_be();
+        if libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+            != 0
+        {
+            return None;
+        }
+        let std::net::SocketAddr::V4(to) = to else { return None };
+        let mut ta: libc::sockaddr_in = std::mem::zeroed();
+        ta.sin_family = libc::AF_INET as u16;
+        ta.sin_port = to.port().to_be();
+        ta.sin_addr.s_addr = u32::from(*to.ip()).to_be();
+        if libc::connect(fd, (&ta as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+            != 0
+        {
+            return None;
+        }
+        Some(s)
+    }
+}

@@ -1,9 +1,12 @@
 //! The probe socket's front door: the only code that reads bytes from the
 //! network. It runs on one thread with `poll` and owns every connection:
 //!
-//! - accepts TCP connections, at most [`MAX_CONNS`] at a time; when full,
-//!   a finished (lingering) connection or the oldest one still sending its
-//!   request is dropped, so a slowloris client cannot crowd out kubelet;
+//! - accepts TCP connections, at most [`MAX_CONNS`] at a time and a quarter
+//!   of that per peer address, 64 per poll round, and reads each at once
+//!   (kubelet's request arrives with the handshake); when full, a finished
+//!   (lingering) connection, a stalled writer, or the connection still
+//!   sending its head that sent the least is dropped, so neither a
+//!   slowloris client nor a flood from one pod crowds out kubelet;
 //! - reads the request head, at most [`MAX_HEAD`] bytes (else 431) within
 //!   [`HEAD_DEADLINE`] (else closed), and parses it as bytes
 //!   ([`parse_head`]: it cannot panic, whatever arrives);
@@ -11,8 +14,10 @@
 //!   never waits for a request body: every request gets its answer or a
 //!   close within the head deadline, whatever its method, body or
 //!   `Transfer-Encoding`;
-//! - hands a parsed GET/HEAD to the handler threads over a bounded channel
-//!   and writes their answer back; tiny_http is used by the handlers only to
+//! - hands a parsed GET/HEAD to a handler thread over a bounded channel
+//!   (kubelet's endpoints and the rest on separate threads) and writes
+//!   their answer back, dropping writers that stall and capping the bytes
+//!   of answers held at once; tiny_http is used by the handlers only to
 //!   build and serialise responses, so nothing but this guard ever reaches
 //!   the HTTP library (no internal socket other processes could connect to);
 //! - after the answer, shuts its write side and discards what the client
@@ -242,14 +247,32 @@ enum State {
 struct Conn {
     token: u64,
     tcp: TcpStream,
+    peer: Option<std::net::IpAddr>,
     state: State,
+    /// When the connection is dropped: the head, write-progress or linger
+    /// deadline of its current state.
     deadline: Instant,
+    /// Last moment it may spend waiting for or writing its answer at all.
+    answer_by: Instant,
     since: Instant,
+}
+
+impl Conn {
+    fn received(&self) -> usize {
+        match &self.state {
+            State::Head(buf) => buf.len(),
+            _ => usize::MAX,
+        }
+    }
 }
 
 /// What the guard loop needs besides the listener.
 pub struct Channels {
-    pub jobs: SyncSender<Job>,
+    /// `/livez`, `/readyz`, `/startupz`: kubelet's, on their own handler so
+    /// that scrapes of a large `/metrics` never queue in front of them.
+    pub probes: SyncSender<Job>,
+    /// Everything else.
+    pub others: SyncSender<Job>,
     pub answers: Receiver<Answer>,
     /// Readable when an answer is queued (handlers write a byte).
     pub wake: UnixStream,
@@ -296,12 +319,13 @@ fn run(listener: &TcpListener, ch: &Channels, next_token: &mut u64) {
             .map(|t| t.saturating_duration_since(now).as_millis().min(60_000) as u32 + 1)
             .and_then(|ms| PollTimeout::try_from(ms).ok())
             .unwrap_or(PollTimeout::NONE);
-        let ready: Vec<bool> = {
+        let ready: Vec<PollFlags> = {
             let mut fds =
                 vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(ch.wake.as_fd(), PollFlags::POLLIN)];
             for c in &conns {
                 let events = match c.state {
                     State::Head(_) | State::Linger { .. } => PollFlags::POLLIN,
+                    // Only errors and hang-ups are reported while waiting.
                     State::Waiting => PollFlags::empty(),
                     State::Writing { .. } => PollFlags::POLLOUT,
                 };
@@ -310,61 +334,103 @@ fn run(listener: &TcpListener, ch: &Channels, next_token: &mut u64) {
             if poll(&mut fds, timeout).is_err() {
                 continue;
             }
-            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
+            fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())).collect()
         };
-        if ready[1] {
+        if !ready[1].is_empty() {
             take_answers(ch, &mut conns);
         }
         let mut keep = Vec::with_capacity(conns.len());
-        for (c, active) in conns.drain(..).zip(ready.iter().skip(2)) {
-            if !*active {
+        for (c, revents) in conns.drain(..).zip(ready.iter().skip(2)) {
+            if revents.is_empty() {
                 keep.push(c);
-            } else if let Some(c) = step(c, &ch.jobs) {
+            } else if matches!(c.state, State::Waiting) {
+                // The client went away while its answer is being made.
+            } else if let Some(c) = step(c, ch) {
                 keep.push(c);
             }
         }
         conns = keep;
-        if ready[0] {
-            accept_all(listener, &mut conns, next_token);
+        if !ready[0].is_empty() {
+            accept_some(listener, &mut conns, next_token, ch);
         }
     }
 }
+
+/// Bytes of answers held in memory at once; an answer that would go
+/// beyond is replaced by a 503 (slow readers of a large `/metrics` cannot
+/// grow the master without bound).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 fn take_answers(ch: &Channels, conns: &mut [Conn]) {
     let mut buf = [0u8; 256];
     while matches!((&ch.wake).read(&mut buf), Ok(n) if n > 0) {}
-    while let Ok((token, out)) = ch.answers.try_recv() {
-        // The connection may be gone (deadline, eviction): drop the answer.
-        if let Some(c) = conns.iter_mut().find(|c| c.token == token && matches!(c.state, State::Waiting)) {
-            c.state = State::Writing { out, sent: 0 };
+    let mut held: usize = conns
+        .iter()
+        .map(|c| match &c.state {
+            State::Writing { out, .. } => out.len(),
+            _ => 0,
+        })
+        .sum();
+    while let Ok((token, mut out)) = ch.answers.try_recv() {
+        // The connection may be gone (deadline, eviction, hang-up): drop the answer.
+        let Some(c) = conns.iter_mut().find(|c| c.token == token && matches!(c.state, State::Waiting)) else {
+            continue;
+        };
+        if held + out.len() > MAX_ANSWER_BYTES {
+            out = plain_answer(503, "probe server busy: too many large answers in flight");
         }
+        held += out.len();
+        c.state = State::Writing { out, sent: 0 };
+        c.deadline = (Instant::now() + WRITE_STALL).min(c.answer_by);
     }
 }
 
-fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, next_token: &mut u64) {
-    loop {
+/// Accepts per poll round at most: the connections already open get
+/// their turn between rounds of a flood.
+const ACCEPTS_PER_ROUND: usize = 64;
+/// Connections one peer address may hold at once: a flood from one pod
+/// leaves room for kubelet and Prometheus.
+const MAX_PER_PEER: usize = MAX_CONNS / 4;
+/// A writer that makes no progress this long is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(2);
+
+fn accept_some(listener: &TcpListener, conns: &mut Vec<Conn>, next_token: &mut u64, ch: &Channels) {
+    for _ in 0..ACCEPTS_PER_ROUND {
         match listener.accept() {
-            Ok((tcp, _)) => {
-                if conns.len() >= MAX_CONNS && !evict_one(conns) {
+            Ok((tcp, addr)) => {
+                let peer = Some(addr.ip());
+                if conns.iter().filter(|c| c.peer == peer).count() >= MAX_PER_PEER
+                    && !evict_one(conns, |c| c.peer == peer)
+                {
+                    continue; // this peer's connections are all being answered
+                }
+                if conns.len() >= MAX_CONNS && !evict_one(conns, |_| true) {
                     continue; // all busy being answered: drop the newcomer
                 }
                 let _ = tcp.set_nonblocking(true);
                 let now = Instant::now();
                 *next_token += 1;
-                conns.push(Conn {
+                let c = Conn {
                     token: *next_token,
                     tcp,
+                    peer,
                     state: State::Head(Vec::new()),
                     deadline: now + HEAD_DEADLINE,
+                    answer_by: now + ANSWER_DEADLINE,
                     since: now,
-                });
+                };
+                // Most clients (kubelet) send the request with the handshake:
+                // read it now, so it is never the one evicted by a flood.
+                if let Some(c) = step(c, ch) {
+                    conns.push(c);
+                }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => continue,
             Err(_) => {
                 // EMFILE/ENFILE/ENOBUFS: shed a slow client and stop for this
                 // round; the pending connection stays queued in the kernel.
-                if !evict_one(conns) {
+                if !evict_one(conns, |_| true) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 return;
@@ -373,21 +439,35 @@ fn accept_all(listener: &TcpListener, conns: &mut Vec<Conn>, next_token: &mut u6
     }
 }
 
-/// Drops a lingering connection, else the oldest still sending its head.
-fn evict_one(conns: &mut Vec<Conn>) -> bool {
-    let victim = conns.iter().position(|c| matches!(c.state, State::Linger { .. })).or_else(|| {
+/// Drops one connection among those `eligible`: a lingering one, else the
+/// writer stalled longest, else the one still sending its head that has
+/// sent the least (then the oldest). Connections being answered are kept.
+fn evict_one(conns: &mut Vec<Conn>, eligible: impl Fn(&Conn) -> bool) -> bool {
+    let now = Instant::now();
+    let linger = || conns.iter().position(|c| eligible(c) && matches!(c.state, State::Linger { .. }));
+    let stalled = || {
         conns
             .iter()
             .enumerate()
-            .filter(|(_, c)| matches!(c.state, State::Head(_)))
-            .min_by_key(|(_, c)| c.since)
+            .filter(|(_, c)| eligible(c) && matches!(c.state, State::Writing { .. }))
+            .filter(|(_, c)| c.deadline.saturating_duration_since(now) < WRITE_STALL / 2)
+            .min_by_key(|(_, c)| c.deadline)
             .map(|(i, _)| i)
-    });
+    };
+    let head = || {
+        conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| eligible(c) && matches!(c.state, State::Head(_)))
+            .min_by_key(|(_, c)| (c.received(), c.since))
+            .map(|(i, _)| i)
+    };
+    let victim = linger().or_else(stalled).or_else(head);
     victim.map(|i| conns.swap_remove(i)).is_some()
 }
 
 /// Advances one connection; None when it is finished or failed.
-fn step(mut c: Conn, jobs: &SyncSender<Job>) -> Option<Conn> {
+fn step(mut c: Conn, ch: &Channels) -> Option<Conn> {
     match &mut c.state {
         State::Head(buf) => {
             let mut chunk = [0u8; 4096];
@@ -403,11 +483,14 @@ fn step(mut c: Conn, jobs: &SyncSender<Job>) -> Option<Conn> {
                 Parsed::Partial => Some(c),
                 Parsed::Reject(code, why) => {
                     c.state = State::Writing { out: plain_answer(code, why), sent: 0 };
-                    c.deadline = Instant::now() + HEAD_DEADLINE;
+                    c.deadline = Instant::now() + WRITE_STALL;
                     Some(c)
                 }
                 Parsed::Request(request) => {
-                    let out = match jobs.try_send(Job { token: c.token, request }) {
+                    let path = request.target.split('?').next().unwrap_or_default();
+                    let queue =
+                        if matches!(path, "/livez" | "/readyz" | "/startupz") { &ch.probes } else { &ch.others };
+                    let out = match queue.try_send(Job { token: c.token, request }) {
                         Ok(()) => None,
                         Err(TrySendError::Full(_)) => Some(plain_answer(503, "probe handlers busy")),
                         Err(TrySendError::Disconnected(_)) => Some(plain_answer(500, "probe handlers gone")),
@@ -416,7 +499,7 @@ fn step(mut c: Conn, jobs: &SyncSender<Job>) -> Option<Conn> {
                         None => State::Waiting,
                         Some(out) => State::Writing { out, sent: 0 },
                     };
-                    c.deadline = Instant::now() + ANSWER_DEADLINE;
+                    c.deadline = c.answer_by;
                     Some(c)
                 }
             }
@@ -424,7 +507,10 @@ fn step(mut c: Conn, jobs: &SyncSender<Job>) -> Option<Conn> {
         State::Waiting => Some(c),
         State::Writing { out, sent } => {
             match c.tcp.write(&out[*sent..]) {
-                Ok(n) => *sent += n,
+                Ok(n) => {
+                    *sent += n;
+                    c.deadline = (Instant::now() + WRITE_STALL).min(c.answer_by);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return None,
             }

@@ -4,8 +4,10 @@
 //! other path is 404, any method but GET/HEAD is 405.
 //!
 //! The network side is [`guard`], the only code that reads client bytes.
-//! It hands parsed requests to [`HANDLERS`] handler threads over a bounded
-//! channel; they answer with tiny_http responses serialised into bytes that
+//! It hands parsed requests to two handler threads (one for kubelet's
+//! `/livez`, `/readyz`, `/startupz`, one for the rest, so a scrape of a
+//! large `/metrics` never queues in front of a probe) over bounded
+//! channels; they answer with tiny_http responses serialised into bytes that
 //! the guard writes back. There is no internal socket: nothing but the
 //! guard reaches the HTTP library, and the thread count is fixed whoever
 //! connects. A panic in a handler is caught and answered 500; a panic in
@@ -19,17 +21,13 @@
 pub mod guard;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tiny_http::{HTTPVersion, Header, Response};
 
 use crate::master::state::Shared;
 use guard::{Job, Method};
-
-/// Handler threads: two, so a `/livez` waiting on a busy main loop never
-/// holds up `/readyz` or a scrape.
-pub const HANDLERS: usize = 2;
 
 /// A bound probe server, not yet serving (bound early so an address
 /// error stops startup before any worker exists).
@@ -64,21 +62,19 @@ impl ProbeServer {
         app: crate::scoreboard::MetricsReader,
         liveness: Duration,
     ) -> std::io::Result<()> {
-        let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(guard::MAX_CONNS);
         let (answer_tx, answer_rx) = std::sync::mpsc::channel::<guard::Answer>();
         let (wake_rx, wake_tx) = std::os::unix::net::UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
         wake_tx.set_nonblocking(true)?;
-        let job_rx = Arc::new(Mutex::new(job_rx));
         let registry = Arc::new(crate::metrics::registry(shared.clone(), app));
-        for n in 1..=HANDLERS {
-            let (jobs, answers, wake) = (job_rx.clone(), answer_tx.clone(), wake_tx.try_clone()?);
+        let mut queues = Vec::new();
+        for name in ["probes-kubelet", "probes-other"] {
+            let (job_tx, jobs) = std::sync::mpsc::sync_channel::<Job>(guard::MAX_CONNS);
+            queues.push(job_tx);
+            let (answers, wake) = (answer_tx.clone(), wake_tx.try_clone()?);
             let (shared, registry) = (shared.clone(), registry.clone());
-            std::thread::Builder::new().name(format!("probes-{n}")).spawn(move || {
-                loop {
-                    // Hold the lock only to take one job.
-                    let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(job) = job else { return };
+            std::thread::Builder::new().name(name.into()).spawn(move || {
+                while let Ok(job) = jobs.recv() {
                     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         answer(&job.request, &shared, &registry, liveness)
                     }))
@@ -95,9 +91,10 @@ impl ProbeServer {
                 }
             })?;
         }
+        let (others, probes) = (queues.pop().expect("two queues"), queues.pop().expect("two queues"));
         let listener = self.listener;
         std::thread::Builder::new().name("probe-guard".into()).spawn(move || {
-            guard::serve(listener, guard::Channels { jobs: job_tx, answers: answer_rx, wake: wake_rx })
+            guard::serve(listener, guard::Channels { probes, others, answers: answer_rx, wake: wake_rx })
         })?;
         Ok(())
     }
