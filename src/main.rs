@@ -106,6 +106,12 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
 
     sys::unblock_all_signals();
     sys::cloexec_inherited(&[]);
+    if let Err(e) = sys::make_undumpable() {
+        tracing::warn!(errno = %e, "cannot make the master non-dumpable; workers of its uid can read its /proc entries");
+    }
+    if let Some((old, new)) = sys::raise_nofile_limit() {
+        tracing::info!(from = old, to = new, "raised the soft limit on open files");
+    }
     if std::process::id() != 1 {
         if let Err(e) = sys::become_subreaper() {
             tracing::warn!(

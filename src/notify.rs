@@ -52,8 +52,8 @@ pub fn parse(payload: &[u8]) -> Option<Notice> {
 const MAX_PER_TURN: usize = 256;
 
 /// The master's receiving end: a datagram socket at `notify` in a private
-/// directory (mode 0700, owned by the workers' uid), so only the master
-/// and the workers' uid can reach it; not a sidecar sharing the pod's
+/// directory of the master's (mode 0700, or 0711 for workers of another
+/// uid: they can reach the socket but not replace it); not a sidecar sharing the pod's
 /// network namespace, which sees every abstract socket. Where no private
 /// directory can be made (a read-only file system), it falls back to the
 /// abstract namespace and says so. Either way a message counts only when
@@ -77,8 +77,9 @@ impl NotifySocket {
                 .map_err(|e| format!("notify socket: socket: {}", e.desc()))?;
         setsockopt(&fd, sockopt::PassCred, &true)
             .map_err(|e| format!("notify socket: setsockopt(SO_PASSCRED): {}", e.desc()))?;
-        let uid = worker_uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-        match private_dir(runtime_dir, worker_uid) {
+        let me = nix::unistd::geteuid().as_raw();
+        let uid = worker_uid.unwrap_or(me);
+        match private_dir(runtime_dir, uid != me) {
             Ok(dir) => {
                 let path = dir.join("notify");
                 let bound = UnixAddr::new(&path)
@@ -166,19 +167,23 @@ impl Drop for NotifySocket {
     }
 }
 
-/// A new directory `podmaster-<pid>-<n>` under `parent`, mode 0700, owned
-/// by `uid` when given (the master, root then, can enter it anyway).
-fn private_dir(parent: &std::path::Path, uid: Option<u32>) -> Result<std::path::PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
+/// A new directory `podmaster-<pid>-<n>` under `parent`, owned by the
+/// master: mode 0700, or 0711 when workers run as another uid (they may
+/// pass through to the socket, not list, unlink or replace it).
+fn private_dir(parent: &std::path::Path, other_uid: bool) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !parent.is_absolute() {
+        return Err(format!("{} is not an absolute path", parent.display()));
+    }
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
     let dir = parent.join(format!("podmaster-{}-{}", std::process::id(), nanos.unwrap_or(0)));
     // create (not create_all): fails if the name exists, so nobody can
     // have prepared it for us.
     std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    if let Some(uid) = uid {
-        if let Err(e) = std::os::unix::fs::chown(&dir, Some(uid), None) {
+    if other_uid {
+        if let Err(e) = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)) {
             let _ = std::fs::remove_dir(&dir);
-            return Err(format!("chown {}: {e}", dir.display()));
+            return Err(format!("chmod {}: {e}", dir.display()));
         }
     }
     Ok(dir)
@@ -218,6 +223,9 @@ mod tests {
         let dir = std::path::Path::new(&ns.address).parent().unwrap().to_owned();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        // A relative runtime directory is refused (the abstract fallback).
+        let rel = NotifySocket::bind(None, std::path::Path::new("relative/dir")).unwrap();
+        assert!(rel.address.starts_with('@'), "{}", rel.address);
         send(&ns.address, "READY=1").unwrap();
         send(&ns.address, "WATCHDOG=1").unwrap();
         // Cut short: dropped, not parsed from its first 4 KiB.

@@ -320,17 +320,21 @@ fn bind_one(
     let (fd, local) = match spec {
         SocketSpec::Tcp { host, port } => bind_tcp(host, *port, backlog, opts.reuse_port)?,
         SocketSpec::Unix(path) => {
-            let (fd, local) = bind_unix(path, backlog)?;
-            // Permissions are set before any worker can accept on it.
-            if let Some(mode) = opts.chmod {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("chmod-socket {mode:o} {}: {e}", path.display()))?;
-            }
+            // The mode is set by bind itself (through the umask), the owner
+            // on the path without following a symlink, and the path is then
+            // checked to be a socket: nothing here follows a name someone
+            // may have swapped in since the bind (a root master must not
+            // chmod or chown a file a worker's uid points it at).
+            let (fd, local) = bind_unix(path, backlog, opts.chmod)?;
             if let Some((uid, gid)) = opts.chown {
+                use std::os::unix::fs::FileTypeExt;
                 let u = (uid >= 0).then(|| nix::unistd::Uid::from_raw(uid as u32));
                 let g = (gid >= 0).then(|| nix::unistd::Gid::from_raw(gid as u32));
-                nix::unistd::chown(path, u, g).map_err(|e| format!("chown-socket {}: {}", path.display(), e.desc()))?;
+                nix::unistd::fchownat(nix::fcntl::AT_FDCWD, path, u, g, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(|e| format!("chown-socket {}: {}", path.display(), e.desc()))?;
+                if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                    return Err(format!("{} was replaced by something else than our socket", path.display()));
+                }
             }
             (fd, local)
         }
@@ -392,7 +396,7 @@ fn bind_tcp(host: &str, port: u16, backlog: Backlog, reuse_port: bool) -> Result
     Ok((fd, local))
 }
 
-fn bind_unix(path: &std::path::Path, backlog: Backlog) -> Result<(OwnedFd, String), String> {
+fn bind_unix(path: &std::path::Path, backlog: Backlog, mode: Option<u32>) -> Result<(OwnedFd, String), String> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -406,7 +410,16 @@ fn bind_unix(path: &std::path::Path, backlog: Backlog) -> Result<(OwnedFd, Strin
     }
     let fd = stream_socket(AddressFamily::Unix)?;
     let addr = UnixAddr::new(path).map_err(|e| format!("address {}: {}", path.display(), e.desc()))?;
-    bind(fd.as_raw_fd(), &addr).map_err(|e| format!("bind {}: {}", path.display(), e.desc()))?;
+    // The socket file is created with mode 0777 & !umask: for
+    // `chmod-socket`, the umask is set to give exactly that mode. Only the
+    // main thread creates files, so the process-wide umask is ours here.
+    let old =
+        mode.map(|m| nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!m & 0o777 as nix::libc::mode_t)));
+    let bound = bind(fd.as_raw_fd(), &addr);
+    if let Some(old) = old {
+        nix::sys::stat::umask(old);
+    }
+    bound.map_err(|e| format!("bind {}: {}", path.display(), e.desc()))?;
     listen(&fd, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
     Ok((fd, path.display().to_string()))
 }

@@ -352,6 +352,26 @@ pub fn signal_group(pid: Pid, sig: Signal) {
     }
 }
 
+/// Makes the master non-dumpable: its `/proc/PID/fd`, `environ`, `mem`
+/// and `maps` become root's, so a worker running as the master's uid can
+/// neither open the master's fds through `/proc` nor ptrace it (the price:
+/// no core dump of the master). Children are dumpable again after exec.
+pub fn make_undumpable() -> nix::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE) only changes a flag of this process.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }).map(drop)
+}
+
+/// Raises the soft limit on open files to the hard limit (at most 65536):
+/// probe connections and workers' sockets share the master's fds, and the
+/// common default soft limit of 1024 is what a flood exhausts first.
+/// Returns the (old, new) soft limit when it changed.
+pub fn raise_nofile_limit() -> Option<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let want = hard.min(65_536);
+    (want > soft && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok()).then_some((soft, want))
+}
+
 /// Makes this process the reaper of its orphaned descendants (what PID 1
 /// is anyway). Returns whether that worked.
 pub fn become_subreaper() -> nix::Result<()> {

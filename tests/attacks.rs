@@ -106,23 +106,30 @@ fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
     let fds_before = master_fds(pid);
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
-    let mut edits: Vec<String> = fds_before.iter().map(|(fd, _)| format!("fd://{fd}")).collect();
-    edits.extend([
+    let mut specs: Vec<String> = fds_before.iter().map(|(fd, _)| format!("fd://{fd}")).collect();
+    specs.extend([
         "sd://web".into(),
         "sd://0".into(),
         format!("127.0.0.1:{busy_port}"),
         "/nonexistent/dir/app.sock".into(),
     ]);
+    // (the line added, what the refusal in the log says)
+    let mut edits: Vec<(String, String)> =
+        specs.iter().map(|spec| (format!("socket = {spec}"), format!("socket {spec}: "))).collect();
+    // What workers and daemons were started with cannot change live either.
+    edits.push(("uid = 0".into(), "uid/gid changed".into()));
+    edits.push(("metric = name=late,type=counter".into(), "metric changed".into()));
+    edits.push(("attach-daemon = sleep 1000".into(), "attach-daemon changed".into()));
     let cpu = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
         f[11] + f[12]
     };
-    for (n, spec) in edits.iter().enumerate() {
+    for (n, (spec, _)) in edits.iter().enumerate() {
         let failed_before =
             metric_with(&inst.metrics(), "podmaster_config_reloads_total{result=\"failed\"}").unwrap_or(0.0);
-        std::fs::write(&path, format!("{text}socket = {spec}\n# edit {n}\n")).unwrap();
+        std::fs::write(&path, format!("{text}{spec}\n# edit {n}\n")).unwrap();
         wait_for(&format!("the reload adding {spec} to be refused"), Duration::from_secs(10), || {
             let m = inst.metrics();
             metric_with(&m, "podmaster_config_reloads_total{result=\"failed\"}").filter(|v| *v > failed_before)
@@ -145,9 +152,8 @@ fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
         assert_eq!(body.status, 200, "{spec}");
     }
     let logs = inst.logs();
-    for spec in &edits {
-        let key = format!("socket {spec}: ");
-        let lines = logs.lines().filter(|l| l.contains("cannot be applied") && l.contains(&key)).count();
+    for (spec, key) in &edits {
+        let lines = logs.lines().filter(|l| l.contains("cannot be applied") && l.contains(key.as_str())).count();
         assert_eq!(lines, 1, "{spec} refused {lines} times in the log:\n{logs}");
     }
     assert!(logs.contains("taken over only at startup"), "{logs}");

@@ -1224,6 +1224,17 @@ impl Master {
 
     fn apply_config(&mut self, mut new: Config) -> Result<(), String> {
         let names = |c: &Config| c.sockets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        // What running workers and daemons were started with, or what the
+        // shared memory was laid out for, cannot change under them.
+        for (changed, what) in [
+            (new.creds != self.cfg.creds, "uid/gid"),
+            (new.metrics != self.cfg.metrics, "metric"),
+            (new.attach_daemons != self.cfg.attach_daemons, "attach-daemon"),
+        ] {
+            if changed {
+                return Err(format!("{what} changed: this takes effect only at startup; restart the instance"));
+            }
+        }
         // Inherited sockets are adopted once, at startup: a reload that
         // names an fd could otherwise close one the master owns.
         if let Some(s) = new.sockets.iter().find(|s| {
@@ -1369,8 +1380,7 @@ impl Master {
                 .daemons
                 .iter()
                 .map(|d| DaemonView {
-                    // argv[0] only: arguments may carry secrets (`env TOKEN=... cmd`).
-                    command: d.argv.first().cloned().unwrap_or_default(),
+                    command: daemon_name(&d.argv),
                     pid: d.pid.map_or(0, Pid::as_raw),
                     respawn_count: d.respawns,
                 })
@@ -1384,6 +1394,17 @@ impl Master {
             crash_loop: self.crash_loop.clone(),
             ever_ready: self.phase != MasterPhase::Starting,
         }
+    }
+}
+
+/// What `/status` shows of a daemon's command: `argv[0]` only, since
+/// arguments may carry secrets (`env TOKEN=... cmd`), and not even that
+/// when it is an assignment (`TOKEN=... cmd`, as shells write it).
+fn daemon_name(argv: &[String]) -> String {
+    match argv.first() {
+        Some(a) if a.contains('=') => format!("{}=<hidden>", a.split('=').next().unwrap_or_default()),
+        Some(a) => a.clone(),
+        None => String::new(),
     }
 }
 

@@ -107,12 +107,16 @@ pub fn run() -> u8 {
 /// shell's codes: 127 not found, 126 not executable.
 fn exec_command(id: u32, argv: &[String]) -> u8 {
     use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("podmaster: worker {id}: empty command");
+        return crate::exit::NOT_FOUND;
+    };
+    let err = std::process::Command::new(program).args(args).exec();
     let code = match err.kind() {
         std::io::ErrorKind::NotFound => crate::exit::NOT_FOUND,
         _ => crate::exit::NOT_EXECUTABLE,
     };
-    eprintln!("podmaster: worker {id}: cannot run {}: {err}", argv[0]);
+    eprintln!("podmaster: worker {id}: cannot run {program}: {err}");
     code
 }
 
