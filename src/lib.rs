@@ -9,6 +9,7 @@
 //! - `main.rs`: entry; picks master or worker mode, maps errors to exit codes.
 //! - [`config`]: the option table, ini reading, CLI, resolution to [`config::Config`].
 //! - [`sockets`]: socket specs, binding, the listener table handed to workers.
+//! - [`handoff`]: the master↔worker contract: fd layout, environment, `LISTEN_FDNAMES`, worker settings.
 //! - [`master`]: the single-threaded main loop, worker table, drain; snapshots.
 //! - [`probes`]: the tiny_http probe server thread (/livez /readyz /metrics /status).
 //! - [`metrics`]: prometheus-client collector over master snapshots.
@@ -22,6 +23,7 @@
 //! - `test_hooks`: fault injection for the tests; in test builds only.
 
 pub mod config;
+pub mod handoff;
 pub mod init;
 pub mod logging;
 pub mod master;

@@ -8,8 +8,9 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
@@ -565,4 +566,29 @@ pub fn signal_pipe(sigs: &[i32]) -> Result<(signal_hook::iterator::Signals, std:
         signal_hook::low_level::pipe::register(*sig, w).map_err(|e| format!("signal pipe: {e}"))?;
     }
     Ok((signals, wake))
+}
+
+/// Sleeps until one of `fds` is readable or `deadline` passes (`None`: no
+/// deadline), then empties those of `fds` listed in `wakeups` (self-pipes
+/// whose bytes only mean "wake up"). The timeout is rounded up: waking a
+/// fraction of a millisecond early would spin until the deadline. One poll
+/// is capped at 60 s; callers loop anyway.
+pub fn poll_with_deadline(fds: &[BorrowedFd<'_>], wakeups: &[BorrowedFd<'_>], deadline: Option<Instant>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let timeout = match deadline {
+        None => PollTimeout::NONE,
+        Some(at) => {
+            let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+            PollTimeout::try_from(ms.min(60_000) as u32).unwrap_or(PollTimeout::NONE)
+        }
+    };
+    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    match poll(&mut pfds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => tracing::error!(errno = %e, "poll failed"),
+    }
+    let mut buf = [0u8; 256];
+    for fd in wakeups {
+        while matches!(nix::unistd::read(fd, &mut buf), Ok(n) if n > 0) {}
+    }
 }

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LogFormat;
 
-/// Environment variable carrying the JSON [`WorkerSpec`] from master to worker.
-pub const SPEC_ENV: &str = "PODMASTER_WORKER";
+pub use crate::handoff::SPEC_ENV;
 
 /// Everything a worker needs to know, decided by the master.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,14 +52,8 @@ impl WorkerSpec {
     }
 }
 
-/// `LISTEN_FDNAMES` value: names joined by `:`. A `:` inside a name (every
-/// `host:port` spec has one) is written `\x3a`, the escape systemd uses,
-/// so splitting on `:` always yields exactly `LISTEN_FDS` names; a `\` is
-/// written `\x5c`, so a name that contains `\x3a` itself comes back intact
-/// from [`crate::sockets::decode_fdnames`].
-pub fn fdnames(names: &[String]) -> String {
-    names.iter().map(|n| n.replace('\\', "\\x5c").replace(':', "\\x3a")).collect::<Vec<_>>().join(":")
-}
+/// `LISTEN_FDNAMES` encoding; kept here for callers of the old path.
+pub use crate::handoff::encode_fdnames as fdnames;
 
 /// True when this process was started by a master as a worker.
 pub fn requested() -> bool {
@@ -114,28 +107,4 @@ fn exec_command(id: u32, argv: &[String]) -> u8 {
     };
     eprintln!("podmaster: worker {id}: cannot run {}: {err}", argv[0]);
     code
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fdnames_split_into_exactly_one_name_per_fd() {
-        let names = vec!["127.0.0.1:3031".to_string(), "/run/a.sock".to_string(), "[::1]:80".to_string()];
-        let joined = fdnames(&names);
-        assert_eq!(joined, "127.0.0.1\\x3a3031:/run/a.sock:[\\x3a\\x3a1]\\x3a80");
-        assert_eq!(joined.split(':').count(), 3);
-    }
-
-    /// Found by the property tests: a name containing `\x3a` itself came
-    /// back from the decoder as `:`.
-    #[test]
-    fn fdnames_round_trip_names_with_escapes() {
-        for names in [vec![r"\x3a".to_string()], vec![r"a\".into(), ":".into(), r"\x5c\X3A".into()]] {
-            let encoded = fdnames(&names);
-            assert_eq!(encoded.split(':').count(), names.len(), "{encoded}");
-            assert_eq!(crate::sockets::decode_fdnames(&encoded), names, "{encoded}");
-        }
-    }
 }
