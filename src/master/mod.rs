@@ -124,6 +124,7 @@ impl Master {
             listeners: setup.listeners,
             notify_address: notify.address.clone(),
             scoreboard,
+            sigchld: signal_wake.try_clone().map_err(|e| format!("signal pipe: {e}"))?,
             creds,
         };
         let m = Master {

@@ -5,7 +5,7 @@
 //! credentials.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ pub struct RealOs {
     pub settings: WorkerSettings,
     pub notify_address: String,
     pub scoreboard: Scoreboard,
+    /// A second reader of the master's signal pipe: SIGCHLD wakes it.
+    pub sigchld: std::os::unix::net::UnixStream,
     /// Credentials workers and daemons run as (`uid`/`gid`).
     pub creds: Option<sys::Credentials>,
 }
@@ -89,18 +91,7 @@ impl Os for RealOs {
 
     fn final_sweep(&mut self) -> (usize, u64) {
         // Whatever the workers left behind (orphans adopted by us) must not
-        // outlive the master.
-        let leftovers = sys::children();
-        for pid in &leftovers {
-            sys::signal(*pid, Signal::SIGKILL);
-        }
-        let deadline = Instant::now() + FINAL_SWEEP;
-        let mut reaped = 0;
-        while !sys::children().is_empty() && Instant::now() < deadline {
-            reaped += sys::reap_all().len() as u64;
-            std::thread::yield_now();
-        }
-        reaped += sys::reap_all().len() as u64;
-        (leftovers.len(), reaped)
+        // outlive the master. SIGCHLD wakes the wait (the signal pipe).
+        sys::kill_and_reap_children(self.sigchld.as_fd(), Instant::now() + FINAL_SWEEP)
     }
 }

@@ -140,45 +140,7 @@ impl Master {
             ));
         }
         if names(&new) != self.core.os.listeners.iter().map(|l| l.name.clone()).collect::<Vec<_>>() {
-            // Keep sockets that stay (same fd, no gap for clients), bind new ones.
-            let mut kept: Vec<Option<Listener>> =
-                std::mem::take(&mut self.core.os.listeners).into_iter().map(Some).collect();
-            let mut next = Vec::new();
-            let mut to_bind = Vec::new();
-            for s in &new.sockets {
-                match kept.iter_mut().find(|l| l.as_ref().is_some_and(|l| l.name == s.name)).and_then(Option::take) {
-                    Some(l) => next.push(Some(l)),
-                    None => {
-                        to_bind.push((s.name.clone(), s.spec.clone()));
-                        next.push(None);
-                    }
-                }
-            }
-            let bound = match sockets::bind_all(&to_bind, &new.bind_options(), &mut sockets::Adopted::default()) {
-                Ok((b, notices)) => {
-                    for n in notices {
-                        tracing::info!("{n}");
-                    }
-                    b
-                }
-                Err(e) => {
-                    // Every listener we had, whether matched (in `next`) or not.
-                    self.core.os.listeners = next.into_iter().chain(kept).flatten().collect();
-                    // Restore configuration order of the kept listeners.
-                    let order = names(&self.cfg);
-                    self.core.os.listeners.sort_by_key(|l| order.iter().position(|n| *n == l.name));
-                    return Err(e);
-                }
-            };
-            let mut bound = bound.into_iter();
-            self.core.os.listeners =
-                next.into_iter().map(|l| l.or_else(|| bound.next())).collect::<Option<Vec<_>>>().unwrap_or_default();
-            for l in &self.core.os.listeners {
-                tracing::info!(socket = l.name.as_str(), local = l.local.as_str(), "socket in use");
-            }
-            // Rollouts finished before now do not close these.
-            self.close_retired_listeners();
-            self.retired_listeners.extend(kept.into_iter().flatten());
+            self.rebind_listeners(&new)?;
         }
         if new.probe_socket != self.cfg.probe_socket || new.log_format != self.cfg.log_format {
             tracing::warn!("probe-socket and log-format changes take effect at the next restart");
@@ -210,6 +172,53 @@ impl Master {
         }
         tracing::info!("configuration reloaded");
         self.core.request_reload("config change");
+        Ok(())
+    }
+
+    /// The listeners for `new`'s sockets: those that stay keep their fd (no
+    /// gap for clients), new ones are bound, removed ones are retired (closed
+    /// once the rollout is over). On a bind error nothing changes.
+    fn rebind_listeners(&mut self, new: &Config) -> Result<(), String> {
+        let names = |c: &Config| c.sockets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        // Keep sockets that stay (same fd, no gap for clients), bind new ones.
+        let mut kept: Vec<Option<Listener>> =
+            std::mem::take(&mut self.core.os.listeners).into_iter().map(Some).collect();
+        let mut next = Vec::new();
+        let mut to_bind = Vec::new();
+        for s in &new.sockets {
+            match kept.iter_mut().find(|l| l.as_ref().is_some_and(|l| l.name == s.name)).and_then(Option::take) {
+                Some(l) => next.push(Some(l)),
+                None => {
+                    to_bind.push((s.name.clone(), s.spec.clone()));
+                    next.push(None);
+                }
+            }
+        }
+        let bound = match sockets::bind_all(&to_bind, &new.bind_options(), &mut sockets::Adopted::default()) {
+            Ok((b, notices)) => {
+                for n in notices {
+                    tracing::info!("{n}");
+                }
+                b
+            }
+            Err(e) => {
+                // Every listener we had, whether matched (in `next`) or not.
+                self.core.os.listeners = next.into_iter().chain(kept).flatten().collect();
+                // Restore configuration order of the kept listeners.
+                let order = names(&self.cfg);
+                self.core.os.listeners.sort_by_key(|l| order.iter().position(|n| *n == l.name));
+                return Err(e);
+            }
+        };
+        let mut bound = bound.into_iter();
+        self.core.os.listeners =
+            next.into_iter().map(|l| l.or_else(|| bound.next())).collect::<Option<Vec<_>>>().unwrap_or_default();
+        for l in &self.core.os.listeners {
+            tracing::info!(socket = l.name.as_str(), local = l.local.as_str(), "socket in use");
+        }
+        // Rollouts finished before now do not close these.
+        self.close_retired_listeners();
+        self.retired_listeners.extend(kept.into_iter().flatten());
         Ok(())
     }
 }

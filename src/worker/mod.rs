@@ -63,11 +63,8 @@ pub fn requested() -> bool {
 /// Runs worker mode; returns the process exit code.
 pub fn run() -> u8 {
     let raw = std::env::var(SPEC_ENV).unwrap_or_default();
-    // SAFETY: worker mode runs this before it starts any thread.
-    unsafe {
-        std::env::remove_var(SPEC_ENV);
-        std::env::set_var("LISTEN_PID", std::process::id().to_string());
-    }
+    // Worker mode runs this before it starts any thread.
+    crate::sys::edit_env_single_threaded(&[SPEC_ENV], &[("LISTEN_PID", &std::process::id().to_string())]);
     let spec: WorkerSpec = match serde_json::from_str(&raw) {
         Ok(s) => s,
         Err(e) => {
