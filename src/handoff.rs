@@ -11,12 +11,61 @@ use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::time::SystemTime;
 
-use crate::config::Config;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, LogFormat};
 use crate::sys::{Credentials, LISTEN_FDS_START};
-use crate::worker::WorkerSpec;
 
 /// Environment variable carrying the JSON [`WorkerSpec`] from master to worker.
 pub const SPEC_ENV: &str = "PODMASTER_WORKER";
+
+/// Everything a worker needs to know, decided by the master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub id: u32,
+    pub generation: u64,
+    pub numproc: u32,
+    pub master_pid: i32,
+    /// Unix time the master started (seconds).
+    pub started_on: u64,
+    pub script: PathBuf,
+    /// `worker-exec`: run this program instead of a Python script.
+    pub command: Option<Vec<String>>,
+    pub chdir: Option<PathBuf>,
+    pub virtualenv: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub opt: Vec<(String, String)>,
+    /// The uid this worker must run as (`uid` option), checked at start.
+    pub uid: Option<u32>,
+    /// Where the scoreboard fds are (board, then metrics at +1), if passed.
+    pub board_fd: Option<i32>,
+    pub metrics: Vec<crate::scoreboard::MetricDecl>,
+    pub pyargv: Vec<String>,
+
+    /// Socket names, in fd order (fd 3 first).
+    pub sockets: Vec<String>,
+    /// True when this slot had a process before (a respawn or reload).
+    pub is_a_reload: bool,
+}
+
+impl WorkerSpec {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Worker side: takes the spec out of the environment (so the app does not
+/// see it) and sets `LISTEN_PID` to this process. Call before any thread
+/// starts (the environment is not thread-safe).
+pub fn take_spec() -> Result<WorkerSpec, serde_json::Error> {
+    let raw = std::env::var(SPEC_ENV).unwrap_or_default();
+    crate::sys::edit_env_single_threaded(&[SPEC_ENV], &[("LISTEN_PID", &std::process::id().to_string())]);
+    serde_json::from_str(&raw)
+}
 
 /// What one worker is to be, as the master decides it per spawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +206,23 @@ mod tests {
             assert_eq!(encoded.split(':').count(), names.len(), "{encoded}");
             assert_eq!(decode_fdnames(&encoded), names, "{encoded}");
         }
+    }
+
+    #[test]
+    fn environment_names_every_socket_and_carries_the_spec() {
+        let mut cfg = Config::resolve(&[]).expect("defaults resolve");
+        cfg.script = Some("/app/w.py".into());
+        let names = vec!["a:1".to_string(), "b".to_string()];
+        let settings = WorkerSettings::new(&cfg, None, names, SystemTime::UNIX_EPOCH);
+        let spec = settings.spec(Stamp { id: 3, generation: 7, numproc: 4, is_a_reload: true });
+        assert_eq!(spec.board_fd, Some(5), "the board follows fds 3 and 4");
+        let env = environment(&spec, "@notify");
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string_lossy().into_owned());
+        assert_eq!(get("LISTEN_FDS").as_deref(), Some("2"));
+        assert_eq!(decode_fdnames(&get("LISTEN_FDNAMES").unwrap()), vec!["a:1", "b"]);
+        assert_eq!(get("NOTIFY_SOCKET").as_deref(), Some("@notify"));
+        let back: WorkerSpec = serde_json::from_str(&get(SPEC_ENV).unwrap()).unwrap();
+        assert_eq!((back.id, back.generation, back.numproc, back.is_a_reload), (3, 7, 4, true));
     }
 
     #[test]

@@ -7,50 +7,7 @@
 
 pub mod python;
 
-use std::path::PathBuf;
-
-use serde::{Deserialize, Serialize};
-
-use crate::config::LogFormat;
-
-pub use crate::handoff::SPEC_ENV;
-
-/// Everything a worker needs to know, decided by the master.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerSpec {
-    pub id: u32,
-    pub generation: u64,
-    pub numproc: u32,
-    pub master_pid: i32,
-    /// Unix time the master started (seconds).
-    pub started_on: u64,
-    pub script: PathBuf,
-    /// `worker-exec`: run this program instead of a Python script.
-    pub command: Option<Vec<String>>,
-    pub chdir: Option<PathBuf>,
-    pub virtualenv: Option<PathBuf>,
-    pub pythonpath: Vec<PathBuf>,
-    pub log_format: LogFormat,
-    pub log_level: String,
-    pub opt: Vec<(String, String)>,
-    /// The uid this worker must run as (`uid` option), checked at start.
-    pub uid: Option<u32>,
-    /// Where the scoreboard fds are (board, then metrics at +1), if passed.
-    pub board_fd: Option<i32>,
-    pub metrics: Vec<crate::scoreboard::MetricDecl>,
-    pub pyargv: Vec<String>,
-
-    /// Socket names, in fd order (fd 3 first).
-    pub sockets: Vec<String>,
-    /// True when this slot had a process before (a respawn or reload).
-    pub is_a_reload: bool,
-}
-
-impl WorkerSpec {
-    pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
+pub use crate::handoff::{SPEC_ENV, WorkerSpec};
 
 /// `LISTEN_FDNAMES` encoding; kept here for callers of the old path.
 pub use crate::handoff::encode_fdnames as fdnames;
@@ -62,10 +19,7 @@ pub fn requested() -> bool {
 
 /// Runs worker mode; returns the process exit code.
 pub fn run() -> u8 {
-    let raw = std::env::var(SPEC_ENV).unwrap_or_default();
-    // Worker mode runs this before it starts any thread.
-    crate::sys::edit_env_single_threaded(&[SPEC_ENV], &[("LISTEN_PID", &std::process::id().to_string())]);
-    let spec: WorkerSpec = match serde_json::from_str(&raw) {
+    let spec = match crate::handoff::take_spec() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("podmaster: worker: malformed {SPEC_ENV} from the master: {e}");
