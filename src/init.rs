@@ -12,7 +12,6 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
@@ -61,8 +60,7 @@ pub fn run(opts: InitOptions) -> u8 {
     }
     // In its own process group unless attached to a terminal (job control
     // and Ctrl-C then work as the user expects).
-    // SAFETY: isatty only inspects fd 0.
-    let tty = unsafe { libc::isatty(0) } == 1;
+    let tty = sys::stdin_is_tty();
     let args: Vec<OsString> = opts.argv[1..].iter().map(OsString::from).collect();
     let exe = PathBuf::from(&opts.argv[0]);
     let child = match sys::spawn(sys::SpawnSpec {
@@ -86,17 +84,7 @@ pub fn run(opts: InitOptions) -> u8 {
     let mut code: Option<u8> = None;
     let mut grace_end: Option<Instant> = None;
     loop {
-        let timeout = match grace_end {
-            None => PollTimeout::NONE,
-            Some(t) => {
-                let ms = t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
-                PollTimeout::try_from(ms.min(60_000) as u32).unwrap_or(PollTimeout::NONE)
-            }
-        };
-        let mut fds = [PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
-        let _ = poll(&mut fds, timeout);
-        let mut buf = [0u8; 256];
-        while matches!(nix::unistd::read(&wake, &mut buf), Ok(n) if n > 0) {}
+        sys::poll_with_deadline(&[wake.as_fd()], &[wake.as_fd()], grace_end);
         for sig in signals.pending() {
             if sig == libc::SIGCHLD || code.is_some() {
                 continue;
@@ -123,11 +111,7 @@ pub fn run(opts: InitOptions) -> u8 {
 
 fn forward(child: Pid, sig: i32, group: bool) {
     let target = if group { Pid::from_raw(-child.as_raw()) } else { child };
-    // SAFETY: kill(2) with a signal number we received; real-time signals
-    // have no nix `Signal` variant, hence the raw call.
-    let rc = unsafe { libc::kill(target.as_raw(), sig) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = sys::kill_raw(target, sig) {
         if e.raw_os_error() != Some(libc::ESRCH) {
             eprintln!("podmaster: forwarding signal {sig} to {target}: {e}");
         }

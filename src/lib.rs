@@ -9,19 +9,22 @@
 //! - `main.rs`: entry; picks master or worker mode, maps errors to exit codes.
 //! - [`config`]: the option table, ini reading, CLI, resolution to [`config::Config`].
 //! - [`sockets`]: socket specs, binding, the listener table handed to workers.
-//! - [`master`]: the single-threaded main loop, worker table, drain; snapshots.
+//! - [`handoff`]: the master↔worker contract: fd layout, environment, `LISTEN_FDNAMES`, worker settings.
+//! - [`master`]: the single-threaded main loop over a state machine (process table,
+//!   phase, rollout, drain) that acts through an `Os` trait; snapshots for the probes.
 //! - [`probes`]: the tiny_http probe server thread (/livez /readyz /metrics /status).
 //! - [`metrics`]: prometheus-client collector over master snapshots.
 //! - [`notify`]: the `NOTIFY_SOCKET` protocol (READY=1 / STOPPING=1).
 //! - [`scoreboard`]: shared memory between master and workers (board, app metrics).
-
 //! - [`worker`]: worker mode; [`worker::python`] embeds CPython and the `uwsgi` module.
 //! - [`init`]: init mode (`-- COMMAND`), a tini-compatible PID 1 for one command.
-//! - [`sys`]: process syscalls (spawn, reap, signal, /proc); the fork/exec boundary.
+//! - [`sys`]: process syscalls (spawn, reap, signal, /proc, poll, shared memory); the
+//!   fork/exec boundary and the home of `unsafe`.
 //! - [`logging`]: tracing subscriber setup (text or JSON lines).
 //! - `test_hooks`: fault injection for the tests; in test builds only.
 
 pub mod config;
+pub mod handoff;
 pub mod init;
 pub mod logging;
 pub mod master;
@@ -29,7 +32,6 @@ pub mod metrics;
 pub mod notify;
 pub mod probe_client;
 pub mod probes;
-
 pub mod scoreboard;
 pub mod sockets;
 pub mod sys;

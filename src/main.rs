@@ -79,12 +79,8 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
     }
     // Socket activation: fds passed to us by LISTEN_PID/LISTEN_FDS.
     let (mut adopted, adopt_notice) = sockets::adopt(&env, std::process::id()).map_err(config_error)?;
-    // SAFETY: single-threaded still (the probe thread starts later).
-    unsafe {
-        for k in sockets::ACTIVATION_VARS {
-            std::env::remove_var(k);
-        }
-    }
+    // Single-threaded still (the probe thread starts later).
+    sys::edit_env_single_threaded(&sockets::ACTIVATION_VARS, &[]);
     let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| !k.starts_with("LISTEN_")).collect();
     cfg.check_workers(!adopted.is_empty()).map_err(config_error)?;
     logging::init(cfg.log_format, &cfg.log_level);
@@ -121,12 +117,24 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
         }
     }
 
+    let (listeners, probe) = bind(&cfg, &mut adopted)?;
+    let master = Master::new(MasterSetup { config: cfg, listeners, sources, env, cwd, probe })
+        .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;
+    Ok(master.run())
+}
+
+/// Binds the configured sockets (or takes over every activated one) and
+/// the probe socket, then logs what is bound: a bind error stays one line.
+fn bind(
+    cfg: &Config,
+    adopted: &mut sockets::Adopted,
+) -> Result<(Vec<sockets::Listener>, Option<probes::ProbeServer>), Fatal> {
     let mut specs: Vec<_> = cfg.sockets.iter().map(|s| (s.name.clone(), s.spec.clone())).collect();
     if specs.is_empty() {
         // No socket configured: serve every activated socket, by name.
         specs = adopted.names().into_iter().map(|n| (n.clone(), sockets::SocketSpec::Sd(n))).collect();
     }
-    let (listeners, notices) = sockets::bind_all(&specs, &cfg.bind_options(), &mut adopted).map_err(config_error)?;
+    let (listeners, notices) = sockets::bind_all(&specs, &cfg.bind_options(), adopted).map_err(config_error)?;
     let probe = cfg
         .probe_socket
         .as_deref()
@@ -148,7 +156,5 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
     if let Some(p) = &probe {
         tracing::info!(address = p.address.as_str(), "probe server listening");
     }
-    let master = Master::new(MasterSetup { config: cfg, listeners, sources, env, cwd, probe })
-        .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;
-    Ok(master.run())
+    Ok((listeners, probe))
 }

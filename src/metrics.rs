@@ -68,6 +68,8 @@ fn per_worker<T: Into<i64> + Copy>(pairs: impl Iterator<Item = (u32, T)>) -> Vec
 }
 
 impl Collector for MasterCollector {
+    // Table-like and long on purpose: one block per metric family, in the
+    // order they are exposed.
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let s: Arc<Snapshot> = self.shared.0.load();
         {

@@ -178,35 +178,8 @@ fn quoted(v: &str) -> String {
     }
 }
 
-/// Splits a `LISTEN_FDNAMES` value into names, undoing the escapes of
-/// [`crate::worker::fdnames`] (`\x3a` is `:`, `\x5c` is `\`, either case);
-/// any other text, a lone `\` included, is taken as written.
-pub fn decode_fdnames(value: &str) -> Vec<String> {
-    value
-        .split(':')
-        .map(|part| {
-            let mut out = String::with_capacity(part.len());
-            let mut rest = part;
-            while let Some(i) = rest.find('\\') {
-                out.push_str(&rest[..i]);
-                let tail = &rest[i..];
-                let code = tail.get(1..4).map(str::to_ascii_lowercase);
-                match code.as_deref() {
-                    Some("x3a") => out.push(':'),
-                    Some("x5c") => out.push('\\'),
-                    _ => {
-                        out.push('\\');
-                        rest = &tail[1..];
-                        continue;
-                    }
-                }
-                rest = &tail[4..];
-            }
-            out.push_str(rest);
-            out
-        })
-        .collect()
-}
+/// `LISTEN_FDNAMES` decoding (the contract lives in [`crate::handoff`]).
+pub use crate::handoff::decode_fdnames;
 
 /// The socket-activation variables, read by [`activation_names`].
 pub const ACTIVATION_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];

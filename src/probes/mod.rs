@@ -19,6 +19,7 @@
 //! command's arguments beyond `argv[0]` nor any environment value.
 
 pub mod guard;
+mod head;
 
 use std::io::Write;
 use std::sync::Arc;

@@ -7,60 +7,10 @@
 
 pub mod python;
 
-use std::path::PathBuf;
+pub use crate::handoff::{SPEC_ENV, WorkerSpec};
 
-use serde::{Deserialize, Serialize};
-
-use crate::config::LogFormat;
-
-/// Environment variable carrying the JSON [`WorkerSpec`] from master to worker.
-pub const SPEC_ENV: &str = "PODMASTER_WORKER";
-
-/// Everything a worker needs to know, decided by the master.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerSpec {
-    pub id: u32,
-    pub generation: u64,
-    pub numproc: u32,
-    pub master_pid: i32,
-    /// Unix time the master started (seconds).
-    pub started_on: u64,
-    pub script: PathBuf,
-    /// `worker-exec`: run this program instead of a Python script.
-    pub command: Option<Vec<String>>,
-    pub chdir: Option<PathBuf>,
-    pub virtualenv: Option<PathBuf>,
-    pub pythonpath: Vec<PathBuf>,
-    pub log_format: LogFormat,
-    pub log_level: String,
-    pub opt: Vec<(String, String)>,
-    /// The uid this worker must run as (`uid` option), checked at start.
-    pub uid: Option<u32>,
-    /// Where the scoreboard fds are (board, then metrics at +1), if passed.
-    pub board_fd: Option<i32>,
-    pub metrics: Vec<crate::scoreboard::MetricDecl>,
-    pub pyargv: Vec<String>,
-
-    /// Socket names, in fd order (fd 3 first).
-    pub sockets: Vec<String>,
-    /// True when this slot had a process before (a respawn or reload).
-    pub is_a_reload: bool,
-}
-
-impl WorkerSpec {
-    pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-/// `LISTEN_FDNAMES` value: names joined by `:`. A `:` inside a name (every
-/// `host:port` spec has one) is written `\x3a`, the escape systemd uses,
-/// so splitting on `:` always yields exactly `LISTEN_FDS` names; a `\` is
-/// written `\x5c`, so a name that contains `\x3a` itself comes back intact
-/// from [`crate::sockets::decode_fdnames`].
-pub fn fdnames(names: &[String]) -> String {
-    names.iter().map(|n| n.replace('\\', "\\x5c").replace(':', "\\x3a")).collect::<Vec<_>>().join(":")
-}
+/// `LISTEN_FDNAMES` encoding; kept here for callers of the old path.
+pub use crate::handoff::encode_fdnames as fdnames;
 
 /// True when this process was started by a master as a worker.
 pub fn requested() -> bool {
@@ -69,13 +19,7 @@ pub fn requested() -> bool {
 
 /// Runs worker mode; returns the process exit code.
 pub fn run() -> u8 {
-    let raw = std::env::var(SPEC_ENV).unwrap_or_default();
-    // SAFETY: worker mode runs this before it starts any thread.
-    unsafe {
-        std::env::remove_var(SPEC_ENV);
-        std::env::set_var("LISTEN_PID", std::process::id().to_string());
-    }
-    let spec: WorkerSpec = match serde_json::from_str(&raw) {
+    let spec = match crate::handoff::take_spec() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("podmaster: worker: malformed {SPEC_ENV} from the master: {e}");
@@ -118,28 +62,4 @@ fn exec_command(id: u32, argv: &[String]) -> u8 {
     };
     eprintln!("podmaster: worker {id}: cannot run {program}: {err}");
     code
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fdnames_split_into_exactly_one_name_per_fd() {
-        let names = vec!["127.0.0.1:3031".to_string(), "/run/a.sock".to_string(), "[::1]:80".to_string()];
-        let joined = fdnames(&names);
-        assert_eq!(joined, "127.0.0.1\\x3a3031:/run/a.sock:[\\x3a\\x3a1]\\x3a80");
-        assert_eq!(joined.split(':').count(), 3);
-    }
-
-    /// Found by the property tests: a name containing `\x3a` itself came
-    /// back from the decoder as `:`.
-    #[test]
-    fn fdnames_round_trip_names_with_escapes() {
-        for names in [vec![r"\x3a".to_string()], vec![r"a\".into(), ":".into(), r"\x5c\X3A".into()]] {
-            let encoded = fdnames(&names);
-            assert_eq!(encoded.split(':').count(), names.len(), "{encoded}");
-            assert_eq!(crate::sockets::decode_fdnames(&encoded), names, "{encoded}");
-        }
-    }
 }

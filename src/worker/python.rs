@@ -133,10 +133,7 @@ fn workers(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyTuple>> {
 /// `uwsgi.mem()`: (rss, vsz) of this worker, bytes.
 #[pyfunction]
 fn mem() -> (u64, u64) {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let mut it = statm.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0) * 4096);
-    let vsz = it.next().unwrap_or(0);
-    let rss = it.next().unwrap_or(0);
+    let (vsz, rss) = crate::sys::own_memory().unwrap_or((0, 0));
     (rss, vsz)
 }
 

@@ -1,15 +1,14 @@
-//! The worker table: one [`Slot`] per worker id (1..N, stable across
-//! respawns), each holding at most one live process whose life is a
-//! [`WorkerState`]. Only the main loop owns and mutates it; transitions
-//! replace the whole state value.
+//! Per-slot bookkeeping: one [`Slot`] per worker id (1..N, stable across
+//! respawns) with what outlives its processes — failed starts, respawn
+//! schedule and backoff, spawn and exit counts. The processes themselves
+//! live in the [`super::table::Table`].
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
-
-use nix::sys::wait::WaitStatus;
-use nix::unistd::Pid;
+use std::time::{Duration, Instant};
 
 use super::state::WorkerView;
+use super::table::Proc;
+use nix::sys::wait::WaitStatus;
 
 /// First respawn delay after an unexpected exit; doubles per failure.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -17,66 +16,9 @@ pub const BACKOFF_START: Duration = Duration::from_millis(100);
 /// the backoff from the beginning.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum WorkerState {
-    /// Spawned, has not reported `READY=1` yet.
-    Starting,
-    Accepting {
-        since: Instant,
-    },
-    /// Asked to stop; SIGKILL at `deadline` (`killed` once that happened).
-    Stopping {
-        deadline: Instant,
-        killed: bool,
-    },
-}
-
-#[derive(Debug)]
-pub struct Worker {
-    pub pid: Pid,
-    pub generation: u64,
-    pub spawned_at: SystemTime,
-    pub started: Instant,
-    pub state: WorkerState,
-    /// Reported accepting at least once (a worker that never did and
-    /// exits is a failed start).
-    pub ever_accepted: bool,
-    /// `max-worker-lifetime`: when to replace it.
-    pub retire_at: Option<Instant>,
-}
-
-impl Worker {
-    pub fn accepting(&self) -> bool {
-        matches!(self.state, WorkerState::Accepting { .. })
-    }
-
-    pub fn view(&self, id: u32) -> WorkerView {
-        WorkerView {
-            id,
-            pid: self.pid.as_raw(),
-            generation: self.generation,
-            state: match self.state {
-                WorkerState::Starting => "starting",
-                WorkerState::Accepting { .. } => "accepting",
-                WorkerState::Stopping { .. } => "stopping",
-            },
-            accepting: u8::from(self.accepting()),
-            respawn_count: 0,
-            last_spawn: self.spawned_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            spawns_total: 0,
-            failed_starts: 0,
-            exits: Vec::new(),
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Slot {
     pub id: u32,
-    pub worker: Option<Worker>,
-    /// A replacement being started (chain reload, recycling); it takes
-    /// over once it accepts.
-    pub next: Option<Worker>,
     /// Consecutive starts that never reached accepting.
     pub failed_starts: u32,
     /// When the slot is empty: when to spawn again (None: not scheduled).
@@ -91,8 +33,6 @@ impl Slot {
     pub fn new(id: u32) -> Slot {
         Slot {
             id,
-            worker: None,
-            next: None,
             failed_starts: 0,
             respawn_at: None,
             backoff: BACKOFF_START,
@@ -102,8 +42,9 @@ impl Slot {
         }
     }
 
-    pub fn view(&self) -> WorkerView {
-        let mut v = match &self.worker {
+    /// The slot as seen from outside, with its current worker if any.
+    pub fn view(&self, worker: Option<&Proc>) -> WorkerView {
+        let mut v = match worker {
             Some(w) => w.view(self.id),
             None => WorkerView {
                 id: self.id,

@@ -1,0 +1,233 @@
+//! The contract between master and worker, both sides of it: which fds a
+//! worker finds where (listening sockets at 3, 4, ... in configuration
+//! order, then the scoreboard's two regions), the environment it gets
+//! (`LISTEN_FDS`, `LISTEN_FDNAMES`, `NOTIFY_SOCKET`, the [`WorkerSpec`] in
+//! [`SPEC_ENV`]), and the worker's settings, built once per configuration
+//! by [`WorkerSettings::new`] and stamped per spawn with the slot's id and
+//! generation. `LISTEN_PID` is set by the worker itself (only it knows its
+//! pid). Nothing here touches processes: [`crate::sys::spawn`] does.
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::time::SystemTime;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, LogFormat};
+use crate::sys::{Credentials, LISTEN_FDS_START};
+
+/// Environment variable carrying the JSON [`WorkerSpec`] from master to worker.
+pub const SPEC_ENV: &str = "PODMASTER_WORKER";
+
+/// Everything a worker needs to know, decided by the master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub id: u32,
+    pub generation: u64,
+    pub numproc: u32,
+    pub master_pid: i32,
+    /// Unix time the master started (seconds).
+    pub started_on: u64,
+    pub script: PathBuf,
+    /// `worker-exec`: run this program instead of a Python script.
+    pub command: Option<Vec<String>>,
+    pub chdir: Option<PathBuf>,
+    pub virtualenv: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub opt: Vec<(String, String)>,
+    /// The uid this worker must run as (`uid` option), checked at start.
+    pub uid: Option<u32>,
+    /// Where the scoreboard fds are (board, then metrics at +1), if passed.
+    pub board_fd: Option<i32>,
+    pub metrics: Vec<crate::scoreboard::MetricDecl>,
+    pub pyargv: Vec<String>,
+
+    /// Socket names, in fd order (fd 3 first).
+    pub sockets: Vec<String>,
+    /// True when this slot had a process before (a respawn or reload).
+    pub is_a_reload: bool,
+}
+
+impl WorkerSpec {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Worker side: takes the spec out of the environment (so the app does not
+/// see it) and sets `LISTEN_PID` to this process. Call before any thread
+/// starts (the environment is not thread-safe).
+pub fn take_spec() -> Result<WorkerSpec, serde_json::Error> {
+    let raw = std::env::var(SPEC_ENV).unwrap_or_default();
+    crate::sys::edit_env_single_threaded(&[SPEC_ENV], &[("LISTEN_PID", &std::process::id().to_string())]);
+    serde_json::from_str(&raw)
+}
+
+/// What one worker is to be, as the master decides it per spawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub id: u32,
+    pub generation: u64,
+    /// Worker slots now (uWSGI's `numproc`).
+    pub numproc: u32,
+    /// The slot had a process before (a respawn or a reload).
+    pub is_a_reload: bool,
+}
+
+/// Every worker's settings under one configuration and one socket set;
+/// rebuilt when either changes.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    template: WorkerSpec,
+    /// Python workers get the scoreboard fds after the sockets.
+    pub with_board: bool,
+}
+
+impl WorkerSettings {
+    pub fn new(cfg: &Config, creds: Option<&Credentials>, sockets: Vec<String>, started_on: SystemTime) -> Self {
+        let with_board = cfg.script.is_some();
+        let template = WorkerSpec {
+            id: 0,
+            generation: 0,
+            numproc: 0,
+            master_pid: std::process::id() as i32,
+            started_on: started_on.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            script: cfg.script.clone().unwrap_or_default(),
+            command: cfg.command.clone(),
+            chdir: cfg.chdir.clone(),
+            virtualenv: cfg.virtualenv.clone(),
+            pythonpath: cfg.pythonpath.clone(),
+            log_format: cfg.log_format,
+            log_level: cfg.log_level.clone(),
+            opt: cfg.opt.clone(),
+            uid: creds.and_then(|c| c.uid),
+            board_fd: with_board.then_some(LISTEN_FDS_START + sockets.len() as RawFd),
+            metrics: cfg.metrics.clone(),
+            pyargv: cfg.pyargv.clone(),
+            sockets,
+            is_a_reload: false,
+        };
+        WorkerSettings { template, with_board }
+    }
+
+    /// The spec of one worker.
+    pub fn spec(&self, s: Stamp) -> WorkerSpec {
+        WorkerSpec {
+            id: s.id,
+            generation: s.generation,
+            numproc: s.numproc,
+            is_a_reload: s.is_a_reload,
+            ..self.template.clone()
+        }
+    }
+}
+
+/// The fds a worker receives, in order from fd 3: the sockets, then (for
+/// Python workers) the scoreboard's regions.
+pub fn fd_layout(sockets: &[RawFd], board: &[RawFd], with_board: bool) -> Vec<RawFd> {
+    let mut fds = sockets.to_vec();
+    if with_board {
+        fds.extend_from_slice(board);
+    }
+    fds
+}
+
+/// The variables set for a worker on top of the master's environment.
+pub fn environment(spec: &WorkerSpec, notify_socket: &str) -> Vec<(OsString, OsString)> {
+    vec![
+        (OsString::from("LISTEN_FDS"), OsString::from(spec.sockets.len().to_string())),
+        (OsString::from("LISTEN_FDNAMES"), OsString::from(encode_fdnames(&spec.sockets))),
+        (OsString::from("NOTIFY_SOCKET"), OsString::from(notify_socket)),
+        (OsString::from(SPEC_ENV), OsString::from(spec.encode())),
+    ]
+}
+
+/// `LISTEN_FDNAMES` value: names joined by `:`. A `:` inside a name (every
+/// `host:port` spec has one) is written `\x3a`, the escape systemd uses,
+/// so splitting on `:` always yields exactly `LISTEN_FDS` names; a `\` is
+/// written `\x5c`, so a name that contains `\x3a` itself comes back intact
+/// from [`decode_fdnames`].
+pub fn encode_fdnames(names: &[String]) -> String {
+    names.iter().map(|n| n.replace('\\', "\\x5c").replace(':', "\\x3a")).collect::<Vec<_>>().join(":")
+}
+
+/// Splits a `LISTEN_FDNAMES` value into names, undoing the escapes of
+/// [`encode_fdnames`] (`\x3a` is `:`, `\x5c` is `\`, either case); any
+/// other text, a lone `\` included, is taken as written.
+pub fn decode_fdnames(value: &str) -> Vec<String> {
+    value
+        .split(':')
+        .map(|part| {
+            let mut out = String::with_capacity(part.len());
+            let mut rest = part;
+            while let Some(i) = rest.find('\\') {
+                out.push_str(&rest[..i]);
+                let tail = &rest[i..];
+                let code = tail.get(1..4).map(str::to_ascii_lowercase);
+                match code.as_deref() {
+                    Some("x3a") => out.push(':'),
+                    Some("x5c") => out.push('\\'),
+                    _ => {
+                        out.push('\\');
+                        rest = &tail[1..];
+                        continue;
+                    }
+                }
+                rest = &tail[4..];
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdnames_split_into_exactly_one_name_per_fd() {
+        let names = vec!["127.0.0.1:3031".to_string(), "/run/a.sock".to_string(), "[::1]:80".to_string()];
+        let joined = encode_fdnames(&names);
+        assert_eq!(joined, "127.0.0.1\\x3a3031:/run/a.sock:[\\x3a\\x3a1]\\x3a80");
+        assert_eq!(joined.split(':').count(), 3);
+    }
+
+    /// Found by the property tests: a name containing `\x3a` itself came
+    /// back from the decoder as `:`.
+    #[test]
+    fn fdnames_round_trip_names_with_escapes() {
+        for names in [vec![r"\x3a".to_string()], vec![r"a\".into(), ":".into(), r"\x5c\X3A".into()]] {
+            let encoded = encode_fdnames(&names);
+            assert_eq!(encoded.split(':').count(), names.len(), "{encoded}");
+            assert_eq!(decode_fdnames(&encoded), names, "{encoded}");
+        }
+    }
+
+    #[test]
+    fn environment_names_every_socket_and_carries_the_spec() {
+        let mut cfg = Config::resolve(&[]).expect("defaults resolve");
+        cfg.script = Some("/app/w.py".into());
+        let names = vec!["a:1".to_string(), "b".to_string()];
+        let settings = WorkerSettings::new(&cfg, None, names, SystemTime::UNIX_EPOCH);
+        let spec = settings.spec(Stamp { id: 3, generation: 7, numproc: 4, is_a_reload: true });
+        assert_eq!(spec.board_fd, Some(5), "the board follows fds 3 and 4");
+        let env = environment(&spec, "@notify");
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string_lossy().into_owned());
+        assert_eq!(get("LISTEN_FDS").as_deref(), Some("2"));
+        assert_eq!(decode_fdnames(&get("LISTEN_FDNAMES").unwrap()), vec!["a:1", "b"]);
+        assert_eq!(get("NOTIFY_SOCKET").as_deref(), Some("@notify"));
+        let back: WorkerSpec = serde_json::from_str(&get(SPEC_ENV).unwrap()).unwrap();
+        assert_eq!((back.id, back.generation, back.numproc, back.is_a_reload), (3, 7, 4, true));
+    }
+
+    #[test]
+    fn board_follows_the_sockets() {
+        assert_eq!(fd_layout(&[7, 9], &[11, 12], true), vec![7, 9, 11, 12]);
+        assert_eq!(fd_layout(&[7, 9], &[11, 12], false), vec![7, 9]);
+    }
+}

@@ -1,0 +1,85 @@
+//! Spawning, as the state machine sees it: a new generation number, the
+//! slot's spawn count, the entry in the process table, and the backoff when
+//! a spawn fails. How a process is actually started is [`super::os`]'s.
+
+use std::time::{Instant, SystemTime};
+
+use nix::unistd::Pid;
+
+use super::core::{Core, Os, WorkerRequest, lifetime};
+use super::table::{Proc, ProcState, Role};
+
+impl<O: Os> Core<O> {
+    /// Starts a process for slot `i` as the slot's worker; on failure
+    /// schedules the slot's respawn with backoff.
+    pub fn spawn_slot(&mut self, i: usize, now: Instant) {
+        if self.spawn_worker(i, now, false).is_some() {
+            self.check_ready();
+        } else {
+            let max = self.set.backoff_max;
+            let slot = &mut self.slots[i];
+            let wait = slot.note_exit("spawn_failed", None, now, max);
+            tracing::warn!(worker = slot.id, retry_in_s = wait.as_secs_f64(), "worker respawn scheduled");
+            slot.respawn_at = Some(now + wait);
+        }
+    }
+
+    /// Starts a worker process for slot `i`, as its worker or (with
+    /// `replacement`) as the replacement taking it over.
+    pub fn spawn_worker(&mut self, i: usize, now: Instant, replacement: bool) -> Option<Pid> {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let id = self.slots[i].id;
+        let req =
+            WorkerRequest { slot: id, generation, processes: self.processes(), respawn: self.slots[i].spawns > 0 };
+        let result = self.os.spawn_worker(&req);
+        self.slots[i].spawns += 1;
+        match result {
+            Ok(pid) => {
+                tracing::info!(worker = id, pid = pid.as_raw(), generation, "worker spawned");
+                let accepting = self.set.ready_on_spawn;
+                self.table.insert(Proc {
+                    pid,
+                    role: if replacement { Role::Replacement { slot: id } } else { Role::Worker { slot: id } },
+                    state: if accepting { ProcState::Accepting { since: now } } else { ProcState::Starting },
+                    generation,
+                    spawned_at: SystemTime::now(),
+                    started: now,
+                    ever_accepted: accepting,
+                    retire_at: lifetime(&self.set).map(|l| now + l),
+                });
+                Some(pid)
+            }
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "cannot spawn worker");
+                None
+            }
+        }
+    }
+
+    pub fn spawn_daemon(&mut self, i: usize, now: Instant) {
+        let result = self.os.spawn_daemon(&self.daemons[i].argv);
+        let d = &mut self.daemons[i];
+        match result {
+            Ok(pid) => {
+                tracing::info!(pid = pid.as_raw(), command = d.argv.join(" "), "daemon spawned");
+                self.table.insert(Proc {
+                    pid,
+                    role: Role::Daemon { index: i },
+                    state: ProcState::Running,
+                    generation: 0,
+                    spawned_at: SystemTime::now(),
+                    started: now,
+                    ever_accepted: false,
+                    retire_at: None,
+                });
+            }
+            Err(e) => {
+                let wait = d.backoff;
+                d.backoff = (d.backoff * 2).min(self.set.backoff_max);
+                tracing::error!(command = d.argv.join(" "), error = %e, retry_in_s = wait.as_secs_f64(), "cannot spawn daemon");
+                d.respawn_at = Some(now + wait);
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The state machine's decisions against a fake [`Os`]: no process is
+//! started, the clock only moves when a test moves it.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use super::core::{Core, MasterPhase, Os, Settings, WorkerRequest};
+use super::state::Phase;
+use super::table::{ProcState, Role};
+use crate::config::ReadyWorkers;
+use crate::exit;
+use crate::notify::Notice;
+
+#[derive(Default)]
+struct Fake {
+    clock: Duration,
+    base: Option<Instant>,
+    next_pid: i32,
+    spawned: Vec<(Pid, WorkerRequest)>,
+    daemons: Vec<Pid>,
+    signals: Vec<(Pid, Signal)>,
+    groups: Vec<(Pid, Signal)>,
+    fail_spawns: bool,
+    draining: bool,
+    sweeps: u32,
+}
+
+impl Os for Fake {
+    fn now(&self) -> Instant {
+        self.base.unwrap_or_else(Instant::now) + self.clock
+    }
+    fn spawn_worker(&mut self, req: &WorkerRequest) -> Result<Pid, String> {
+        if self.fail_spawns {
+            return Err("fork: EAGAIN".into());
+        }
+        self.next_pid += 1;
+        let pid = Pid::from_raw(1000 + self.next_pid);
+        self.spawned.push((pid, req.clone()));
+        Ok(pid)
+    }
+    fn spawn_daemon(&mut self, _argv: &[String]) -> Result<Pid, String> {
+        self.next_pid += 1;
+        let pid = Pid::from_raw(1000 + self.next_pid);
+        self.daemons.push(pid);
+        Ok(pid)
+    }
+    fn signal(&mut self, pid: Pid, sig: Signal) {
+        self.signals.push((pid, sig));
+    }
+    fn signal_group(&mut self, pid: Pid, sig: Signal) {
+        self.groups.push((pid, sig));
+    }
+    fn draining(&mut self) {
+        self.draining = true;
+    }
+    fn final_sweep(&mut self) -> (usize, u64) {
+        self.sweeps += 1;
+        (0, 0)
+    }
+}
+
+const MERCY: Duration = Duration::from_secs(10);
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+const DRAIN_DELAY: Duration = Duration::from_secs(5);
+
+fn settings() -> Settings {
+    Settings {
+        drain_delay: DRAIN_DELAY,
+        mercy: MERCY,
+        chain_reload_timeout: RELOAD_TIMEOUT,
+        stop_signal: Signal::SIGHUP,
+        ready_workers: ReadyWorkers::Percent(100),
+        ready_on_spawn: false,
+        backoff_max: Duration::from_secs(30),
+        max_failed_starts: 5,
+        lifetime: None,
+        lifetime_delta: Duration::ZERO,
+    }
+}
+
+/// A core with `n` workers spawned, none accepting yet.
+fn started(n: u32) -> Core<Fake> {
+    let os = Fake { base: Some(Instant::now()), ..Fake::default() };
+    let mut c = Core::new(os, settings(), n, &[]);
+    c.start();
+    c
+}
+
+/// A core with `n` workers, all accepting: phase Running.
+fn running(n: u32) -> Core<Fake> {
+    let mut c = started(n);
+    for (pid, _) in c.os.spawned.clone() {
+        c.on_notice(pid.as_raw(), Notice::Ready);
+    }
+    assert_eq!(c.phase, MasterPhase::Running);
+    c
+}
+
+fn advance(c: &mut Core<Fake>, d: Duration) {
+    c.os.clock += d;
+    let now = c.os.now();
+    c.on_deadlines(now);
+}
+
+fn exited(c: &mut Core<Fake>, pid: Pid, code: i32) {
+    let now = c.os.now();
+    assert!(c.on_exit(pid, &WaitStatus::Exited(pid, code), now), "{pid} is ours");
+    c.settle(now);
+}
+
+fn last_spawn(c: &Core<Fake>) -> Pid {
+    c.os.spawned.last().map(|(p, _)| *p).expect("a spawn")
+}
+
+fn signalled(c: &Core<Fake>, pid: Pid) -> Vec<Signal> {
+    c.os.signals.iter().filter(|(p, _)| *p == pid).map(|(_, s)| *s).collect()
+}
+
+#[test]
+fn startup_reaches_running_once_every_worker_accepts() {
+    let mut c = started(2);
+    assert_eq!(c.phase, MasterPhase::Starting);
+    let pids: Vec<Pid> = c.os.spawned.iter().map(|(p, _)| *p).collect();
+    c.on_notice(pids[0].as_raw(), Notice::Ready);
+    assert_eq!(c.phase, MasterPhase::Starting);
+    c.on_notice(pids[1].as_raw(), Notice::Ready);
+    assert_eq!(c.phase, MasterPhase::Running);
+    assert_eq!(c.accepting(), 2);
+    assert!(c.os.spawned.iter().all(|(_, r)| !r.respawn && r.processes == 2));
+}
+
+#[test]
+fn chain_reload_replaces_one_slot_at_a_time() {
+    let mut c = running(2);
+    let old: Vec<Pid> = c.os.spawned.iter().map(|(p, _)| *p).collect();
+    c.request_reload("SIGHUP");
+    assert_eq!(c.phase.observed(), Phase::Reloading);
+    let r1 = last_spawn(&c);
+    assert_eq!(c.table.replacement(1).map(|p| p.pid), Some(r1));
+    assert!(c.os.spawned.last().is_some_and(|(_, r)| r.respawn && r.slot == 1));
+    c.on_notice(r1.as_raw(), Notice::Ready);
+    // The old worker retires; slot 2 waits for it to exit.
+    assert_eq!(signalled(&c, old[0]), vec![Signal::SIGHUP]);
+    assert_eq!(c.table.worker(1).map(|p| p.pid), Some(r1));
+    assert_eq!(c.os.spawned.len(), 3);
+    exited(&mut c, old[0], 0);
+    let r2 = last_spawn(&c);
+    assert_eq!(c.table.replacement(2).map(|p| p.pid), Some(r2));
+    c.on_notice(r2.as_raw(), Notice::Ready);
+    exited(&mut c, old[1], 0);
+    assert_eq!(c.phase, MasterPhase::Running);
+    assert_eq!(c.counters.reloads_ok, 1);
+    assert_eq!(c.accepting(), 2);
+}
+
+#[test]
+fn replacement_that_never_accepts_aborts_the_reload() {
+    let mut c = running(2);
+    let old = c.table.worker(1).map(|p| p.pid).unwrap();
+    c.request_reload("SIGHUP");
+    let r1 = last_spawn(&c);
+    advance(&mut c, RELOAD_TIMEOUT - Duration::from_millis(1));
+    assert_eq!(c.phase, MasterPhase::Reloading);
+    advance(&mut c, Duration::from_millis(1));
+    assert_eq!(c.phase, MasterPhase::Running);
+    assert_eq!(c.counters.reloads_aborted, 1);
+    assert_eq!(c.table.worker(1).map(|p| p.pid), Some(old), "the old worker stays");
+    assert_eq!(c.table.find(r1).map(|p| p.role), Some(Role::Retiring { slot: 1 }));
+    assert_eq!(signalled(&c, r1), vec![Signal::SIGHUP]);
+    assert!(signalled(&c, old).is_empty());
+    // It ignores the stop signal too: SIGKILL after mercy.
+    advance(&mut c, MERCY);
+    assert_eq!(signalled(&c, r1), vec![Signal::SIGHUP, Signal::SIGKILL]);
+    exited(&mut c, r1, 0);
+    assert_eq!(c.os.spawned.len(), 3, "no second replacement");
+}
+
+#[test]
+fn hup_during_a_reload_runs_it_once_more() {
+    let mut c = running(1);
+    c.request_reload("SIGHUP");
+    c.request_reload("SIGHUP");
+    c.request_reload("SIGHUP");
+    let old = c.os.spawned[0].0;
+    let r1 = last_spawn(&c);
+    c.on_notice(r1.as_raw(), Notice::Ready);
+    exited(&mut c, old, 0);
+    assert_eq!(c.counters.reloads_ok, 1);
+    assert_eq!(c.phase, MasterPhase::Reloading, "the coalesced second pass");
+    let r2 = last_spawn(&c);
+    assert_ne!(r1, r2);
+    c.on_notice(r2.as_raw(), Notice::Ready);
+    exited(&mut c, r1, 0);
+    assert_eq!(c.counters.reloads_ok, 2);
+    assert_eq!(c.phase, MasterPhase::Running);
+    assert_eq!(c.os.spawned.len(), 3);
+}
+
+#[test]
+fn reload_before_ready_waits_for_ready() {
+    let mut c = started(1);
+    c.request_reload("SIGHUP");
+    assert_eq!(c.os.spawned.len(), 1);
+    let pid = c.os.spawned[0].0;
+    c.on_notice(pid.as_raw(), Notice::Ready);
+    assert_eq!(c.phase, MasterPhase::Reloading);
+    assert_eq!(c.os.spawned.len(), 2);
+}
+
+#[test]
+fn drain_waits_delay_then_stops_then_kills_a_worker_that_ignores_it() {
+    let mut c = running(2);
+    let pids: Vec<Pid> = c.os.spawned.iter().map(|(p, _)| *p).collect();
+    c.begin_drain(false, "SIGTERM");
+    assert_eq!(c.phase.observed(), Phase::Draining);
+    assert!(c.os.draining);
+    assert!(c.os.signals.is_empty(), "workers serve during drain-delay");
+    advance(&mut c, DRAIN_DELAY);
+    assert_eq!(signalled(&c, pids[0]), vec![Signal::SIGHUP]);
+    exited(&mut c, pids[0], 0);
+    advance(&mut c, MERCY - Duration::from_millis(1));
+    assert_eq!(signalled(&c, pids[1]), vec![Signal::SIGHUP]);
+    advance(&mut c, Duration::from_millis(1));
+    assert_eq!(signalled(&c, pids[1]), vec![Signal::SIGHUP, Signal::SIGKILL]);
+    assert_eq!(c.os.groups, vec![(pids[1], Signal::SIGKILL)]);
+    exited(&mut c, pids[1], 0);
+    assert_eq!(c.phase, MasterPhase::Exited { code: exit::KILLED });
+    assert_eq!(c.os.sweeps, 1);
+    assert!(c.next_deadline().is_none());
+}
+
+#[test]
+fn second_int_during_drain_is_a_fast_stop() {
+    let mut c = running(1);
+    let pid = c.os.spawned[0].0;
+    c.begin_drain(false, "SIGINT");
+    c.begin_drain(true, "SIGINT");
+    assert_eq!(signalled(&c, pid), vec![Signal::SIGINT]);
+    exited(&mut c, pid, 0);
+    assert_eq!(c.phase, MasterPhase::Exited { code: exit::OK });
+}
+
+#[test]
+fn drain_during_reload_abandons_it_and_stops_daemons_last() {
+    let os = Fake { base: Some(Instant::now()), ..Fake::default() };
+    let mut c = Core::new(os, settings(), 1, &[vec!["sleep".into(), "9".into()]]);
+    c.start();
+    let w = c.os.spawned[0].0;
+    let d = c.os.daemons[0];
+    c.on_notice(w.as_raw(), Notice::Ready);
+    c.request_reload("SIGHUP");
+    let r = last_spawn(&c);
+    c.begin_drain(true, "SIGQUIT");
+    assert!(c.rollout.is_none());
+    assert_eq!(signalled(&c, w), vec![Signal::SIGINT]);
+    assert_eq!(signalled(&c, r), vec![Signal::SIGINT]);
+    assert!(signalled(&c, d).is_empty());
+    exited(&mut c, w, 0);
+    exited(&mut c, r, 0);
+    assert_eq!(signalled(&c, d), vec![Signal::SIGINT]);
+    exited(&mut c, d, 0);
+    assert_eq!(c.phase, MasterPhase::Exited { code: exit::OK });
+}
+
+#[test]
+fn a_worker_dying_during_startup_fails_the_instance() {
+    let mut c = started(2);
+    let pids: Vec<Pid> = c.os.spawned.iter().map(|(p, _)| *p).collect();
+    exited(&mut c, pids[0], 1);
+    assert!(matches!(c.phase, MasterPhase::Draining { fast: true, .. }));
+    assert!(c.os.draining, "the workers are told, as in any drain");
+    assert_eq!(signalled(&c, pids[1]), vec![Signal::SIGINT]);
+    exited(&mut c, pids[1], 0);
+    assert_eq!(c.phase, MasterPhase::Exited { code: exit::STARTUP_FAILED });
+}
+
+#[test]
+fn crashes_respawn_with_doubling_backoff_then_crash_loop() {
+    let mut c = running(1);
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let pid = last_spawn(&c);
+        exited(&mut c, pid, 1);
+        let at = c.slots[0].respawn_at.expect("respawn scheduled");
+        waits.push(at.duration_since(c.os.now()).as_millis());
+        let wait = at.duration_since(c.os.now());
+        advance(&mut c, wait);
+        assert!(c.table.worker(1).is_some());
+    }
+    // The first worker had accepted (not a failed start); the rest never did.
+    assert_eq!(waits, vec![100, 200, 400, 800, 1600]);
+    assert_eq!(c.slots[0].failed_starts, 4);
+    assert!(c.crash_loop.is_none());
+    let pid = last_spawn(&c);
+    exited(&mut c, pid, 1);
+    assert!(c.crash_loop.is_some());
+    let wait = c.slots[0].respawn_at.unwrap().duration_since(c.os.now());
+    advance(&mut c, wait);
+    c.on_notice(last_spawn(&c).as_raw(), Notice::Ready);
+    assert!(c.crash_loop.is_none());
+    assert_eq!(c.slots[0].respawn_count, 6);
+}
+
+#[test]
+fn a_failed_spawn_is_retried_with_backoff() {
+    let os = Fake { base: Some(Instant::now()), fail_spawns: true, ..Fake::default() };
+    let mut c = Core::new(os, settings(), 1, &[]);
+    c.start();
+    assert!(c.table.worker(1).is_none());
+    assert_eq!(c.next_deadline(), Some(c.os.now() + Duration::from_millis(100)));
+    c.os.fail_spawns = false;
+    advance(&mut c, Duration::from_millis(100));
+    assert!(c.table.worker(1).is_some());
+    assert_eq!(c.slots[0].exits["spawn_failed"], 1);
+}
+
+#[test]
+fn lifetime_recycles_one_worker_without_a_reload_phase() {
+    let os = Fake { base: Some(Instant::now()), ..Fake::default() };
+    let set = Settings { lifetime: Some(Duration::from_secs(60)), ..settings() };
+    let mut c = Core::new(os, set, 1, &[]);
+    c.start();
+    let old = last_spawn(&c);
+    c.on_notice(old.as_raw(), Notice::Ready);
+    advance(&mut c, Duration::from_secs(60));
+    assert_eq!(c.phase, MasterPhase::Running, "recycling is not a reload");
+    let new = last_spawn(&c);
+    assert_ne!(old, new);
+    c.on_notice(new.as_raw(), Notice::Ready);
+    exited(&mut c, old, 0);
+    assert!(c.rollout.is_none());
+    assert_eq!(c.counters.reloads_ok, 0);
+}
+
+#[test]
+fn scaling_adds_and_retires_slots() {
+    let mut c = running(1);
+    c.scale_up();
+    assert_eq!(c.processes(), 2);
+    assert_eq!(c.os.spawned.last().map(|(_, r)| (r.slot, r.processes)), Some((2, 2)));
+    let p2 = last_spawn(&c);
+    c.scale_down();
+    assert_eq!(c.processes(), 1);
+    assert_eq!(c.table.find(p2).map(|p| (p.role, p.state.stopping())), Some((Role::Retiring { slot: 2 }, true)));
+}
+
+#[test]
+fn stopping_notice_leaves_accepting() {
+    let mut c = running(1);
+    let pid = c.os.spawned[0].0;
+    c.on_notice(pid.as_raw(), Notice::Stopping);
+    assert_eq!(c.table.find(pid).map(|p| p.state), Some(ProcState::Starting));
+    assert_eq!(c.accepting(), 0);
+}
