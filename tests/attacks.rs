@@ -207,3 +207,22 @@ fn scaling_up_stops_at_the_scoreboard_size() {
     assert_eq!(inst.status()["workers"].as_array().map(Vec::len), Some(1024));
     assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
 }
+
+#[test]
+fn a_flapping_worker_cannot_flood_the_log() {
+    let d = TempDir::new("flap");
+    let done = d.path().join("done");
+    let script = format!("{}/tests/scripts/flapper.py", env!("CARGO_MANIFEST_DIR"));
+    let inst = Instance::start_with(&script, 1, 1, "", &[("FLAP_DONE", done.to_str().unwrap())], |c| c);
+    wait_for("the flapper to finish", Duration::from_secs(30), || done.exists().then_some(()));
+    wait_for("the last READY=1 to count", Duration::from_secs(10), || {
+        inst.probe_get("/readyz").filter(|r| r.status == 200)
+    });
+    let logs = inst.logs();
+    let lines =
+        logs.lines().filter(|l| l.contains("worker stopped accepting") || l.contains("worker accepting")).count();
+    eprintln!("{lines} accepting/stopped lines logged");
+    assert!(lines <= 21, "{lines} accepting/stopped lines logged");
+    assert!(logs.contains("worker keeps switching between accepting and not"), "{logs}");
+    assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
+}

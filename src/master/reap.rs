@@ -135,7 +135,11 @@ impl<O: Os> Core<O> {
                     let generation = p.generation;
                     self.table.set_state(pid, ProcState::Accepting { since: now });
                     self.table.set_ever_accepted(pid);
-                    tracing::info!(worker = id, pid = pid.as_raw(), generation, "worker accepting");
+                    if self.table.note_flip(pid) {
+                        tracing::info!(worker = id, pid = pid.as_raw(), generation, "worker accepting");
+                    } else {
+                        tracing::debug!(worker = id, pid = pid.as_raw(), generation, "worker accepting");
+                    }
                     if !is_next {
                         if let Some(i) = self.slot_index(id) {
                             self.slots[i].failed_starts = 0;
@@ -155,7 +159,11 @@ impl<O: Os> Core<O> {
             Notice::Stopping => {
                 if self.table.find(pid).is_some_and(Proc::accepting) {
                     self.table.set_state(pid, ProcState::Starting);
-                    tracing::info!(worker = id, pid = pid.as_raw(), "worker stopped accepting");
+                    if self.table.note_flip(pid) {
+                        tracing::info!(worker = id, pid = pid.as_raw(), "worker stopped accepting");
+                    } else {
+                        tracing::debug!(worker = id, pid = pid.as_raw(), "worker stopped accepting");
+                    }
                 }
             }
         }

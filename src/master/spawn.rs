@@ -46,6 +46,7 @@ impl<O: Os> Core<O> {
                     spawned_at: SystemTime::now(),
                     started: now,
                     ever_accepted: accepting,
+                    flips: 0,
                     retire_at: lifetime(&self.set).map(|l| now + l),
                 });
                 Some(pid)
@@ -71,6 +72,7 @@ impl<O: Os> Core<O> {
                     spawned_at: SystemTime::now(),
                     started: now,
                     ever_accepted: false,
+                    flips: 0,
                     retire_at: None,
                 });
             }

@@ -61,6 +61,9 @@ impl ProcState {
     }
 }
 
+/// Accepting ⇄ not accepting transitions of one process logged at info.
+const FLIPS_LOGGED: u32 = 20;
+
 #[derive(Debug, Clone)]
 pub struct Proc {
     pub pid: Pid,
@@ -74,6 +77,9 @@ pub struct Proc {
     pub ever_accepted: bool,
     /// `max-worker-lifetime`: when to replace it.
     pub retire_at: Option<Instant>,
+    /// Accepting ⇄ not accepting transitions reported so far (a worker
+    /// that flaps gets its later transitions logged at debug level only).
+    pub flips: u32,
 }
 
 impl Proc {
@@ -179,6 +185,21 @@ impl Table {
         }
     }
 
+    /// Counts one accepting ⇄ not accepting transition; true while the
+    /// process has made few enough of them to be logged at info level.
+    pub fn note_flip(&mut self, pid: Pid) -> bool {
+        let Some(p) = self.get_mut(pid) else { return false };
+        p.flips = p.flips.saturating_add(1);
+        if p.flips == FLIPS_LOGGED + 1 {
+            tracing::warn!(
+                pid = pid.as_raw(),
+                transitions = FLIPS_LOGGED,
+                "worker keeps switching between accepting and not; further switches are logged at debug level"
+            );
+        }
+        p.flips <= FLIPS_LOGGED
+    }
+
     pub fn set_ever_accepted(&mut self, pid: Pid) {
         if let Some(p) = self.get_mut(pid) {
             p.ever_accepted = true;
@@ -205,6 +226,7 @@ mod tests {
             spawned_at: SystemTime::now(),
             started: Instant::now(),
             ever_accepted: false,
+            flips: 0,
             retire_at: None,
         }
     }
