@@ -284,6 +284,22 @@ mod tests {
         }
     }
 
+    /// What a worker maps: the master's fds duplicated to `at` and `at + 1`
+    /// (adopt() expects them consecutive), as a spawned worker inherits them.
+    fn worker_side(sb: &Scoreboard, at: i32, id: u32, decls: &[MetricDecl]) -> WorkerBoard {
+        use std::os::fd::IntoRawFd;
+        for (i, fd) in sb.fds().into_iter().enumerate() {
+            // SAFETY: the scoreboard's own fds, borrowed while it lives.
+            let dup = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).unwrap().into_raw_fd();
+            // SAFETY: dup2 onto a high number this test owns, then closing the temporary.
+            unsafe {
+                libc::dup2(dup, at + i as i32);
+                libc::close(dup);
+            }
+        }
+        WorkerBoard::adopt(at, id, decls).unwrap()
+    }
+
     #[test]
     fn workers_update_master_reads() {
         let decls = vec![
@@ -291,20 +307,7 @@ mod tests {
             MetricDecl { name: "peak".into(), counter: false, initial: 0 },
         ];
         let sb = Scoreboard::create(decls.clone()).unwrap();
-        // A worker would inherit the fds; duplicate them to simulate that.
-        let fds = sb.fds();
-        let b = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[0]) }).unwrap();
-        let m = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[1]) }).unwrap();
-        // adopt() expects consecutive fds; place them with dup2 high up.
-        use std::os::fd::IntoRawFd;
-        let (b, m) = (b.into_raw_fd(), m.into_raw_fd());
-        unsafe {
-            libc::dup2(b, 900);
-            libc::dup2(m, 901);
-            libc::close(b);
-            libc::close(m);
-        }
-        let w = WorkerBoard::adopt(900, 2, &decls).unwrap();
+        let w = worker_side(&sb, 900, 2, &decls);
         assert!(w.update("req", Update::Add(3)));
         assert!(w.update("peak", Update::Max(7)));
         assert!(w.update("peak", Update::Max(4)));
@@ -349,18 +352,7 @@ mod tests {
     #[test]
     fn readers_never_see_torn_records() {
         let sb = std::sync::Arc::new(Scoreboard::create(vec![]).unwrap());
-        let fds = sb.fds();
-        let b = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[0]) }).unwrap();
-        let m = nix::unistd::dup(unsafe { std::os::fd::BorrowedFd::borrow_raw(fds[1]) }).unwrap();
-        use std::os::fd::IntoRawFd;
-        let (b, m) = (b.into_raw_fd(), m.into_raw_fd());
-        unsafe {
-            libc::dup2(b, 910);
-            libc::dup2(m, 911);
-            libc::close(b);
-            libc::close(m);
-        }
-        let w = WorkerBoard::adopt(910, 1, &[]).unwrap();
+        let w = worker_side(&sb, 910, 1, &[]);
         sb.publish(&[SlotRecord::default(); 8]);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {

@@ -61,17 +61,20 @@ fn a_hostile_worker_cannot_take_down_the_master_or_its_peers() {
         assert!(!answer.contains("worker 1 "), "the attacker served: {answer}");
     }
     // The main loop is not spinning on what was left in the notify queue.
-    let cpu = |pid: i32| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-        f[11] + f[12] // utime + stime, in ticks
-    };
+    let cpu = cpu_ticks;
     let (c0, t0) = (cpu(inst.pid()), Instant::now());
     std::thread::sleep(Duration::from_secs(2));
     let used = (cpu(inst.pid()) - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
     assert!(used < 0.1, "master uses {used:.2} CPU-seconds per second after the attack");
     assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
+}
+
+/// CPU time of `pid` (user + system), in clock ticks (1/100 s).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    f[11] + f[12]
 }
 
 /// The master's fds above stdio, with what each points to.
@@ -120,12 +123,7 @@ fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
     edits.push(("uid = 0".into(), "uid/gid changed".into()));
     edits.push(("metric = name=late,type=counter".into(), "metric changed".into()));
     edits.push(("attach-daemon = sleep 1000".into(), "attach-daemon changed".into()));
-    let cpu = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-        f[11] + f[12]
-    };
+    let cpu = || cpu_ticks(pid);
     for (n, (spec, _)) in edits.iter().enumerate() {
         let failed_before =
             metric_with(&inst.metrics(), "podmaster_config_reloads_total{result=\"failed\"}").unwrap_or(0.0);
