@@ -135,6 +135,9 @@ pub struct MasterSetup {
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub probe: Option<crate::probes::ProbeServer>,
+    /// [`config::entries_hash`] of the entries `config` was resolved from
+    /// (the files are read once at startup, by the caller).
+    pub config_hash: u64,
 }
 
 pub struct Master {
@@ -194,8 +197,7 @@ impl Master {
         let creds = cfg.creds.map(|c| sys::Credentials::resolve((c.uid != u32::MAX).then_some(c.uid), c.gid));
         let notify = NotifySocket::bind(creds.as_ref().and_then(|c| c.uid), &std::env::temp_dir())?;
         let scoreboard = crate::scoreboard::Scoreboard::create(cfg.metrics.clone())?;
-        let config_hash =
-            config::load(&setup.sources, setup.env.iter().cloned()).map(|e| hash_entries(&e)).unwrap_or_default();
+        let config_hash = setup.config_hash;
         let m = Master {
             exe,
             listeners: setup.listeners,
