@@ -118,7 +118,8 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
     }
 
     let (listeners, probe) = bind(&cfg, &mut adopted)?;
-    let master = Master::new(MasterSetup { config: cfg, listeners, sources, env, cwd, probe })
+    let config_hash = config::entries_hash(&entries);
+    let master = Master::new(MasterSetup { config: cfg, listeners, sources, env, cwd, probe, config_hash })
         .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;
     Ok(master.run())
 }

@@ -19,12 +19,12 @@
 
 use std::sync::atomic::Ordering;
 
+// Declared by the configuration; re-exported for the worker side.
+pub use crate::config::metric::{MAX_METRICS, MetricDecl};
 use crate::sys::SharedRegion;
 
 /// Worker slots the regions have room for (`processes` is capped at it).
 pub const MAX_SLOTS: usize = 1024;
-/// Metrics that can be declared with `metric =`.
-pub const MAX_METRICS: usize = 64;
 
 /// Header words: magic, draining flag, slot count, sequence number.
 const BOARD_HEADER: usize = 4;
@@ -37,44 +37,6 @@ pub const BOARD_WORDS: usize = BOARD_HEADER + MAX_SLOTS * SLOT_WORDS;
 /// Metrics words: row 0 (initial values) + one row per slot.
 pub const METRIC_WORDS: usize = (MAX_SLOTS + 1) * MAX_METRICS;
 const MAGIC: i64 = 0x706f_646d_6173_7472; // "podmastr"
-
-/// A metric declared with uWSGI's syntax.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MetricDecl {
-    pub name: String,
-    /// counter or gauge (uWSGI's `absolute` is a gauge).
-    pub counter: bool,
-    pub initial: i64,
-}
-
-/// Parses `name=requests,type=counter,initial_value=0`.
-pub fn parse_metric(spec: &str) -> Result<MetricDecl, String> {
-    let mut decl = MetricDecl { name: String::new(), counter: true, initial: 0 };
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        match k.trim() {
-            "name" => decl.name = v.trim().to_owned(),
-            "type" => {
-                decl.counter = match v.trim() {
-                    "counter" => true,
-                    "gauge" | "absolute" => false,
-                    other => return Err(format!("metric type {other:?}: expected counter or gauge")),
-                }
-            }
-            "initial_value" | "initial-value" => {
-                decl.initial = v.trim().parse().map_err(|_| format!("initial_value {v:?} is not a whole number"))?
-            }
-            other => return Err(format!("metric key {other:?} is not supported (name, type, initial_value)")),
-        }
-    }
-    if decl.name.is_empty() {
-        return Err("a metric needs name=...".into());
-    }
-    if !decl.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-        return Err(format!("metric name {:?}: use letters, digits, _ . -", decl.name));
-    }
-    Ok(decl)
-}
 
 /// One worker slot as recorded on the board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -268,21 +230,6 @@ impl WorkerBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_specs() {
-        assert_eq!(
-            parse_metric("name=requests,type=counter").unwrap(),
-            MetricDecl { name: "requests".into(), counter: true, initial: 0 }
-        );
-        assert_eq!(
-            parse_metric("name=inflight, type=gauge, initial_value=5").unwrap(),
-            MetricDecl { name: "inflight".into(), counter: false, initial: 5 }
-        );
-        for bad in ["type=counter", "name=a,type=histogram", "name=a,initial_value=x", "name=a b", "name=a,oid=1.2"] {
-            assert!(parse_metric(bad).is_err(), "{bad}");
-        }
-    }
 
     /// What a worker maps: the master's fds duplicated to `at` and `at + 1`
     /// (adopt() expects them consecutive), as a spawned worker inherits them.

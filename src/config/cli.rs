@@ -25,8 +25,8 @@ fn command() -> Command {
             .version(concat!(env!("CARGO_PKG_VERSION"), " (Python ", env!("PODMASTER_PY_VERSION_FULL"), ")"))
             .about("Container init and process manager for Python services (uWSGI worker-override compatible)")
             .after_help(
-                "Sources, lowest precedence first: UWSGI_*/PODMASTER_* environment variables, config files \
-             in the order given, command-line options.",
+                "Sources, lowest precedence first: built-in defaults, UWSGI_*/PODMASTER_* environment variables, \
+             config files in the order given, command-line options.",
             )
             .arg(
                 Arg::new("ini")
@@ -94,9 +94,11 @@ fn command() -> Command {
 
 /// A command-line problem: clap's own (help, version, usage errors) or a
 /// config source it cannot classify.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    #[error(transparent)]
     Clap(clap::Error),
+    #[error(transparent)]
     Config(ConfigError),
 }
 

@@ -6,14 +6,16 @@
 //! indented) and the lines of other sections into blank lines and a bare
 //! key into `key = true` (line numbers are preserved, and the same pass
 //! records each key's line for error messages); after parsing, values are
-//! expanded (`%d %n %p %h`, `%(key)`, `$(VAR)`, `$(VAR:-default)`,
-//! `@(file)`) and `include`/`ini` keys splice other files in place. An inline `;` stays part of the value, as in uWSGI.
+//! expanded by [`super::placeholders`] (`%d %n %p %h`, `%(key)`, `$(VAR)`,
+//! `$(VAR:-default)`, `@(file)`) and `include`/`ini` keys splice other
+//! files in place. An inline `;` stays part of the value, as in uWSGI.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ini::{Ini, ParseOption};
 
+use super::placeholders::{FileCtx, expand_into, resolve_relative};
 use super::{ConfigError, Entry, Origin};
 
 /// Files larger than this are refused before reading: a config file is
@@ -37,22 +39,6 @@ pub fn split_spec(spec: &str) -> (&str, Option<&str>) {
     match spec.rsplit_once(':') {
         Some((p, s)) if !s.is_empty() && !s.contains('/') => (p, Some(s)),
         _ => (spec, None),
-    }
-}
-
-/// Everything a value expansion needs to know about the file it is in.
-pub struct FileCtx<'a> {
-    pub path: &'a Path,
-    pub abs: PathBuf,
-}
-
-impl FileCtx<'_> {
-    fn dir(&self) -> String {
-        let mut d = self.abs.parent().map(|p| p.display().to_string()).unwrap_or_default();
-        if !d.ends_with('/') {
-            d.push('/');
-        }
-        d
     }
 }
 
@@ -138,8 +124,8 @@ pub fn load_text(
             let line = lines.get(key).and_then(|v| v.get(*n)).copied().unwrap_or(0);
             *n += 1;
             let origin = Origin::File { path: shown.to_owned(), line };
-            let value =
-                expand_into(raw, &ctx, entries).map_err(|m| ConfigError::new(Some(origin.clone()), Some(key), m))?;
+            let value = expand_into(raw, &ctx, entries)
+                .map_err(|m| ConfigError::new(Some(origin.clone()), Some(key), m.to_string()))?;
             if key == "include" || key == "ini" {
                 let (inc, sec) = split_spec(&value);
                 let inc_path = resolve_relative(&ctx, inc);
@@ -160,11 +146,6 @@ pub fn load_text(
         return Err(ConfigError::new(at(0), None, format!("no [{section}] section in this file")));
     }
     Ok(())
-}
-
-pub fn resolve_relative(ctx: &FileCtx, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() { p.to_owned() } else { ctx.abs.parent().unwrap_or(Path::new("/")).join(p) }
 }
 
 /// The name the line pass gives the wanted section in the text it hands
@@ -234,85 +215,6 @@ fn prepare(text: &str, section: &str, shown: &Path) -> Result<(String, HashMap<S
         out.push('\n');
     }
     Ok((out, lines))
-}
-
-/// Expands `raw` and marks the entries its `%(key)` placeholders used as
-/// variables (so an unknown key used only that way is not an error).
-pub fn expand_into(raw: &str, ctx: &FileCtx, entries: &mut [Entry]) -> Result<String, String> {
-    let mut used = Vec::new();
-    let v = expand(raw, ctx, entries, &mut used)?;
-    for e in entries.iter_mut().filter(|e| used.contains(&e.key)) {
-        e.variable = true;
-    }
-    Ok(v)
-}
-
-/// Expands uWSGI magic variables and placeholders in one value.
-fn expand(raw: &str, ctx: &FileCtx, entries: &[Entry], used: &mut Vec<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(pos) = rest.find(['%', '$', '@']) {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos..];
-        let sigil = tail.as_bytes()[0];
-        if tail.len() >= 2 && tail.as_bytes()[1] == b'(' {
-            let close = tail.find(')').ok_or_else(|| format!("unclosed `{}(` in {raw:?}", sigil as char))?;
-            let inner = &tail[2..close];
-            match sigil {
-                b'%' => {
-                    let v = entries
-                        .iter()
-                        .find(|e| e.key == inner)
-                        .ok_or_else(|| format!("placeholder %({inner}) refers to a key that is not set before it"))?;
-                    out.push_str(&v.value);
-                    used.push(inner.to_owned());
-                }
-                b'$' => {
-                    let (var, default) = match inner.split_once(":-") {
-                        Some((v, d)) => (v, Some(d)),
-                        None => (inner, None),
-                    };
-                    match (std::env::var(var), default) {
-                        (Ok(v), _) => out.push_str(&v),
-                        (Err(_), Some(d)) => out.push_str(d),
-                        (Err(_), None) => {
-                            return Err(format!(
-                                "environment variable {var} is not set (use $({var}:-default) for a fallback)"
-                            ));
-                        }
-                    }
-                }
-                _ => {
-                    // Read with the config-file checks: a FIFO, a device
-                    // or a directory is refused before it is opened
-                    // (`@(/dev/zero)` read forever, `@(fifo)` blocked).
-                    let s = read_text(&resolve_relative(ctx, inner)).map_err(|e| format!("@({inner}): {e}"))?;
-                    out.push_str(s.strip_suffix('\n').unwrap_or(&s));
-                }
-            }
-            rest = &tail[close + 1..];
-            continue;
-        }
-        if sigil == b'%' && tail.len() >= 2 {
-            let magic = match tail.as_bytes()[1] {
-                b'd' => Some(ctx.dir()),
-                b'n' => Some(ctx.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
-                b'p' => Some(ctx.abs.display().to_string()),
-                b'h' => Some(nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()),
-                b'%' => Some("%".to_owned()),
-                _ => None,
-            };
-            if let Some(m) = magic {
-                out.push_str(&m);
-                rest = &tail[2..];
-                continue;
-            }
-        }
-        out.push(sigil as char);
-        rest = &tail[1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 #[cfg(test)]

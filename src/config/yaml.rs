@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::ini::{self, FileCtx};
+use super::ini;
+use super::placeholders::{FileCtx, expand_into};
 use super::{ConfigError, Entry, Origin};
 
 /// `data` keys that hold a whole config document, in preference order.
@@ -180,8 +181,8 @@ fn load_docs(
                     ConfigError::new(Some(origin.clone()), None, "expected a value or a list of values")
                 })?,
             };
-            let value =
-                ini::expand_into(&raw, &ctx, entries).map_err(|m| ConfigError::new(Some(origin.clone()), None, m))?;
+            let value = expand_into(&raw, &ctx, entries)
+                .map_err(|m| ConfigError::new(Some(origin.clone()), None, m.to_string()))?;
             entries.push(Entry::new(key.clone(), value, origin));
         }
     }

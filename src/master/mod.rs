@@ -74,6 +74,9 @@ pub struct MasterSetup {
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub probe: Option<crate::probes::ProbeServer>,
+    /// [`config::entries_hash`] of the entries `config` was resolved from
+    /// (the files are read once at startup, by the caller).
+    pub config_hash: u64,
 }
 
 pub struct Master {
@@ -115,7 +118,7 @@ impl Master {
         let creds = cfg.creds.map(|c| sys::Credentials::resolve((c.uid != u32::MAX).then_some(c.uid), c.gid));
         let notify = NotifySocket::bind(creds.as_ref().and_then(|c| c.uid), &std::env::temp_dir())?;
         let scoreboard = crate::scoreboard::Scoreboard::create(cfg.metrics.clone())?;
-        let watch = Watch::new(&setup.sources, &setup.env);
+        let watch = Watch::new(setup.config_hash);
         let started_on = SystemTime::now();
         let names = setup.listeners.iter().map(|l| l.name.clone()).collect();
         let os = RealOs {

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use super::Master;
 use super::core::Settings;
-use crate::config::{self, Config, Sources};
+use crate::config::{self, Config};
 use crate::handoff::WorkerSettings;
 use crate::sockets::{self, Listener};
 use crate::sys;
@@ -25,18 +25,11 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new(sources: &Sources, env: &[(String, String)]) -> Watch {
-        let config_hash = config::load(sources, env.iter().cloned()).map(|e| hash_entries(&e)).unwrap_or_default();
+    /// `config_hash`: [`config::entries_hash`] of the entries the running
+    /// configuration was resolved from.
+    pub fn new(config_hash: u64) -> Watch {
         Watch { next: None, touch: Vec::new(), config_hash }
     }
-}
-
-fn hash_entries(entries: &[config::Entry]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for e in entries {
-        (&e.key, &e.value).hash(&mut h);
-    }
-    h.finish()
 }
 
 pub fn mtime(p: &std::path::Path) -> Option<SystemTime> {
@@ -95,7 +88,7 @@ impl Master {
     fn check_config(&mut self, _now: Instant) {
         let loaded = config::load(&self.sources, self.env.iter().cloned());
         let hash = match &loaded {
-            Ok(e) => hash_entries(e),
+            Ok(e) => config::entries_hash(e),
             Err(e) => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 e.to_string().hash(&mut h);

@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::WorkerSpec;
+use crate::config::check_virtualenv;
 use crate::exit;
 use crate::scoreboard::{Update, WorkerBoard};
 
@@ -267,40 +268,6 @@ pub fn run(spec: WorkerSpec) -> u8 {
         pyo3::ffi::Py_FinalizeEx();
     }
     code
-}
-
-/// The Python version podmaster embeds (major.minor).
-pub const PY_VERSION: &str = env!("PODMASTER_PY_VERSION");
-
-/// Checks that `venv` is a virtualenv for the embedded Python and returns
-/// its interpreter. CPython detects the venv from that executable's
-/// `pyvenv.cfg` and puts its site-packages on `sys.path`.
-pub fn check_virtualenv(venv: &Path) -> Result<PathBuf, String> {
-    if !venv.is_dir() {
-        return Err(format!("{}: not a directory (create it with python3 -m venv)", venv.display()));
-    }
-    let python = ["bin/python3", "bin/python"]
-        .iter()
-        .map(|n| venv.join(n))
-        .find(|p| p.exists())
-        .ok_or_else(|| format!("{}: no bin/python3 in it; not a virtualenv (python3 -m venv)", venv.display()))?;
-    // venv writes `version = 3.11.7`, virtualenv `version_info = 3.11.7.final.0`.
-    if let Ok(cfg) = std::fs::read_to_string(venv.join("pyvenv.cfg")) {
-        let found = cfg.lines().find_map(|l| {
-            let (k, v) = l.split_once('=')?;
-            matches!(k.trim(), "version" | "version_info").then(|| v.trim().to_owned())
-        });
-        if let Some(v) = found {
-            let mm: Vec<&str> = v.split('.').take(2).collect();
-            if mm.join(".") != PY_VERSION {
-                return Err(format!(
-                    "{} was made for Python {v}, but podmaster embeds Python {PY_VERSION}; recreate it with python{PY_VERSION} -m venv",
-                    venv.display()
-                ));
-            }
-        }
-    }
-    Ok(python)
 }
 
 /// The executable CPython should believe it is: the virtualenv's python

@@ -1,0 +1,211 @@
+//! Checks that need the whole resolved configuration (init mode against
+//! workers, a worker and a socket configured) and `finalize`: relative
+//! paths resolved, and the files the workers will need checked before any
+//! worker exists (chdir, the worker script, the virtualenv). Reads the
+//! file system; never binds, spawns or writes.
+
+use std::path::{Path, PathBuf};
+
+use super::{Config, ConfigError};
+
+/// The Python version podmaster embeds (major.minor).
+pub const PY_VERSION: &str = env!("PODMASTER_PY_VERSION");
+
+/// Why the worker script cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("cannot read worker script {}: {err}", .path.display())]
+    Unreadable { path: PathBuf, err: std::io::Error },
+    #[error("worker script {} is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("worker script {}: {err}", .path.display())]
+    Missing { path: PathBuf, err: std::io::Error },
+}
+
+/// Why a directory is not a usable virtualenv.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtualenvError {
+    #[error("{}: not a directory (create it with python3 -m venv)", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("{}: no bin/python3 in it; not a virtualenv (python3 -m venv)", .0.display())]
+    NoPython(PathBuf),
+    #[error(
+        "{} was made for Python {found}, but podmaster embeds Python {PY_VERSION}; recreate it with python{PY_VERSION} -m venv",
+        .venv.display()
+    )]
+    OtherPython { venv: PathBuf, found: String },
+}
+
+/// Checks that `venv` is a virtualenv for the embedded Python and returns
+/// its interpreter. CPython detects the venv from that executable's
+/// `pyvenv.cfg` and puts its site-packages on `sys.path`.
+pub fn check_virtualenv(venv: &Path) -> Result<PathBuf, VirtualenvError> {
+    if !venv.is_dir() {
+        return Err(VirtualenvError::NotADirectory(venv.to_owned()));
+    }
+    let python = ["bin/python3", "bin/python"]
+        .iter()
+        .map(|n| venv.join(n))
+        .find(|p| p.exists())
+        .ok_or_else(|| VirtualenvError::NoPython(venv.to_owned()))?;
+    // venv writes `version = 3.11.7`, virtualenv `version_info = 3.11.7.final.0`.
+    if let Ok(cfg) = std::fs::read_to_string(venv.join("pyvenv.cfg")) {
+        let found = cfg.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            matches!(k.trim(), "version" | "version_info").then(|| v.trim().to_owned())
+        });
+        if let Some(v) = found {
+            let mm: Vec<&str> = v.split('.').take(2).collect();
+            if mm.join(".") != PY_VERSION {
+                return Err(VirtualenvError::OtherPython { venv: venv.to_owned(), found: v });
+            }
+        }
+    }
+    Ok(python)
+}
+
+impl Config {
+    /// Init mode runs one command: workers and sockets make no sense there.
+    pub fn check_init_mode(&self) -> Result<(), ConfigError> {
+        let set = if self.script.is_some() {
+            Some("python-worker-override")
+        } else if self.command.is_some() {
+            Some("worker-exec")
+        } else if !self.sockets.is_empty() {
+            Some("socket")
+        } else {
+            None
+        };
+        match set {
+            Some(k) => Err(self.error_at(
+                k,
+                "init mode (-- COMMAND) runs a single command; drop the -- COMMAND to run workers, or this option",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that need the whole configuration of a master with workers.
+    /// `activated`: sockets were passed by socket activation (they serve
+    /// as the socket list when none is configured).
+    pub fn check_workers(&self, activated: bool) -> Result<(), ConfigError> {
+        match (&self.script, &self.command) {
+            (None, None) => {
+                return Err(ConfigError::new(
+                    None,
+                    Some("python-worker-override"),
+                    "no worker configured: set python-worker-override = SCRIPT or worker-exec = COMMAND (see README)",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                let other = self.origin_of("python-worker-override").map(|o| format!(" ({o})")).unwrap_or_default();
+                return Err(self.error_at(
+                    "worker-exec",
+                    format!(
+                        "python-worker-override{other} and worker-exec are both set; a worker runs one or the other"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if self.sockets.is_empty() && !activated {
+            return Err(ConfigError::new(None, Some("socket"), "no socket configured: add socket = HOST:PORT"));
+        }
+        Ok(())
+    }
+
+    /// Resolves relative paths against `chdir` when set (uWSGI changes
+    /// directory before loading the app), else `cwd`, and checks that
+    /// `chdir` is a directory, the worker script a readable file and the
+    /// virtualenv usable.
+    pub fn finalize(&mut self, cwd: &Path) -> Result<(), ConfigError> {
+        let base = self.chdir.as_ref().map(|c| cwd.join(c)).unwrap_or_else(|| cwd.to_path_buf());
+        if self.chdir.is_some() {
+            // Checked here as uWSGI checks it at startup: otherwise every
+            // worker fails its chdir and the instance never becomes ready.
+            match std::fs::metadata(&base) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(self.error_at("chdir", format!("{}: not a directory", base.display()))),
+                Err(e) => return Err(self.error_at("chdir", format!("{}: {e}", base.display()))),
+            }
+        }
+        if let Some(v) = &self.virtualenv {
+            let abs = base.join(v);
+            check_virtualenv(&abs).map_err(|err| self.error_at("virtualenv", err.to_string()))?;
+            self.virtualenv = Some(abs);
+        }
+
+        if let Some(s) = &self.script {
+            let abs = base.join(s);
+            Self::check_script(&abs).map_err(|err| self.error_at("python-worker-override", err.to_string()))?;
+            self.script = Some(abs);
+        }
+        for t in &mut self.touch_reload {
+            *t = base.join(&*t);
+        }
+        Ok(())
+    }
+
+    /// The worker script, checked to be a readable regular file.
+    pub fn check_script(path: &Path) -> Result<(), ScriptError> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => std::fs::File::open(path)
+                .map(drop)
+                .map_err(|err| ScriptError::Unreadable { path: path.to_owned(), err }),
+            Ok(_) => Err(ScriptError::NotAFile(path.to_owned())),
+            Err(err) => Err(ScriptError::Missing { path: path.to_owned(), err }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Entry, Origin};
+
+    fn e(key: &str, value: &str) -> Entry {
+        Entry::new(key, value, Origin::Cli(key.into()))
+    }
+
+    /// Errors found after resolution named the option but not where its
+    /// value came from (found by tests/env_attacks.rs).
+    #[test]
+    fn errors_after_resolution_name_the_origin() {
+        let env =
+            |k: &str, v: &str| Entry::new(k, v, Origin::Env(format!("UWSGI_{}", k.to_uppercase().replace('-', "_"))));
+        let v = vec![e("socket", ":0"), env("python-worker-override", "w.py"), e("worker-exec", "true")];
+        let err = Config::resolve(&v).unwrap().check_workers(false).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--worker-exec: worker-exec: python-worker-override (env UWSGI_PYTHON_WORKER_OVERRIDE) and worker-exec \
+             are both set; a worker runs one or the other"
+        );
+        let d = std::env::temp_dir();
+        let mut c = Config::resolve(&[env("chdir", "surely-missing-dir")]).unwrap();
+        let err = c.finalize(&d).unwrap_err().to_string();
+        assert!(err.starts_with("env UWSGI_CHDIR: chdir: ") && err.contains("surely-missing-dir"), "{err}");
+        let file = std::env::current_exe().unwrap();
+        let mut c = Config::resolve(&[e("chdir", file.to_str().unwrap())]).unwrap();
+        assert!(c.finalize(&d).unwrap_err().to_string().ends_with("not a directory"));
+        let mut c = Config::resolve(&[e("chdir", d.to_str().unwrap())]).unwrap();
+        c.finalize(&d).unwrap();
+    }
+
+    #[test]
+    fn missing_worker_or_socket() {
+        let check = |v: &[Entry]| Config::resolve(v).unwrap().check_workers(false).unwrap_err().to_string();
+        assert!(check(&[e("socket", ":1")]).contains("python-worker-override"));
+        assert!(check(&[e("python-worker-override", "x.py")]).contains("socket"));
+        assert!(Config::resolve(&[e("socket", ":1")]).unwrap().check_init_mode().is_err());
+        assert!(Config::resolve(&[]).unwrap().check_init_mode().is_ok());
+    }
+
+    #[test]
+    fn script_and_virtualenv_messages() {
+        let d = std::env::temp_dir();
+        let err = Config::check_script(&d).unwrap_err().to_string();
+        assert_eq!(err, format!("worker script {} is not a regular file", d.display()));
+        let err = check_virtualenv(&d.join("surely-missing-venv")).unwrap_err().to_string();
+        assert!(err.ends_with(": not a directory (create it with python3 -m venv)"), "{err}");
+    }
+}

@@ -1,0 +1,198 @@
+//! The effective, typed configuration ([`Config`]) and the small value
+//! types its fields use. Built only by [`Config::resolve`]; read by every
+//! other part of podmaster.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::metric::MetricDecl;
+use super::{ConfigError, Origin};
+use crate::sockets::SocketSpec;
+
+/// How many accepting workers make the instance ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyWorkers {
+    Count(u32),
+    Percent(u32),
+}
+
+impl ReadyWorkers {
+    /// The number of accepting workers needed out of `processes`
+    /// (a percentage rounds up, and is at least 1).
+    pub fn target(self, processes: u32) -> u32 {
+        match self {
+            ReadyWorkers::Count(n) => n.min(processes),
+            ReadyWorkers::Percent(p) => (u64::from(processes) * u64::from(p)).div_ceil(100).max(1) as u32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The user and group workers run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creds {
+    /// `u32::MAX` when only `gid` was given (workers keep the master's uid).
+    pub uid: u32,
+    pub gid: u32,
+    /// `gid` was set explicitly (a later `uid` keeps it).
+    pub(super) explicit_gid: bool,
+}
+
+/// When a worker counts as accepting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// After it sends `READY=1` (what `uwsgi.accepting()` does).
+    Notify,
+    /// As soon as it is running (programs that cannot notify).
+    Spawn,
+}
+
+/// A socket spec together with the origin of the line that declared it.
+#[derive(Debug, Clone)]
+pub struct SocketEntry {
+    /// The spec as written: the socket's name in LISTEN_FDNAMES and /status.
+    pub name: String,
+    pub spec: SocketSpec,
+    pub origin: Origin,
+}
+
+/// The effective, typed configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sockets: Vec<SocketEntry>,
+    pub processes: u32,
+    pub script: Option<PathBuf>,
+    pub probe_socket: Option<String>,
+    pub ready_workers: ReadyWorkers,
+    pub drain_delay: Duration,
+    pub worker_reload_mercy: Duration,
+    pub worker_stop_signal: Option<Signal>,
+    pub listen: i32,
+    pub chdir: Option<PathBuf>,
+    pub virtualenv: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub chain_reload_timeout: Duration,
+    /// Files whose modification triggers a chain reload.
+    pub touch_reload: Vec<PathBuf>,
+    pub respawn_backoff_max: Duration,
+    pub max_failed_starts: u32,
+    pub max_worker_lifetime: Option<Duration>,
+    pub max_worker_lifetime_delta: Duration,
+    /// Bytes.
+    pub reload_on_rss: Option<u64>,
+    /// `worker-exec`: argv of a command worker (instead of a Python script).
+    pub command: Option<Vec<String>>,
+    pub ready_mode: ReadyMode,
+    pub attach_daemons: Vec<Vec<String>>,
+    pub reload_on_config_change: bool,
+    pub config_check_interval: Duration,
+    pub liveness_timeout: Duration,
+    pub exit_grace: Duration,
+    pub forward_to_group: bool,
+    pub reuse_port: bool,
+    pub chmod_socket: Option<u32>,
+    /// (uid, gid) for UNIX socket files; -1 keeps the current one.
+    pub chown_socket: Option<(i64, i64)>,
+    /// Credentials the workers run as.
+    pub creds: Option<Creds>,
+    /// App metrics declared with `metric =`.
+    pub metrics: Vec<MetricDecl>,
+    /// Extra `sys.argv` entries for the worker script.
+    pub pyargv: Vec<String>,
+    /// Every option as set (canonical name, value), for `uwsgi.opt`.
+    pub opt: Vec<(String, String)>,
+    /// uWSGI options accepted and ignored, with where they were set.
+    pub ignored: Vec<(String, Origin)>,
+    /// Where each option (canonical name) was last set: the origin of the
+    /// errors found after resolution (`check_workers`, `finalize`).
+    pub set_at: Vec<(&'static str, Origin)>,
+}
+
+impl Config {
+    /// Nothing set, not even the defaults: the state [`Config::resolve`]
+    /// starts from before it applies the defaults (the option table's
+    /// `default` values), so the values here for options with a default
+    /// are never seen.
+    pub(super) fn blank() -> Config {
+        Config {
+            sockets: Vec::new(),
+            processes: 0,
+            script: None,
+            probe_socket: None,
+            ready_workers: ReadyWorkers::Count(0),
+            drain_delay: Duration::ZERO,
+            worker_reload_mercy: Duration::ZERO,
+            worker_stop_signal: None,
+            listen: 0,
+            chdir: None,
+            virtualenv: None,
+            pythonpath: Vec::new(),
+            log_format: LogFormat::Text,
+            log_level: String::new(),
+            chain_reload_timeout: Duration::ZERO,
+            touch_reload: Vec::new(),
+            respawn_backoff_max: Duration::ZERO,
+            max_failed_starts: 0,
+            max_worker_lifetime: None,
+            max_worker_lifetime_delta: Duration::ZERO,
+            reload_on_rss: None,
+            command: None,
+            ready_mode: ReadyMode::Notify,
+            attach_daemons: Vec::new(),
+            reload_on_config_change: false,
+            config_check_interval: Duration::ZERO,
+            liveness_timeout: Duration::ZERO,
+            exit_grace: Duration::ZERO,
+            forward_to_group: false,
+            reuse_port: false,
+            chmod_socket: None,
+            chown_socket: None,
+            creds: None,
+            metrics: Vec::new(),
+            pyargv: Vec::new(),
+            opt: Vec::new(),
+            ignored: Vec::new(),
+            set_at: Vec::new(),
+        }
+    }
+
+    /// Where option `key` was last set, if it was.
+    pub(super) fn origin_of(&self, key: &str) -> Option<Origin> {
+        self.set_at.iter().find(|(k, _)| *k == key).map(|(_, o)| o.clone())
+    }
+
+    /// An error about option `key`, at the origin of its value.
+    pub(super) fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.origin_of(key), Some(key), message)
+    }
+
+    /// The signal that asks a worker to stop gracefully: SIGHUP for Python
+    /// override workers (as under uWSGI), SIGTERM for command workers.
+    pub fn stop_signal(&self) -> Signal {
+        self.worker_stop_signal.unwrap_or(if self.command.is_some() { Signal::SIGTERM } else { Signal::SIGHUP })
+    }
+
+    pub fn bind_options(&self) -> crate::sockets::BindOptions {
+        crate::sockets::BindOptions {
+            backlog: self.listen,
+            reuse_port: self.reuse_port,
+            chmod: self.chmod_socket,
+            chown: self.chown_socket,
+        }
+    }
+
+    /// Number of accepting workers that makes the instance ready.
+    pub fn ready_target(&self) -> u32 {
+        self.ready_workers.target(self.processes)
+    }
+}

@@ -1,0 +1,29 @@
+//! Options about podmaster's own logs (workers get the same settings).
+
+use super::{Kind, OptDef};
+use crate::config::values::one_of;
+use crate::config::{Config, ConfigError, Entry, LogFormat};
+
+/// Table-like (one declaration per option), exempt from the 80-line limit.
+pub(super) const OPTIONS: &[OptDef] = &[
+    OptDef::new("log-format", Kind::Text, "log format: text or json", |c, e| {
+        one_of(e, &[("text", LogFormat::Text), ("json", LogFormat::Json)]).map(|f| c.log_format = f)
+    })
+    .default("text"),
+    OptDef::new(
+        "log-level",
+        Kind::Text,
+        "least severe level logged (error, warn, info, debug, trace); RUST_LOG overrides",
+        log_level,
+    )
+    .default("info"),
+];
+
+fn log_level(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
+    let v = e.value.trim().to_ascii_lowercase();
+    if !["error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
+        return Err(ConfigError::at(e, format!("expected error, warn, info, debug or trace, found {v:?}")));
+    }
+    c.log_level = v;
+    Ok(())
+}

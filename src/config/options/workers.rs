@@ -1,0 +1,141 @@
+//! Options about what the workers are: how many, what they run (a Python
+//! script or a command), in which directory, environment and credentials,
+//! which app metrics they declare, when they count as ready, and the side
+//! processes supervised next to them.
+
+use super::{Kind, OptDef};
+use crate::config::metric::{MAX_METRICS, parse_metric};
+use crate::config::values::{command, lookup_group, lookup_user, one_of, path, whole_in};
+use crate::config::{AtEntry, Config, ConfigError, Creds, Entry, ReadyMode, ReadyWorkers};
+
+/// Table-like (one declaration per option), exempt from the 80-line limit.
+pub(super) const OPTIONS: &[OptDef] = &[
+    OptDef::new(
+        "master",
+        Kind::Bool,
+        "accepted for uWSGI compatibility; podmaster always runs a master",
+        |_, _| Ok(()),
+    )
+    .default("true"),
+    OptDef::new("processes", Kind::Uint, "number of workers", |c, e| {
+        whole_in(e, 1..=1024, "1 to 1024 workers").map(|n| c.processes = n as u32)
+    })
+    .default("1"),
+    OptDef::new(
+        "python-worker-override",
+        Kind::Text,
+        "Python script each worker runs as __main__ with the `uwsgi` module available",
+        |c, e| {
+            c.script = Some(path(e));
+            Ok(())
+        },
+    )
+    .aliases(&["worker-override"]),
+    OptDef::new(
+        "ready-workers",
+        Kind::Text,
+        "accepting workers needed for /readyz 200: a number or a percentage of processes",
+        ready_workers,
+    )
+    .default("100%"),
+    OptDef::new("uid", Kind::Text, "user the workers run as (name or number); sockets are bound before dropping", uid),
+    OptDef::new("gid", Kind::Text, "group the workers run as (name or number; default: the uid's primary group)", gid),
+    OptDef::new("chdir", Kind::Text, "directory the workers start in", |c, e| {
+        c.chdir = Some(path(e));
+        Ok(())
+    }),
+    OptDef::new("virtualenv", Kind::Text, "virtualenv whose site-packages the embedded interpreter uses", |c, e| {
+        c.virtualenv = Some(path(e));
+        Ok(())
+    })
+    .aliases(&["home", "venv", "pyhome"]),
+    OptDef::new("pythonpath", Kind::Text, "directory prepended to sys.path (repeatable)", |c, e| {
+        c.pythonpath.push(path(e));
+        Ok(())
+    })
+    .aliases(&["python-path", "pp"])
+    .repeatable(),
+    OptDef::new(
+        "metric",
+        Kind::Text,
+        "app metric, uWSGI syntax: name=NAME[,type=counter|gauge][,initial_value=N] (repeatable)",
+        metric,
+    )
+    .repeatable(),
+    OptDef::new(
+        "pyargv",
+        Kind::Text,
+        "arguments for the worker script's sys.argv (split like a shell, without one)",
+        |c, e| command(e).map(|argv| c.pyargv = argv),
+    ),
+    OptDef::new(
+        "worker-exec",
+        Kind::Text,
+        "command each worker slot runs, with the sockets passed the systemd way (LISTEN_FDS, NOTIFY_SOCKET)",
+        |c, e| command(e).map(|argv| c.command = Some(argv)),
+    )
+    .aliases(&["worker-command"]),
+    OptDef::new(
+        "worker-ready-mode",
+        Kind::Text,
+        "notify: a worker accepts once it sends READY=1; spawn: as soon as it runs",
+        |c, e| one_of(e, &[("notify", ReadyMode::Notify), ("spawn", ReadyMode::Spawn)]).map(|m| c.ready_mode = m),
+    )
+    .default("notify"),
+    OptDef::new(
+        "attach-daemon",
+        Kind::Text,
+        "supervised side process (repeatable): respawned with backoff, stopped last",
+        |c, e| command(e).map(|argv| c.attach_daemons.push(argv)),
+    )
+    .repeatable(),
+];
+
+fn ready_workers(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
+    let v = e.value.trim();
+    c.ready_workers = if let Some(p) = v.strip_suffix('%') {
+        match p.trim().parse::<u32>() {
+            Ok(p) if (1..=100).contains(&p) => ReadyWorkers::Percent(p),
+            _ => return Err(ConfigError::at(e, format!("expected a percentage 1%..100%, found {v:?}"))),
+        }
+    } else {
+        match v.parse::<u32>() {
+            Ok(n) if n >= 1 => ReadyWorkers::Count(n),
+            _ => {
+                let msg = format!("expected a number of workers (>= 1) or a percentage, found {v:?}");
+                return Err(ConfigError::at(e, msg));
+            }
+        }
+    };
+    Ok(())
+}
+
+fn uid(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
+    let (uid, primary) = lookup_user(e.value.trim()).at(e)?;
+    let creds = c.creds.get_or_insert(Creds { uid, gid: primary, explicit_gid: false });
+    creds.uid = uid;
+    if !creds.explicit_gid {
+        creds.gid = primary;
+    }
+    Ok(())
+}
+
+fn gid(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
+    let gid = lookup_group(e.value.trim()).at(e)?;
+    let creds = c.creds.get_or_insert(Creds { uid: u32::MAX, gid, explicit_gid: true });
+    creds.gid = gid;
+    creds.explicit_gid = true;
+    Ok(())
+}
+
+fn metric(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
+    let d = parse_metric(&e.value).at(e)?;
+    if c.metrics.iter().any(|m| m.name == d.name) {
+        return Err(ConfigError::at(e, format!("metric {:?} declared twice", d.name)));
+    }
+    if c.metrics.len() >= MAX_METRICS {
+        return Err(ConfigError::at(e, format!("at most {MAX_METRICS} metrics")));
+    }
+    c.metrics.push(d);
+    Ok(())
+}
