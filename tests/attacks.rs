@@ -224,3 +224,131 @@ fn a_flapping_worker_cannot_flood_the_log() {
     assert!(logs.contains("worker keeps switching between accepting and not"), "{logs}");
     assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
 }
+
+/// `podmaster --check-config --ini PATH`: (exit code, stderr), within a deadline.
+fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(BIN)
+        .arg("--check-config")
+        .arg("--ini")
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = wait_for("--check-config to finish", Duration::from_secs(20), || child.try_wait().ok().flatten());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (st.code(), err)
+}
+
+#[test]
+fn config_bombs_are_refused_in_bounded_time_and_memory() {
+    let d = TempDir::new("bombs");
+    let head = format!("[uwsgi]\nsocket = :0\npython-worker-override = {}\n", example_script());
+    // %(key) doubling: 1 KB, then 64 copies of it, then 64 copies of that...
+    let mut doubling = format!("{head}a = {}\n", "x".repeat(1024));
+    for (prev, key) in [("a", "b"), ("b", "c"), ("c", "d"), ("d", "e")] {
+        doubling += &format!("{key} = {}\n", format!("%({prev})").repeat(64));
+    }
+    // Includes fanning out: 20 × 20 × 20 reads of an empty file.
+    d.write("leaf.ini", "[uwsgi]\n");
+    d.write("mid.ini", &"[uwsgi]\n".chars().chain("include = leaf.ini\n".repeat(20).chars()).collect::<String>());
+    let fan = format!("{head}{}", "include = mid.ini\n".repeat(20));
+    let fifo = d.path().join("fifo.ini");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path in our temporary directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A billion laughs in YAML: nine levels of ten aliases each.
+    let mut laughs = String::from("a0: &a0 \"lol\"\n");
+    for i in 1..10 {
+        laughs += &format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 10].join(", "));
+    }
+    laughs += "uwsgi:\n  socket: \":0\"\n";
+    let cases: Vec<(&str, std::path::PathBuf, &str)> = vec![
+        ("placeholder doubling", d.write("doubling.ini", &doubling), "once expanded"),
+        ("include fan-out", d.write("fan.ini", &fan), "config files read"),
+        (
+            "include of a FIFO",
+            d.write("fifo-inc.ini", &format!("{head}include = {}\n", fifo.display())),
+            "not a regular file",
+        ),
+        (
+            "include of /proc/self/pagemap",
+            d.write("proc.ini", &format!("{head}include = /proc/self/pagemap\n")),
+            "pagemap",
+        ),
+        (
+            "check interval of 1 ms",
+            d.write("interval.ini", &format!("{head}config-check-interval = 0.001\n")),
+            "at least 0.05",
+        ),
+        (
+            "metrics with the same Prometheus name",
+            d.write("metrics.ini", &format!("{head}metric = name=req.count\nmetric = name=req_count\n")),
+            "same Prometheus name",
+        ),
+    ];
+    for (what, path, expect) in cases {
+        let t = Instant::now();
+        let (code, err) = check_config(&path);
+        assert_eq!(code, Some(78), "{what}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(err.contains(expect), "{what}: {err}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{what}: took {:?}", t.elapsed());
+    }
+    let yaml = d.write("laughs.yaml", &laughs);
+    let mut child = std::process::Command::new(BIN)
+        .args(["--check-config", "--yaml"])
+        .arg(&yaml)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = wait_for("--check-config of the YAML bomb", Duration::from_secs(20), || child.try_wait().ok().flatten());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(st.code(), Some(78), "{err}");
+    assert!(err.contains("YAML aliases"), "{err}");
+}
+
+#[test]
+fn a_watched_config_swapped_for_a_fifo_or_a_bomb_is_refused_without_wedging() {
+    let d = TempDir::new("swap");
+    let (text, ports, probe) =
+        ini(&example_script(), 1, 1, "reload-on-config-change = true\nconfig-check-interval = 0.1\n");
+    let path = d.write("podmaster.ini", &text);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("--ini").arg(&path);
+    let mut inst = Instance::spawn(cmd, d.path().join("stderr.log"));
+    inst.probe = probe;
+    inst.ports = ports;
+    inst.wait_ready();
+    let failed = |inst: &Instance| {
+        metric_with(&inst.metrics(), "podmaster_config_reloads_total{result=\"failed\"}").unwrap_or(0.0)
+    };
+    // A FIFO in place of the file: opening it must not block the main loop.
+    std::fs::remove_file(&path).unwrap();
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path in our temporary directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    wait_for("the FIFO to be refused", Duration::from_secs(10), || (failed(&inst) >= 1.0).then_some(()));
+    for _ in 0..5 {
+        assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Then a placeholder bomb.
+    std::fs::remove_file(&path).unwrap();
+    let mut bomb = format!("{text}a = {}\n", "x".repeat(1024));
+    for (prev, key) in [("a", "b"), ("b", "c"), ("c", "d"), ("d", "e")] {
+        bomb += &format!("{key} = {}\n", format!("%({prev})").repeat(64));
+    }
+    std::fs::write(&path, bomb).unwrap();
+    wait_for("the bomb to be refused", Duration::from_secs(10), || (failed(&inst) >= 2.0).then_some(()));
+    assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
+    assert_eq!(inst.probe_get("/readyz").map(|r| r.status), Some(200));
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", inst.pid())).unwrap();
+    let kb: u64 =
+        rss.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(kb < 200 * 1024, "the master's peak RSS reached {kb} kB");
+}

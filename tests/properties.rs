@@ -121,7 +121,7 @@ fn shown_ini() -> PathBuf {
 fn load_ini(text: &str) -> Result<Vec<Entry>, ConfigError> {
     let shown = shown_ini();
     let mut entries = Vec::new();
-    ini::load_text(text, &shown, &shown, "uwsgi", &mut entries, &mut Vec::new())?;
+    ini::load_text(text, &shown, &shown, "uwsgi", &mut entries, &mut ini::Chain::default())?;
     Ok(entries)
 }
 

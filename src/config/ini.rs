@@ -24,11 +24,22 @@ const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Includes deeper than this are certainly a mistake (cycles are caught
 /// earlier, this bounds long chains).
 const MAX_INCLUDE_DEPTH: usize = 16;
+/// Files one configuration may read in all (includes included): a file
+/// that includes another a hundred times, nested, is refused early.
+const MAX_FILES: usize = 256;
+
+/// The include chain being read (cycle detection) and how many files the
+/// whole load has read.
+#[derive(Debug, Default)]
+pub struct Chain {
+    stack: Vec<PathBuf>,
+    files: usize,
+}
 
 /// Loads `FILE` or `FILE:section` and appends its entries.
 pub fn load_spec(spec: &str, entries: &mut Vec<Entry>) -> Result<(), ConfigError> {
     let (path, section) = split_spec(spec);
-    load_file(&PathBuf::from(path), section.unwrap_or("uwsgi"), entries, &mut Vec::new())
+    load_file(&PathBuf::from(path), section.unwrap_or("uwsgi"), entries, &mut Chain::default())
 }
 
 /// `app.ini:prod` names section `prod`; a path that exists as written wins.
@@ -45,15 +56,32 @@ pub fn split_spec(spec: &str) -> (&str, Option<&str>) {
 /// Reads a config file as text, refusing what cannot be a config: too
 /// big, not UTF-8, NUL bytes. Errors name the file (and line if known).
 pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let file_err = |msg: String| ConfigError::new(None, None, format!("{}: {msg}", path.display()));
-    let meta = std::fs::metadata(path).map_err(|e| file_err(format!("cannot read config file: {e}")))?;
+    // Opened first and checked as opened (a name checked, then opened,
+    // could be swapped for a FIFO in between); O_NONBLOCK so opening a
+    // FIFO cannot block the master's loop.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| file_err(format!("cannot read config file: {e}")))?;
+    let meta = file.metadata().map_err(|e| file_err(format!("cannot read config file: {e}")))?;
     if !meta.is_file() {
         return Err(file_err("not a regular file".into()));
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(file_err(format!("config file is {} bytes, over the {MAX_FILE_BYTES}-byte limit", meta.len())));
     }
-    let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read config file: {e}")))?;
+    // Files in /proc say they are empty and are not: the read is bounded too.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| file_err(format!("cannot read config file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(file_err(format!("config file is over the {MAX_FILE_BYTES}-byte limit")));
+    }
     check_text(bytes, path)
 }
 
@@ -70,12 +98,7 @@ pub fn check_text(bytes: Vec<u8>, shown: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-fn load_file(
-    path: &Path,
-    section: &str,
-    entries: &mut Vec<Entry>,
-    stack: &mut Vec<PathBuf>,
-) -> Result<(), ConfigError> {
+fn load_file(path: &Path, section: &str, entries: &mut Vec<Entry>, stack: &mut Chain) -> Result<(), ConfigError> {
     let text = read_text(path)?;
     let abs = std::fs::canonicalize(path)
         .map_err(|e| ConfigError::new(None, None, format!("{}: cannot resolve path: {e}", path.display())))?;
@@ -90,17 +113,25 @@ pub fn load_text(
     abs: &Path,
     section: &str,
     entries: &mut Vec<Entry>,
-    stack: &mut Vec<PathBuf>,
+    stack: &mut Chain,
 ) -> Result<(), ConfigError> {
     let at = |line: usize| Some(Origin::File { path: shown.to_owned(), line });
-    if stack.iter().any(|p| p == abs) {
+    stack.files += 1;
+    if stack.files > MAX_FILES {
+        return Err(ConfigError::new(
+            at(0),
+            None,
+            format!("more than {MAX_FILES} config files read (includes included)"),
+        ));
+    }
+    if stack.stack.iter().any(|p| p == abs) {
         return Err(ConfigError::new(
             at(0),
             None,
             "include cycle: this file includes itself (directly or through others)",
         ));
     }
-    if stack.len() >= MAX_INCLUDE_DEPTH {
+    if stack.stack.len() >= MAX_INCLUDE_DEPTH {
         return Err(ConfigError::new(at(0), None, format!("includes nested deeper than {MAX_INCLUDE_DEPTH} levels")));
     }
     let (prepared, lines) = prepare(text, section, shown)?;
@@ -116,7 +147,7 @@ pub fn load_text(
     let mut found = false;
     let ctx = FileCtx { path: shown, abs: abs.to_owned() };
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    stack.push(abs.to_owned());
+    stack.stack.push(abs.to_owned());
     for props in ini.section_all(Some(WANTED)) {
         found = true;
         for (key, raw) in props.iter() {
@@ -141,7 +172,7 @@ pub fn load_text(
             entries.push(Entry::new(key, value, origin));
         }
     }
-    stack.pop();
+    stack.stack.pop();
     if !found {
         return Err(ConfigError::new(at(0), None, format!("no [{section}] section in this file")));
     }

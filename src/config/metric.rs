@@ -60,6 +60,26 @@ pub fn parse_metric(spec: &str) -> Result<MetricDecl, MetricError> {
 }
 
 #[cfg(test)]
+mod clash_tests {
+    use super::*;
+
+    #[test]
+    fn names_that_meet_in_the_exposition_clash() {
+        let m = |spec: &str| parse_metric(spec).unwrap();
+        for (a, b) in [
+            ("name=req.count", "name=req_count"),
+            ("name=x", "name=x_per_worker"),
+            ("name=y", "name=y_total,type=gauge"),
+            ("name=a-b,type=gauge", "name=a.b,type=gauge"),
+        ] {
+            assert!(clash(&[m(a)], &m(b)).is_some(), "{a} / {b}");
+        }
+        assert!(clash(&[m("name=requests")], &m("name=errors")).is_none());
+        assert!(clash(&[m("name=y,type=gauge")], &m("name=y_total_x")).is_none());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -77,4 +97,26 @@ mod tests {
             assert!(parse_metric(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// The names a metric claims in the exposition: its family
+/// (`podmaster_app_<clean>`) and per-worker family, each with `_total` for
+/// a counter. Two metrics whose claims meet would make the exposition
+/// unparseable (`Clashing name`), so the second is refused.
+pub fn exposed_names(d: &MetricDecl) -> Vec<String> {
+    let clean: String = d.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut out = Vec::new();
+    for family in [clean.clone(), format!("{clean}_per_worker")] {
+        if d.counter {
+            out.push(format!("{family}_total"));
+        }
+        out.push(family);
+    }
+    out
+}
+
+/// The declared metric whose exposed names meet `d`'s, if any.
+pub fn clash<'a>(declared: &'a [MetricDecl], d: &MetricDecl) -> Option<&'a MetricDecl> {
+    let mine = exposed_names(d);
+    declared.iter().find(|m| exposed_names(m).iter().any(|n| mine.contains(n)))
 }

@@ -38,6 +38,12 @@ pub fn resolve_relative(ctx: &FileCtx, p: &str) -> PathBuf {
 pub enum ExpandError {
     #[error("unclosed `{sigil}(` in {raw:?}")]
     Unclosed { sigil: char, raw: String },
+    #[error("the value grows to more than {MAX_VALUE_BYTES} bytes once expanded")]
+    TooLong,
+    #[error("the configuration holds more than {MAX_TOTAL_BYTES} bytes of values once expanded")]
+    TooMuch,
+    #[error("more than {MAX_ENTRIES} options in the configuration")]
+    TooMany,
     #[error("placeholder %({0}) refers to a key that is not set before it")]
     UnknownKey(String),
     #[error("environment variable {0} is not set (use $({0}:-default) for a fallback)")]
@@ -46,11 +52,27 @@ pub enum ExpandError {
     File(String, Box<ConfigError>),
 }
 
+/// Longest value after expansion.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// All values of one configuration together, after expansion.
+pub const MAX_TOTAL_BYTES: usize = 16 * 1024 * 1024;
+/// Options (entries) in one configuration.
+pub const MAX_ENTRIES: usize = 10_000;
+
 /// Expands `raw` and marks the entries its `%(key)` placeholders used as
 /// variables (so an unknown key used only that way is not an error).
 pub fn expand_into(raw: &str, ctx: &FileCtx, entries: &mut [Entry]) -> Result<String, ExpandError> {
+    if entries.len() >= MAX_ENTRIES {
+        return Err(ExpandError::TooMany);
+    }
     let mut used = Vec::new();
     let v = expand(raw, ctx, entries, &mut used)?;
+    // `%(key)` may repeat earlier values, which may repeat theirs: without
+    // these limits a small file expands into gigabytes.
+    let total: usize = entries.iter().map(|e| e.value.len()).sum();
+    if total + v.len() > MAX_TOTAL_BYTES {
+        return Err(ExpandError::TooMuch);
+    }
     for e in entries.iter_mut().filter(|e| used.contains(&e.key)) {
         e.variable = true;
     }
@@ -69,7 +91,11 @@ fn expand(raw: &str, ctx: &FileCtx, entries: &[Entry], used: &mut Vec<String>) -
             let close =
                 tail.find(')').ok_or_else(|| ExpandError::Unclosed { sigil: sigil as char, raw: raw.to_owned() })?;
             let inner = &tail[2..close];
-            out.push_str(&substitute(sigil, inner, ctx, entries, used)?);
+            let piece = substitute(sigil, inner, ctx, entries, used)?;
+            if out.len() + piece.len() > MAX_VALUE_BYTES {
+                return Err(ExpandError::TooLong);
+            }
+            out.push_str(&piece);
             rest = &tail[close + 1..];
             continue;
         }

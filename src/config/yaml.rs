@@ -31,13 +31,29 @@ pub const DOC_KEYS: &[&str] =
 /// parser sees it: the YAML parser takes quadratic time on pathological
 /// nesting, and no configuration nests more than a few levels.
 const MAX_NESTING: usize = 100;
+/// YAML alias uses (`*name`) allowed in one document: each may copy a
+/// whole subtree, so this bounds the expansion to a small multiple of the
+/// file (at most 2^(8/2) = 16 copies of the largest anchored node).
+const MAX_ALIASES: usize = 8;
 
 /// Linear scan for `[`/`{` nesting deeper than [`MAX_NESTING`]; counts
 /// brackets inside quoted strings too, which can only make it stricter
 /// for values made of a hundred brackets.
 fn check_nesting(text: &str, shown: &Path) -> Result<(), ConfigError> {
     let (mut depth, mut line) = (0usize, 1usize);
-    for b in text.bytes() {
+    let mut aliases = 0usize;
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        // An alias (`*name`) is copied wherever it is used, so a few of them
+        // nested make a document exponentially large (a "billion laughs"):
+        // a handful is allowed. Counts `*` followed by a name character
+        // anywhere, which can only make it stricter.
+        if b == b'*' && bytes.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') {
+            aliases += 1;
+            if aliases > MAX_ALIASES {
+                return Err(line_err(shown, line, format!("more than {MAX_ALIASES} YAML aliases (*name)")));
+            }
+        }
         match b {
             b'[' | b'{' => {
                 depth += 1;
@@ -259,7 +275,7 @@ fn load_document(
         return Err(ConfigError::new(Some(at(shown, "")), None, "documents embedded too deeply"));
     }
     if name.ends_with(".ini") {
-        ini::load_text(text, shown, abs, "uwsgi", entries, &mut Vec::new())
+        ini::load_text(text, shown, abs, "uwsgi", entries, &mut ini::Chain::default())
     } else {
         let syntax = if name.ends_with(".json") { Syntax::Json } else { Syntax::Yaml };
         load_docs(parse(text, shown, syntax)?, shown, abs, None, entries, depth)

@@ -93,7 +93,13 @@ pub(super) const OPTIONS: &[OptDef] = &[
     )
     .default("true"),
     OptDef::new("config-check-interval", Kind::Seconds, "seconds between checks of config and touch files", |c, e| {
-        positive_seconds(e).map(|d| c.config_check_interval = d)
+        // Below 50 ms the checks would keep the master busy re-reading files.
+        let d = positive_seconds(e)?;
+        if d < std::time::Duration::from_millis(50) {
+            return Err(ConfigError::at(e, "must be at least 0.05 seconds"));
+        }
+        c.config_check_interval = d;
+        Ok(())
     })
     .default("5"),
     OptDef::new(

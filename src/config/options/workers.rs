@@ -133,6 +133,12 @@ fn metric(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
     if c.metrics.iter().any(|m| m.name == d.name) {
         return Err(ConfigError::at(e, format!("metric {:?} declared twice", d.name)));
     }
+    if let Some(other) = crate::config::metric::clash(&c.metrics, &d) {
+        return Err(ConfigError::at(
+            e,
+            format!("metric {:?} would have the same Prometheus name as {:?}; rename one", d.name, other.name),
+        ));
+    }
     if c.metrics.len() >= MAX_METRICS {
         return Err(ConfigError::at(e, format!("at most {MAX_METRICS} metrics")));
     }
