@@ -36,7 +36,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 use signal_hook::iterator::Signals;
@@ -104,7 +104,7 @@ pub struct Master {
     /// Test hook (test builds only, see [`crate::test_hooks`]): SIGUSR2
     /// blocks the main loop this long.
     #[cfg(any(debug_assertions, feature = "test-hooks"))]
-    wedge_on_usr2: Option<Duration>,
+    wedge_on_usr2: Option<std::time::Duration>,
 }
 
 impl Master {
