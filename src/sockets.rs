@@ -14,6 +14,98 @@ use nix::sys::socket::{
     setsockopt, socket, sockopt,
 };
 
+/// Why a socket spec is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("empty socket address")]
+    Empty,
+    #[error("{0}: expected fd://N with N a file descriptor number")]
+    Fd(String),
+    #[error("{0}: expected sd://NAME or sd://INDEX")]
+    Sd(String),
+    #[error("{0}: abstract socket name must be 1..{max} bytes", max = UNIX_PATH_MAX - 1)]
+    AbstractName(String),
+    #[error("{0}: expected [IPv6-address]:port")]
+    V6Form(String),
+    #[error("{spec}: {addr:?} is not an IPv6 address")]
+    V6Address { spec: String, addr: String },
+    #[error("{spec}: {host:?} is not a valid host name or IPv4 address")]
+    Host { spec: String, host: String },
+    #[error("{spec}: port {port:?} is not a number from 0 to 65535")]
+    Port { spec: String, port: String },
+    #[error("{spec}: UNIX socket path is {len} bytes, the limit is {UNIX_PATH_MAX}")]
+    PathTooLong { spec: String, len: usize },
+}
+
+/// Why the socket-activation variables cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    /// (the value, quoted and cut)
+    #[error("LISTEN_PID={0}: not a process id")]
+    Pid(String),
+    #[error("LISTEN_FDS={0}: expected a number of file descriptors (0..1024)")]
+    Count(String),
+    #[error("LISTEN_FDNAMES has {names} names but LISTEN_FDS={fds}")]
+    Names { names: usize, fds: usize },
+    #[error("LISTEN_FDS={fds}: fd {fd}: {source}")]
+    Take { fds: usize, fd: RawFd, source: std::io::Error },
+    /// (fd, its name quoted)
+    #[error("LISTEN_FDS: fd {0} ({1}) is a socket but not listening")]
+    NotListening(RawFd, String),
+    #[error("LISTEN_FDS: fd {0} ({1}) is not a socket")]
+    NotASocket(RawFd, String),
+    #[error("LISTEN_FDS: fd {fd}: getsockopt(SO_ACCEPTCONN): {}", .errno.desc())]
+    Probe { fd: RawFd, errno: nix::errno::Errno },
+}
+
+/// Why a socket could not be bound (or taken over).
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A call failed: what it was doing (`bind 127.0.0.1:80`, `listen`,
+    /// `setsockopt(SO_REUSEPORT)`) and the errno.
+    #[error("{what}: {}", .errno.desc())]
+    Call { what: String, errno: nix::errno::Errno },
+    #[error("listen backlog: {0}")]
+    Backlog(String),
+    #[error("cannot resolve host {host:?}: {source}")]
+    Resolve { host: String, source: std::io::Error },
+    #[error("host {0:?} has no address")]
+    NoAddress(String),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocketFile(String),
+    #[error("another process is already listening on {0}")]
+    InUse(String),
+    #[error("cannot remove stale socket {path}: {source}")]
+    Stale { path: String, source: std::io::Error },
+    #[error("{0} was replaced by something else than our socket")]
+    Replaced(String),
+    #[error("abstract address: {0}")]
+    AbstractAddress(nix::errno::Errno),
+    #[error("no sockets were passed by socket activation (LISTEN_FDS/LISTEN_PID not set for this process)")]
+    NothingPassed,
+    #[error("no socket named or numbered {key:?} was passed (names: {known})")]
+    NotPassed { key: String, known: String },
+    #[error("socket {0:?} is used twice")]
+    UsedTwice(String),
+    #[error("fd {fd}: {source}")]
+    Inherited { fd: RawFd, source: std::io::Error },
+    #[error("fd {0} is a socket but not listening")]
+    FdNotListening(RawFd),
+    #[error("fd {0} is not a socket")]
+    FdNotASocket(RawFd),
+    #[error("fd {fd}: getsockopt(SO_ACCEPTCONN): {}", .errno.desc())]
+    FdProbe { fd: RawFd, errno: nix::errno::Errno },
+    /// The spec that failed, around the reason.
+    #[error("socket {name}: {source}")]
+    Socket { name: String, source: Box<BindError> },
+}
+
+/// `BindError::Call` for `what`.
+fn call(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> BindError {
+    let what = what.into();
+    move |errno| BindError::Call { what, errno }
+}
+
 /// A parsed `socket = ...` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketSpec {
@@ -34,9 +126,9 @@ pub enum SocketSpec {
 const UNIX_PATH_MAX: usize = 107;
 
 impl SocketSpec {
-    pub fn parse(s: &str) -> Result<SocketSpec, String> {
+    pub fn parse(s: &str) -> Result<SocketSpec, SpecError> {
         if s.is_empty() {
-            return Err("empty socket address".into());
+            return Err(SpecError::Empty);
         }
         if let Some(n) = s.strip_prefix("fd://") {
             return n
@@ -44,23 +136,24 @@ impl SocketSpec {
                 .ok()
                 .filter(|fd| *fd >= 0)
                 .map(SocketSpec::Fd)
-                .ok_or_else(|| format!("{s}: expected fd://N with N a file descriptor number"));
+                .ok_or_else(|| SpecError::Fd(s.to_owned()));
         }
         if let Some(name) = s.strip_prefix("sd://") {
             if name.is_empty() {
-                return Err(format!("{s}: expected sd://NAME or sd://INDEX"));
+                return Err(SpecError::Sd(s.to_owned()));
             }
             return Ok(SocketSpec::Sd(name.to_owned()));
         }
         if let Some(name) = s.strip_prefix('@') {
             if name.is_empty() || name.len() > UNIX_PATH_MAX - 1 {
-                return Err(format!("{s}: abstract socket name must be 1..{} bytes", UNIX_PATH_MAX - 1));
+                return Err(SpecError::AbstractName(s.to_owned()));
             }
             return Ok(SocketSpec::Abstract(name.to_owned()));
         }
         if let Some(rest) = s.strip_prefix('[') {
-            let (addr, port) = rest.split_once("]:").ok_or_else(|| format!("{s}: expected [IPv6-address]:port"))?;
-            let ip: std::net::Ipv6Addr = addr.parse().map_err(|_| format!("{s}: {addr:?} is not an IPv6 address"))?;
+            let (addr, port) = rest.split_once("]:").ok_or_else(|| SpecError::V6Form(s.to_owned()))?;
+            let ip: std::net::Ipv6Addr =
+                addr.parse().map_err(|_| SpecError::V6Address { spec: s.to_owned(), addr: addr.to_owned() })?;
             return Ok(SocketSpec::Tcp { host: ip.to_string(), port: parse_port(s, port)? });
         }
         match s.rsplit_once(':') {
@@ -74,14 +167,14 @@ impl SocketSpec {
                         && !label.starts_with('-')
                 });
                 if !host.is_empty() && (!valid || host.len() > 253) {
-                    return Err(format!("{s}: {host:?} is not a valid host name or IPv4 address"));
+                    return Err(SpecError::Host { spec: s.to_owned(), host: host.to_owned() });
                 }
                 Ok(SocketSpec::Tcp { host: host.to_owned(), port: parse_port(s, port)? })
             }
 
             _ => {
                 if s.len() > UNIX_PATH_MAX {
-                    return Err(format!("{s}: UNIX socket path is {} bytes, the limit is {UNIX_PATH_MAX}", s.len()));
+                    return Err(SpecError::PathTooLong { spec: s.to_owned(), len: s.len() });
                 }
                 Ok(SocketSpec::Unix(PathBuf::from(s)))
             }
@@ -99,8 +192,8 @@ impl SocketSpec {
     }
 }
 
-fn parse_port(spec: &str, port: &str) -> Result<u16, String> {
-    port.parse::<u16>().map_err(|_| format!("{spec}: port {port:?} is not a number from 0 to 65535"))
+fn parse_port(spec: &str, port: &str) -> Result<u16, SpecError> {
+    port.parse::<u16>().map_err(|_| SpecError::Port { spec: spec.to_owned(), port: port.to_owned() })
 }
 
 /// A bound, listening socket owned by the master.
@@ -147,7 +240,7 @@ impl Adopted {
         self.sockets.iter().map(|(n, _)| n.clone()).collect()
     }
 
-    fn take(&mut self, key: &str) -> Result<OwnedFd, String> {
+    fn take(&mut self, key: &str) -> Result<OwnedFd, BindError> {
         let known = self.names().join(", ");
         let pos = self
             .sockets
@@ -156,12 +249,12 @@ impl Adopted {
             .or_else(|| key.parse::<usize>().ok().filter(|i| *i < self.sockets.len()));
         let Some(i) = pos else {
             return Err(if self.sockets.is_empty() {
-                "no sockets were passed by socket activation (LISTEN_FDS/LISTEN_PID not set for this process)".into()
+                BindError::NothingPassed
             } else {
-                format!("no socket named or numbered {key:?} was passed (names: {known})")
+                BindError::NotPassed { key: key.to_owned(), known }
             });
         };
-        self.sockets[i].1.take().ok_or_else(|| format!("socket {key:?} is used twice"))
+        self.sockets[i].1.take().ok_or_else(|| BindError::UsedTwice(key.to_owned()))
     }
 }
 
@@ -188,12 +281,12 @@ pub const ACTIVATION_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNA
 /// process `me`: the names of the sockets passed to it at fds 3.. (empty
 /// when none were), or a notice to log when they are meant for another
 /// process. Touches no fd; [`adopt`] takes the fds over.
-pub fn activation_names(env: &[(String, String)], me: u32) -> Result<(Vec<String>, Option<String>), String> {
+pub fn activation_names(env: &[(String, String)], me: u32) -> Result<(Vec<String>, Option<String>), ActivationError> {
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let Some(pid) = get("LISTEN_PID") else {
         return Ok((Vec::new(), None));
     };
-    let pid: u32 = pid.trim().parse().map_err(|_| format!("LISTEN_PID={}: not a process id", quoted(pid)))?;
+    let pid: u32 = pid.trim().parse().map_err(|_| ActivationError::Pid(quoted(pid)))?;
     if pid != me {
         return Ok((
             Vec::new(),
@@ -201,18 +294,14 @@ pub fn activation_names(env: &[(String, String)], me: u32) -> Result<(Vec<String
         ));
     }
     let n_raw = get("LISTEN_FDS").unwrap_or("0");
-    let n: usize = n_raw
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| *n <= 1024)
-        .ok_or_else(|| format!("LISTEN_FDS={}: expected a number of file descriptors (0..1024)", quoted(n_raw)))?;
+    let n: usize =
+        n_raw.trim().parse().ok().filter(|n| *n <= 1024).ok_or_else(|| ActivationError::Count(quoted(n_raw)))?;
     let names: Vec<String> = match get("LISTEN_FDNAMES") {
         Some(v) if !v.is_empty() => decode_fdnames(v),
         _ => (0..n).map(|i| i.to_string()).collect(),
     };
     if names.len() != n {
-        return Err(format!("LISTEN_FDNAMES has {} names but LISTEN_FDS={n}", names.len()));
+        return Err(ActivationError::Names { names: names.len(), fds: n });
     }
     Ok((names, None))
 }
@@ -221,21 +310,23 @@ pub fn activation_names(env: &[(String, String)], me: u32) -> Result<(Vec<String
 /// are meant for this process, takes over fds 3.. (checked to be listening
 /// sockets) and returns them with the names; otherwise returns a notice
 /// to log. The caller removes the variables from the environment.
-pub fn adopt(env: &[(String, String)], me: u32) -> Result<(Adopted, Option<String>), String> {
+pub fn adopt(env: &[(String, String)], me: u32) -> Result<(Adopted, Option<String>), ActivationError> {
     let (names, notice) = activation_names(env, me)?;
     let n = names.len();
     let mut out = Adopted::default();
     for (i, name) in names.into_iter().enumerate() {
         let raw = crate::sys::LISTEN_FDS_START + i as RawFd;
         let floor = crate::sys::LISTEN_FDS_START + n as RawFd;
-        let fd = crate::sys::dup_inherited(raw, floor).map_err(|e| format!("LISTEN_FDS={n}: fd {raw}: {e}"))?;
+        let fd = crate::sys::dup_inherited(raw, floor).map_err(|source| ActivationError::Take {
+            fds: n,
+            fd: raw,
+            source,
+        })?;
         match getsockopt(&fd, sockopt::AcceptConn) {
             Ok(true) => {}
-            Ok(false) => return Err(format!("LISTEN_FDS: fd {raw} ({}) is a socket but not listening", quoted(&name))),
-            Err(nix::errno::Errno::ENOTSOCK) => {
-                return Err(format!("LISTEN_FDS: fd {raw} ({}) is not a socket", quoted(&name)));
-            }
-            Err(e) => return Err(format!("LISTEN_FDS: fd {raw}: getsockopt(SO_ACCEPTCONN): {}", e.desc())),
+            Ok(false) => return Err(ActivationError::NotListening(raw, quoted(&name))),
+            Err(nix::errno::Errno::ENOTSOCK) => return Err(ActivationError::NotASocket(raw, quoted(&name))),
+            Err(errno) => return Err(ActivationError::Probe { fd: raw, errno }),
         }
         out.sockets.push((name, Some(fd)));
     }
@@ -254,7 +345,7 @@ pub fn bind_all(
     specs: &[(String, SocketSpec)],
     opts: &BindOptions,
     adopted: &mut Adopted,
-) -> Result<(Vec<Listener>, Vec<String>), String> {
+) -> Result<(Vec<Listener>, Vec<String>), BindError> {
     let mut notices = Vec::new();
     let mut backlog = opts.backlog;
     if let Some(max) = somaxconn().filter(|m| *m < backlog) {
@@ -274,7 +365,7 @@ pub fn bind_all(
                         let _ = std::fs::remove_file(p);
                     }
                 }
-                return Err(format!("socket {name}: {e}"));
+                return Err(BindError::Socket { name: name.clone(), source: Box::new(e) });
             }
         }
     }
@@ -288,8 +379,8 @@ fn bind_one(
     opts: &BindOptions,
     adopted: &mut Adopted,
     fd_floor: RawFd,
-) -> Result<Listener, String> {
-    let backlog = Backlog::new(backlog.min(i32::from(u16::MAX))).map_err(|e| format!("listen backlog: {e}"))?;
+) -> Result<Listener, BindError> {
+    let backlog = Backlog::new(backlog.min(i32::from(u16::MAX))).map_err(|e| BindError::Backlog(e.to_string()))?;
     let (fd, local) = match spec {
         SocketSpec::Tcp { host, port } => bind_tcp(host, *port, backlog, opts.reuse_port)?,
         SocketSpec::Unix(path) => {
@@ -304,9 +395,9 @@ fn bind_one(
                 let u = (uid >= 0).then(|| nix::unistd::Uid::from_raw(uid as u32));
                 let g = (gid >= 0).then(|| nix::unistd::Gid::from_raw(gid as u32));
                 nix::unistd::fchownat(nix::fcntl::AT_FDCWD, path, u, g, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                    .map_err(|e| format!("chown-socket {}: {}", path.display(), e.desc()))?;
+                    .map_err(call(format!("chown-socket {}", path.display())))?;
                 if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                    return Err(format!("{} was replaced by something else than our socket", path.display()));
+                    return Err(BindError::Replaced(path.display().to_string()));
                 }
             }
             (fd, local)
@@ -317,9 +408,9 @@ fn bind_one(
         }
         SocketSpec::Abstract(n) => {
             let fd = stream_socket(AddressFamily::Unix)?;
-            let addr = UnixAddr::new_abstract(n.as_bytes()).map_err(|e| format!("abstract address: {e}"))?;
-            bind(fd.as_raw_fd(), &addr).map_err(|e| format!("bind: {}", e.desc()))?;
-            listen(&fd, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
+            let addr = UnixAddr::new_abstract(n.as_bytes()).map_err(BindError::AbstractAddress)?;
+            bind(fd.as_raw_fd(), &addr).map_err(call("bind"))?;
+            listen(&fd, backlog).map_err(call("listen"))?;
             (fd, format!("@{n}"))
         }
         SocketSpec::Fd(n) => adopt_fd(*n, fd_floor)?,
@@ -327,37 +418,37 @@ fn bind_one(
     Ok(Listener { name: name.to_owned(), kind: spec.kind(), local, fd })
 }
 
-fn stream_socket(family: AddressFamily) -> Result<OwnedFd, String> {
-    socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(|e| format!("socket: {}", e.desc()))
+fn stream_socket(family: AddressFamily) -> Result<OwnedFd, BindError> {
+    socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(call("socket"))
 }
 
-fn bind_tcp(host: &str, port: u16, backlog: Backlog, reuse_port: bool) -> Result<(OwnedFd, String), String> {
+fn bind_tcp(host: &str, port: u16, backlog: Backlog, reuse_port: bool) -> Result<(OwnedFd, String), BindError> {
     let addr: SocketAddr = if host.is_empty() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
     } else {
-        let mut addrs = (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve host {host:?}: {e}"))?;
-        addrs.next().ok_or_else(|| format!("host {host:?} has no address"))?
+        let mut addrs =
+            (host, port).to_socket_addrs().map_err(|source| BindError::Resolve { host: host.to_owned(), source })?;
+        addrs.next().ok_or_else(|| BindError::NoAddress(host.to_owned()))?
     };
     let fd = stream_socket(match addr {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
     })?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| format!("setsockopt(SO_REUSEADDR): {}", e.desc()))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(call("setsockopt(SO_REUSEADDR)"))?;
     if reuse_port {
-        setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| format!("setsockopt(SO_REUSEPORT): {}", e.desc()))?;
+        setsockopt(&fd, sockopt::ReusePort, &true).map_err(call("setsockopt(SO_REUSEPORT)"))?;
     }
     let res = match addr {
         SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a)),
         SocketAddr::V6(a) => {
             // IPv6 sockets serve IPv6 only, as nginx does: `[::]:80` and
             // `:80` can then both be configured without a conflict.
-            setsockopt(&fd, sockopt::Ipv6V6Only, &true)
-                .map_err(|e| format!("setsockopt(IPV6_V6ONLY): {}", e.desc()))?;
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(call("setsockopt(IPV6_V6ONLY)"))?;
             bind(fd.as_raw_fd(), &SockaddrIn6::from(a))
         }
     };
-    res.map_err(|e| format!("bind {addr}: {}", e.desc()))?;
-    listen(&fd, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
+    res.map_err(call(format!("bind {addr}")))?;
+    listen(&fd, backlog).map_err(call("listen"))?;
     let local = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd.as_raw_fd())
         .ok()
         .and_then(|s| {
@@ -369,20 +460,20 @@ fn bind_tcp(host: &str, port: u16, backlog: Backlog, reuse_port: bool) -> Result
     Ok((fd, local))
 }
 
-fn bind_unix(path: &std::path::Path, backlog: Backlog, mode: Option<u32>) -> Result<(OwnedFd, String), String> {
+fn bind_unix(path: &std::path::Path, backlog: Backlog, mode: Option<u32>) -> Result<(OwnedFd, String), BindError> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(format!("{} exists and is not a socket; refusing to replace it", path.display()));
+            return Err(BindError::NotASocketFile(path.display().to_string()));
         }
         // A socket file nobody listens on is stale (left by a crash): replace it.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!("another process is already listening on {}", path.display()));
+            return Err(BindError::InUse(path.display().to_string()));
         }
-        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(|source| BindError::Stale { path: path.display().to_string(), source })?;
     }
     let fd = stream_socket(AddressFamily::Unix)?;
-    let addr = UnixAddr::new(path).map_err(|e| format!("address {}: {}", path.display(), e.desc()))?;
+    let addr = UnixAddr::new(path).map_err(call(format!("address {}", path.display())))?;
     // The socket file is created with mode 0777 & !umask: for
     // `chmod-socket`, the umask is set to give exactly that mode. Only the
     // main thread creates files, so the process-wide umask is ours here.
@@ -392,20 +483,19 @@ fn bind_unix(path: &std::path::Path, backlog: Backlog, mode: Option<u32>) -> Res
     if let Some(old) = old {
         nix::sys::stat::umask(old);
     }
-    bound.map_err(|e| format!("bind {}: {}", path.display(), e.desc()))?;
-    listen(&fd, backlog).map_err(|e| format!("listen: {}", e.desc()))?;
+    bound.map_err(call(format!("bind {}", path.display())))?;
+    listen(&fd, backlog).map_err(call("listen"))?;
     Ok((fd, path.display().to_string()))
 }
 
 /// Takes over an inherited fd after checking it is a listening stream socket.
-fn adopt_fd(n: RawFd, floor: RawFd) -> Result<(OwnedFd, String), String> {
-    let fd = crate::sys::dup_inherited(n, floor).map_err(|e| format!("fd {n}: {e}"))?;
-
+fn adopt_fd(n: RawFd, floor: RawFd) -> Result<(OwnedFd, String), BindError> {
+    let fd = crate::sys::dup_inherited(n, floor).map_err(|source| BindError::Inherited { fd: n, source })?;
     match getsockopt(&fd, sockopt::AcceptConn) {
         Ok(true) => Ok((fd, format!("fd {n}"))),
-        Ok(false) => Err(format!("fd {n} is a socket but not listening")),
-        Err(nix::errno::Errno::ENOTSOCK) => Err(format!("fd {n} is not a socket")),
-        Err(e) => Err(format!("fd {n}: getsockopt(SO_ACCEPTCONN): {}", e.desc())),
+        Ok(false) => Err(BindError::FdNotListening(n)),
+        Err(nix::errno::Errno::ENOTSOCK) => Err(BindError::FdNotASocket(n)),
+        Err(errno) => Err(BindError::FdProbe { fd: n, errno }),
     }
 }
 
@@ -446,7 +536,7 @@ mod tests {
             assert!(SocketSpec::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         let long = format!("/tmp/{}", "x".repeat(120));
-        assert!(SocketSpec::parse(&long).unwrap_err().contains("limit is 107"));
+        assert!(SocketSpec::parse(&long).unwrap_err().to_string().contains("limit is 107"));
     }
 
     #[test]
@@ -468,12 +558,12 @@ mod tests {
         };
         let (a, notice) = adopt(&env("1", "1"), 2).unwrap();
         assert!(a.is_empty() && notice.unwrap().contains("not this process"));
-        assert!(adopt(&env("abc", "1"), 2).unwrap_err().contains("LISTEN_PID"));
-        assert!(adopt(&env("2", "abc"), 2).unwrap_err().contains("LISTEN_FDS=\"abc\""));
+        assert!(adopt(&env("abc", "1"), 2).unwrap_err().to_string().contains("LISTEN_PID"));
+        assert!(adopt(&env("2", "abc"), 2).unwrap_err().to_string().contains("LISTEN_FDS=\"abc\""));
         assert!(adopt(&[], 2).unwrap().0.is_empty());
         let mut named = env("2", "2");
         named.push(("LISTEN_FDNAMES".into(), "a".into()));
-        assert!(adopt(&named, 2).unwrap_err().contains("1 names but LISTEN_FDS=2"));
+        assert!(adopt(&named, 2).unwrap_err().to_string().contains("1 names but LISTEN_FDS=2"));
     }
 
     #[test]
@@ -483,6 +573,7 @@ mod tests {
         let opts = BindOptions { backlog: 16, ..Default::default() };
         let err =
             bind_all(&[(spec.clone(), SocketSpec::parse(&spec).unwrap())], &opts, &mut Adopted::default()).unwrap_err();
+        let err = err.to_string();
         assert!(err.starts_with(&format!("socket {spec}: bind")), "{err}");
         assert!(err.contains("in use"), "{err}");
     }

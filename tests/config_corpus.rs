@@ -87,7 +87,7 @@ fn corpus() -> Vec<Case> {
         ini("unclosed $(", "chdir = $(HOME", "unclosed `$(`"),
         yaml("invalid YAML", "uwsgi: [\n", "invalid YAML"),
         yaml("deeply nested YAML", &deep_yaml, ":1: nested deeper than 100 levels"),
-        yaml("billion laughs", laughs, "invalid YAML"),
+        yaml("billion laughs", laughs, "YAML aliases"),
         yaml("uwsgi is a scalar", "uwsgi: 5\n", "expected a mapping of options"),
         yaml("option is a mapping", "uwsgi:\n  processes: {a: 1}\n", "expected a value or a list"),
         yaml("no uwsgi key", "app:\n  processes: 2\n", "no `uwsgi:` mapping"),

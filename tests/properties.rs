@@ -1169,6 +1169,7 @@ proptest! {
                 }
             }
             Err(m) => {
+                let m = m.to_string();
                 prop_assert!(m.starts_with("LISTEN_PID=") || m.starts_with("LISTEN_FDS=") || m.starts_with("LISTEN_FDNAMES "), "{m}");
                 prop_assert!(!m.contains('\n') && m.chars().count() < 300, "{m:?}");
             }

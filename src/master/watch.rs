@@ -211,7 +211,7 @@ impl Master {
                 // Restore configuration order of the kept listeners.
                 let order = names(&self.cfg);
                 self.core.os.listeners.sort_by_key(|l| order.iter().position(|n| *n == l.name));
-                return Err(e);
+                return Err(e.to_string());
             }
         };
         let mut bound = bound.into_iter();

@@ -41,10 +41,10 @@ impl ProbeServer {
     /// Binds `address` (host:port) with the same code and backlog as the
     /// worker sockets; std's `TcpListener::bind` would fix the backlog at 128.
     pub fn bind(address: &str, backlog: i32) -> Result<ProbeServer, String> {
-        let err = |e: String| format!("probe-socket {address}: cannot listen: {e}");
-        let spec = crate::sockets::SocketSpec::parse(address).map_err(err)?;
+        let err = |e: &dyn std::fmt::Display| format!("probe-socket {address}: cannot listen: {e}");
+        let spec = crate::sockets::SocketSpec::parse(address).map_err(|e| err(&e))?;
         if !matches!(spec, crate::sockets::SocketSpec::Tcp { .. }) {
-            return Err(err("expected host:port".into()));
+            return Err(err(&"expected host:port"));
         }
         let opts = crate::sockets::BindOptions { backlog, ..Default::default() };
         let (mut ls, _) = crate::sockets::bind_all(&[(address.to_owned(), spec)], &opts, &mut Default::default())
