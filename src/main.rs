@@ -120,7 +120,7 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
     let (listeners, probe) = bind(&cfg, &mut adopted)?;
     let config_hash = config::entries_hash(&entries);
     let master = Master::new(MasterSetup { config: cfg, listeners, sources, env, cwd, probe, config_hash })
-        .map_err(|m| Fatal { code: exit::SOFTWARE, message: m })?;
+        .map_err(|e| Fatal { code: exit::SOFTWARE, message: e.to_string() })?;
     Ok(master.run())
 }
 

@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+use crate::sys::{SysError, context};
 use nix::sys::socket::{
     AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, UnixCredentials, bind, recvmsg,
     setsockopt, socket, sockopt,
@@ -71,12 +72,11 @@ pub struct NotifySocket {
 impl NotifySocket {
     /// Binds the socket for workers running as `worker_uid` (None: the
     /// master's own uid). `runtime_dir` holds the private directory.
-    pub fn bind(worker_uid: Option<u32>, runtime_dir: &std::path::Path) -> Result<NotifySocket, String> {
+    pub fn bind(worker_uid: Option<u32>, runtime_dir: &std::path::Path) -> Result<NotifySocket, SysError> {
         let fd =
             socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
-                .map_err(|e| format!("notify socket: socket: {}", e.desc()))?;
-        setsockopt(&fd, sockopt::PassCred, &true)
-            .map_err(|e| format!("notify socket: setsockopt(SO_PASSCRED): {}", e.desc()))?;
+                .map_err(context("notify socket: socket"))?;
+        setsockopt(&fd, sockopt::PassCred, &true).map_err(context("notify socket: setsockopt(SO_PASSCRED)"))?;
         let me = nix::unistd::geteuid().as_raw();
         let uid = worker_uid.unwrap_or(me);
         match private_dir(runtime_dir, uid != me) {
@@ -84,12 +84,12 @@ impl NotifySocket {
                 let path = dir.join("notify");
                 let bound = UnixAddr::new(&path)
                     .and_then(|addr| bind(fd.as_raw_fd(), &addr))
-                    .map_err(|e| format!("notify socket: bind {}: {}", path.display(), e.desc()));
+                    .map_err(context(format!("notify socket: bind {}", path.display())));
                 match bound.and_then(|()| {
                     // The directory is the gate; the socket must be writable for the workers' uid.
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
-                        .map_err(|e| format!("notify socket: chmod {}: {e}", path.display()))
+                        .map_err(context(format!("notify socket: chmod {}", path.display())))
                 }) {
                     Ok(()) => {
                         let address = path.display().to_string();
@@ -109,8 +109,8 @@ impl NotifySocket {
         }
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
         let name = format!("podmaster-notify-{}-{}", std::process::id(), nanos.unwrap_or(0));
-        let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| format!("notify socket: {}", e.desc()))?;
-        bind(fd.as_raw_fd(), &addr).map_err(|e| format!("notify socket: bind @{name}: {}", e.desc()))?;
+        let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(context("notify socket: address"))?;
+        bind(fd.as_raw_fd(), &addr).map_err(context(format!("notify socket: bind @{name}")))?;
         Ok(NotifySocket { fd, address: format!("@{name}"), dir: None, uid })
     }
 
@@ -170,20 +170,21 @@ impl Drop for NotifySocket {
 /// A new directory `podmaster-<pid>-<n>` under `parent`, owned by the
 /// master: mode 0700, or 0711 when workers run as another uid (they may
 /// pass through to the socket, not list, unlink or replace it).
-fn private_dir(parent: &std::path::Path, other_uid: bool) -> Result<std::path::PathBuf, String> {
+fn private_dir(parent: &std::path::Path, other_uid: bool) -> Result<std::path::PathBuf, SysError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !parent.is_absolute() {
-        return Err(format!("{} is not an absolute path", parent.display()));
+        let relative = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an absolute path");
+        return Err(context(parent.display().to_string())(relative));
     }
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
     let dir = parent.join(format!("podmaster-{}-{}", std::process::id(), nanos.unwrap_or(0)));
     // create (not create_all): fails if the name exists, so nobody can
     // have prepared it for us.
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(context(format!("mkdir {}", dir.display())))?;
     if other_uid {
         if let Err(e) = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)) {
             let _ = std::fs::remove_dir(&dir);
-            return Err(format!("chmod {}: {e}", dir.display()));
+            return Err(context(format!("chmod {}", dir.display()))(e));
         }
     }
     Ok(dir)

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 
 // Declared by the configuration; re-exported for the worker side.
 pub use crate::config::metric::{MAX_METRICS, MetricDecl};
-use crate::sys::SharedRegion;
+use crate::sys::{SharedRegion, context};
 
 /// Worker slots the regions have room for (`processes` is capped at it).
 pub const MAX_SLOTS: usize = 1024;
@@ -57,16 +57,15 @@ pub struct Scoreboard {
 }
 
 impl Scoreboard {
-    pub fn create(decls: Vec<MetricDecl>) -> Result<Scoreboard, String> {
-        let board =
-            SharedRegion::create("podmaster-board", BOARD_WORDS, true).map_err(|e| format!("scoreboard: {e}"))?;
+    pub fn create(decls: Vec<MetricDecl>) -> Result<Scoreboard, crate::sys::SysError> {
+        let board = SharedRegion::create("podmaster-board", BOARD_WORDS, true).map_err(context("scoreboard: board"))?;
         let metrics =
-            SharedRegion::create("podmaster-metrics", METRIC_WORDS, false).map_err(|e| format!("scoreboard: {e}"))?;
+            SharedRegion::create("podmaster-metrics", METRIC_WORDS, false).map_err(context("scoreboard: metrics"))?;
         for (i, d) in decls.iter().enumerate() {
             metrics.words()[i].store(d.initial, Ordering::Relaxed);
         }
         // From here on the master only reads what workers write.
-        metrics.make_read_only().map_err(|e| format!("scoreboard: mprotect: {e}"))?;
+        metrics.make_read_only().map_err(context("scoreboard: mprotect"))?;
         board.words()[0].store(MAGIC, Ordering::Relaxed);
         Ok(Scoreboard { board, metrics: std::sync::Arc::new(metrics), decls })
     }
@@ -154,11 +153,12 @@ pub enum Update {
 
 impl WorkerBoard {
     /// Maps the regions passed at `board_fd`, `board_fd + 1` (and closes them).
-    pub fn adopt(board_fd: i32, worker_id: u32, decls: &[MetricDecl]) -> Result<WorkerBoard, String> {
-        let board = SharedRegion::adopt(board_fd, BOARD_WORDS, false).map_err(|e| format!("scoreboard: {e}"))?;
-        let metrics = SharedRegion::adopt(board_fd + 1, METRIC_WORDS, true).map_err(|e| format!("scoreboard: {e}"))?;
+    pub fn adopt(board_fd: i32, worker_id: u32, decls: &[MetricDecl]) -> Result<WorkerBoard, crate::sys::SysError> {
+        let board = SharedRegion::adopt(board_fd, BOARD_WORDS, false).map_err(context("scoreboard: board"))?;
+        let metrics = SharedRegion::adopt(board_fd + 1, METRIC_WORDS, true).map_err(context("scoreboard: metrics"))?;
         if board.words()[0].load(Ordering::Relaxed) != MAGIC {
-            return Err("scoreboard: not a podmaster board".into());
+            let wrong = std::io::Error::new(std::io::ErrorKind::InvalidData, "not a podmaster board");
+            return Err(context("scoreboard")(wrong));
         }
         let index = decls.iter().enumerate().map(|(i, d)| (d.name.clone(), i)).collect();
         Ok(WorkerBoard { board, metrics, row: (worker_id as usize).min(MAX_SLOTS) * MAX_METRICS, index })

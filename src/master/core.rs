@@ -25,8 +25,8 @@ use crate::config::{Config, ReadyMode, ReadyWorkers};
 pub trait Os {
     fn now(&self) -> Instant;
     /// Starts a worker process; the error says why not (for the log).
-    fn spawn_worker(&mut self, req: &WorkerRequest) -> Result<Pid, String>;
-    fn spawn_daemon(&mut self, argv: &[String]) -> Result<Pid, String>;
+    fn spawn_worker(&mut self, req: &WorkerRequest) -> std::io::Result<Pid>;
+    fn spawn_daemon(&mut self, argv: &[String]) -> std::io::Result<Pid>;
     fn signal(&mut self, pid: Pid, sig: Signal);
     /// Signals the process group `pid` leads.
     fn signal_group(&mut self, pid: Pid, sig: Signal);

@@ -110,7 +110,7 @@ pub struct Master {
 impl Master {
     /// Sets up signal delivery and the notify socket. Must run before any
     /// worker exists, so no signal is missed.
-    pub fn new(setup: MasterSetup) -> Result<Master, String> {
+    pub fn new(setup: MasterSetup) -> Result<Master, sys::SysError> {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
         let (signals, signal_wake) = sys::signal_pipe(HANDLED)?;
         let (probe_wake, probe_write) = nonblocking_pipe()?;
@@ -127,7 +127,7 @@ impl Master {
             listeners: setup.listeners,
             notify_address: notify.address.clone(),
             scoreboard,
-            sigchld: signal_wake.try_clone().map_err(|e| format!("signal pipe: {e}"))?,
+            sigchld: signal_wake.try_clone().map_err(sys::context("signal pipe"))?,
             creds,
         };
         let m = Master {
@@ -154,7 +154,7 @@ impl Master {
         if let Some(probe) = setup.probe {
             probe
                 .start(m.shared.clone(), m.core.os.scoreboard.metrics_reader(), m.cfg.liveness_timeout)
-                .map_err(|e| format!("probe server thread: {e}"))?;
+                .map_err(sys::context("probe server thread"))?;
         }
         Ok(m)
     }
@@ -334,7 +334,6 @@ impl Master {
     }
 }
 
-fn nonblocking_pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-        .map_err(|e| format!("pipe2: {}", e.desc()))
+fn nonblocking_pipe() -> Result<(OwnedFd, OwnedFd), sys::SysError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).map_err(sys::context("pipe2"))
 }

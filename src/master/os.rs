@@ -40,7 +40,7 @@ impl Os for RealOs {
         Instant::now()
     }
 
-    fn spawn_worker(&mut self, req: &WorkerRequest) -> Result<Pid, String> {
+    fn spawn_worker(&mut self, req: &WorkerRequest) -> std::io::Result<Pid> {
         let spec = self.settings.spec(Stamp {
             id: req.slot,
             generation: req.generation,
@@ -59,10 +59,9 @@ impl Os for RealOs {
             die_with_master: true,
             creds: self.creds.as_ref(),
         })
-        .map_err(|e| e.to_string())
     }
 
-    fn spawn_daemon(&mut self, argv: &[String]) -> Result<Pid, String> {
+    fn spawn_daemon(&mut self, argv: &[String]) -> std::io::Result<Pid> {
         let args: Vec<OsString> = argv[1..].iter().map(OsString::from).collect();
         sys::spawn(sys::SpawnSpec {
             exe: &PathBuf::from(&argv[0]),
@@ -74,7 +73,6 @@ impl Os for RealOs {
             die_with_master: true,
             creds: self.creds.as_ref(),
         })
-        .map_err(|e| e.to_string())
     }
 
     fn signal(&mut self, pid: Pid, sig: Signal) {

@@ -32,16 +32,16 @@ impl Os for Fake {
     fn now(&self) -> Instant {
         self.base.unwrap_or_else(Instant::now) + self.clock
     }
-    fn spawn_worker(&mut self, req: &WorkerRequest) -> Result<Pid, String> {
+    fn spawn_worker(&mut self, req: &WorkerRequest) -> std::io::Result<Pid> {
         if self.fail_spawns {
-            return Err("fork: EAGAIN".into());
+            return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
         }
         self.next_pid += 1;
         let pid = Pid::from_raw(1000 + self.next_pid);
         self.spawned.push((pid, req.clone()));
         Ok(pid)
     }
-    fn spawn_daemon(&mut self, _argv: &[String]) -> Result<Pid, String> {
+    fn spawn_daemon(&mut self, _argv: &[String]) -> std::io::Result<Pid> {
         self.next_pid += 1;
         let pid = Pid::from_raw(1000 + self.next_pid);
         self.daemons.push(pid);

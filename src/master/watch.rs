@@ -32,6 +32,18 @@ impl Watch {
     }
 }
 
+/// Why a valid new configuration cannot be applied to the running instance.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// What the running workers, daemons or shared memory were started with.
+    #[error("{0} changed: this takes effect only at startup; restart the instance")]
+    RestartRequired(&'static str),
+    #[error("socket {0}: fd:// and sd:// sockets are taken over only at startup; restart the instance to add one")]
+    Inherited(String),
+    #[error(transparent)]
+    Bind(#[from] crate::sockets::BindError),
+}
+
 pub fn mtime(p: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
@@ -119,7 +131,7 @@ impl Master {
         }
     }
 
-    fn apply_config(&mut self, mut new: Config) -> Result<(), String> {
+    fn apply_config(&mut self, mut new: Config) -> Result<(), ReloadError> {
         let names = |c: &Config| c.sockets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
         // What running workers and daemons were started with, or what the
         // shared memory was laid out for, cannot change under them.
@@ -129,7 +141,7 @@ impl Master {
             (new.attach_daemons != self.cfg.attach_daemons, "attach-daemon"),
         ] {
             if changed {
-                return Err(format!("{what} changed: this takes effect only at startup; restart the instance"));
+                return Err(ReloadError::RestartRequired(what));
             }
         }
         // Inherited sockets are adopted once, at startup: a reload that
@@ -138,10 +150,7 @@ impl Master {
             matches!(s.spec, sockets::SocketSpec::Fd(_) | sockets::SocketSpec::Sd(_))
                 && !self.core.os.listeners.iter().any(|l| l.name == s.name)
         }) {
-            return Err(format!(
-                "socket {}: fd:// and sd:// sockets are taken over only at startup; restart the instance to add one",
-                s.name
-            ));
+            return Err(ReloadError::Inherited(s.name.clone()));
         }
         if names(&new) != self.core.os.listeners.iter().map(|l| l.name.clone()).collect::<Vec<_>>() {
             self.rebind_listeners(&new)?;
@@ -182,7 +191,7 @@ impl Master {
     /// The listeners for `new`'s sockets: those that stay keep their fd (no
     /// gap for clients), new ones are bound, removed ones are retired (closed
     /// once the rollout is over). On a bind error nothing changes.
-    fn rebind_listeners(&mut self, new: &Config) -> Result<(), String> {
+    fn rebind_listeners(&mut self, new: &Config) -> Result<(), ReloadError> {
         let names = |c: &Config| c.sockets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
         // Keep sockets that stay (same fd, no gap for clients), bind new ones.
         let mut kept: Vec<Option<Listener>> =
@@ -211,7 +220,7 @@ impl Master {
                 // Restore configuration order of the kept listeners.
                 let order = names(&self.cfg);
                 self.core.os.listeners.sort_by_key(|l| order.iter().position(|n| *n == l.name));
-                return Err(e.to_string());
+                return Err(ReloadError::Bind(e));
             }
         };
         let mut bound = bound.into_iter();

@@ -30,6 +30,18 @@ use tiny_http::{HTTPVersion, Header, Response};
 use crate::master::state::Shared;
 use guard::{Job, Method};
 
+/// Why the probe socket cannot be listened on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeSocketError {
+    #[error("probe-socket {address}: cannot listen: {source}")]
+    Spec { address: String, source: crate::sockets::SpecError },
+    #[error("probe-socket {0}: cannot listen: expected host:port")]
+    NotTcp(String),
+    /// `socket ADDRESS: ...` from binding, shown as `probe-socket ADDRESS: ...`.
+    #[error("probe-{0}")]
+    Bind(crate::sockets::BindError),
+}
+
 /// A bound probe server, not yet serving (bound early so an address
 /// error stops startup before any worker exists).
 pub struct ProbeServer {
@@ -40,15 +52,15 @@ pub struct ProbeServer {
 impl ProbeServer {
     /// Binds `address` (host:port) with the same code and backlog as the
     /// worker sockets; std's `TcpListener::bind` would fix the backlog at 128.
-    pub fn bind(address: &str, backlog: i32) -> Result<ProbeServer, String> {
-        let err = |e: &dyn std::fmt::Display| format!("probe-socket {address}: cannot listen: {e}");
-        let spec = crate::sockets::SocketSpec::parse(address).map_err(|e| err(&e))?;
+    pub fn bind(address: &str, backlog: i32) -> Result<ProbeServer, ProbeSocketError> {
+        let spec = crate::sockets::SocketSpec::parse(address)
+            .map_err(|source| ProbeSocketError::Spec { address: address.to_owned(), source })?;
         if !matches!(spec, crate::sockets::SocketSpec::Tcp { .. }) {
-            return Err(err(&"expected host:port"));
+            return Err(ProbeSocketError::NotTcp(address.to_owned()));
         }
         let opts = crate::sockets::BindOptions { backlog, ..Default::default() };
         let (mut ls, _) = crate::sockets::bind_all(&[(address.to_owned(), spec)], &opts, &mut Default::default())
-            .map_err(|e| format!("probe-{e}"))?;
+            .map_err(ProbeSocketError::Bind)?;
         let listener = std::net::TcpListener::from(ls.remove(0).fd);
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| address.to_owned());
         Ok(ProbeServer { listener, address })

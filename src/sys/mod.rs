@@ -189,16 +189,32 @@ pub fn listen_queue(fd: RawFd) -> Option<u64> {
 /// Installs handlers for `sigs` (signal-hook) and a self-pipe every one of
 /// them also writes to: a loop polls the returned stream to wake up, then
 /// reads the signals from `Signals::pending()`.
-pub fn signal_pipe(sigs: &[i32]) -> Result<(signal_hook::iterator::Signals, std::os::unix::net::UnixStream), String> {
-    let signals = signal_hook::iterator::Signals::new(sigs).map_err(|e| format!("installing signal handlers: {e}"))?;
-    let (wake, write) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("signal pipe: {e}"))?;
-    wake.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
-    write.set_nonblocking(true).map_err(|e| format!("signal pipe: {e}"))?;
+pub fn signal_pipe(sigs: &[i32]) -> Result<(signal_hook::iterator::Signals, std::os::unix::net::UnixStream), SysError> {
+    let signals = signal_hook::iterator::Signals::new(sigs).map_err(context("installing signal handlers"))?;
+    let (wake, write) = std::os::unix::net::UnixStream::pair().map_err(context("signal pipe"))?;
+    wake.set_nonblocking(true).map_err(context("signal pipe"))?;
+    write.set_nonblocking(true).map_err(context("signal pipe"))?;
     for sig in sigs {
-        let w = write.try_clone().map_err(|e| format!("signal pipe: {e}"))?;
-        signal_hook::low_level::pipe::register(*sig, w).map_err(|e| format!("signal pipe: {e}"))?;
+        let w = write.try_clone().map_err(context("signal pipe"))?;
+        signal_hook::low_level::pipe::register(*sig, w).map_err(context("signal pipe"))?;
     }
     Ok((signals, wake))
+}
+
+/// A failed call, named with what it was doing and on what:
+/// `notify socket: bind /tmp/podmaster-1-2/notify: Address in use (os error 98)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct SysError {
+    pub what: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// `map_err(context("what"))`: an io::Error or an errno, named.
+pub fn context<E: Into<io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> SysError {
+    let what = what.into();
+    move |e| SysError { what, source: e.into() }
 }
 
 /// Sleeps until one of `fds` is readable or `deadline` passes (`None`: no
