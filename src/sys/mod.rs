@@ -1,9 +1,10 @@
 //! Process-level syscalls: reaping, signalling, PID-1 duties, `/proc`
 //! reads, waiting with a deadline; spawning ([`spawn`]) and shared memory
-//! ([`shm`]) in their own files. Every `unsafe` block of podmaster lives
-//! under `sys/`, except the CPython embedding's FFI (`worker/python.rs`),
-//! each with a `// SAFETY:` line.
+//! ([`shm`]), starting and stopping the embedded CPython ([`python`]) in
+//! their own files. Every `unsafe` block of podmaster (outside tests) lives
+//! under `sys/`, each with a `// SAFETY:` line.
 
+pub mod python;
 mod shm;
 mod spawn;
 

@@ -254,7 +254,7 @@ pub fn run(spec: WorkerSpec) -> u8 {
         spec,
     });
     pyo3::append_to_inittab!(uwsgi);
-    if let Err(e) = initialize(program.as_deref()) {
+    if let Err(e) = crate::sys::python::initialize(program.as_deref()) {
         tracing::error!(worker = id, "cannot initialise Python: {e}");
         return exit::CONFIG;
     }
@@ -262,11 +262,7 @@ pub fn run(spec: WorkerSpec) -> u8 {
         Ok(()) => exit::OK,
         Err(err) => exit_code_of(py, err),
     });
-    // SAFETY: the interpreter was initialised above by this thread, which
-    // still holds the GIL; nothing Python-related runs after this.
-    unsafe {
-        pyo3::ffi::Py_FinalizeEx();
-    }
+    crate::sys::python::finalize();
     code
 }
 
@@ -279,38 +275,6 @@ fn interpreter_program(venv: Option<&Path>) -> Result<Option<PathBuf>, String> {
     }
     let build = env!("PODMASTER_BUILD_PYTHON");
     Ok((!build.is_empty() && Path::new(build).exists()).then(|| PathBuf::from(build)))
-}
-
-fn initialize(program: Option<&Path>) -> Result<(), String> {
-    use pyo3::ffi;
-    // SAFETY: PyConfig is initialised by CPython before use and cleared on
-    // every path; strings passed are NUL-terminated and outlive the calls.
-    unsafe {
-        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::zeroed();
-        ffi::PyConfig_InitPythonConfig(config.as_mut_ptr());
-        let mut config = config.assume_init();
-        if let Some(p) = program {
-            let c = CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-            let st = ffi::PyConfig_SetBytesString(&mut config, &mut config.program_name, c.as_ptr());
-            if ffi::PyStatus_Exception(st) != 0 {
-                ffi::PyConfig_Clear(&mut config);
-                return Err(format!("setting program name {}", p.display()));
-            }
-        }
-        // Arguments are not parsed as python's command line.
-        config.parse_argv = 0;
-        let st = ffi::Py_InitializeFromConfig(&config);
-        ffi::PyConfig_Clear(&mut config);
-        if ffi::PyStatus_Exception(st) != 0 {
-            let msg = if st.err_msg.is_null() {
-                "unknown error".to_owned()
-            } else {
-                std::ffi::CStr::from_ptr(st.err_msg).to_string_lossy().into_owned()
-            };
-            return Err(msg);
-        }
-    }
-    Ok(())
 }
 
 fn exec_script(py: Python<'_>, script: &Path) -> PyResult<()> {
