@@ -60,10 +60,37 @@ impl Drop for TempDir {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not
-/// hand it out again immediately).
+/// A free TCP port for a test to configure. Chosen below the kernel's
+/// ephemeral range (so no client connection of a concurrent test can be
+/// given it meanwhile), never the same twice in one test binary, and
+/// checked bindable on every address.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.clamp(11_000, 65_000));
+    // Test binaries run one after another, often several at once (CI):
+    // start each at a place drawn from its pid.
+    let start = (std::process::id().wrapping_mul(2_654_435_761)) % (high - low);
+    for _ in 0..(high - low) {
+        let port = (low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % (high - low)) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
+        let free = std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free TCP port between {low} and {high}");
 }
 
 /// A test tool that scripts/test-deps.sh installs into .tools/bin (helm,
