@@ -90,17 +90,25 @@ fn master_fds(pid: i32) -> Vec<(i32, String)> {
         .collect()
 }
 
-#[test]
-fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
-    let d = TempDir::new("cfgattack");
+/// An instance of `processes` hello workers whose ini in `d` is watched
+/// every 0.1 s: (instance, the ini's path, its text).
+fn watched(d: &TempDir, processes: u32) -> (Instance, std::path::PathBuf, String) {
     let (text, ports, probe) =
-        ini(&example_script(), 2, 1, "reload-on-config-change = true\nconfig-check-interval = 0.1\n");
+        ini(&example_script(), processes, 1, "reload-on-config-change = true\nconfig-check-interval = 0.1\n");
     let path = d.write("podmaster.ini", &text);
     let mut cmd = std::process::Command::new(BIN);
     cmd.arg("--ini").arg(&path);
     let mut inst = Instance::spawn(cmd, d.path().join("stderr.log"));
     inst.probe = probe;
-    inst.ports = ports.clone();
+    inst.ports = ports;
+    (inst, path, text)
+}
+
+#[test]
+fn config_edits_naming_master_fds_or_unbindable_sockets_are_refused() {
+    let d = TempDir::new("cfgattack");
+    let (inst, path, text) = watched(&d, 2);
+    let ports = inst.ports.clone();
     inst.wait_ready();
     let pid = inst.pid();
     // Probe connections made so far are closed once the guard's linger
@@ -225,11 +233,13 @@ fn a_flapping_worker_cannot_flood_the_log() {
     assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
 }
 
-/// `podmaster --check-config --ini PATH`: (exit code, stderr), within a deadline.
+/// `podmaster --check-config --ini PATH` (or `--yaml` for a .yaml):
+/// (exit code, stderr), within a deadline.
 fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
+    let format = if path.extension().is_some_and(|e| e == "yaml") { "--yaml" } else { "--ini" };
     let mut child = std::process::Command::new(BIN)
         .arg("--check-config")
-        .arg("--ini")
+        .arg(format)
         .arg(path)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -297,32 +307,15 @@ fn config_bombs_are_refused_in_bounded_time_and_memory() {
         assert!(err.contains(expect), "{what}: {err}");
         assert!(t.elapsed() < Duration::from_secs(10), "{what}: took {:?}", t.elapsed());
     }
-    let yaml = d.write("laughs.yaml", &laughs);
-    let mut child = std::process::Command::new(BIN)
-        .args(["--check-config", "--yaml"])
-        .arg(&yaml)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let st = wait_for("--check-config of the YAML bomb", Duration::from_secs(20), || child.try_wait().ok().flatten());
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert_eq!(st.code(), Some(78), "{err}");
+    let (code, err) = check_config(&d.write("laughs.yaml", &laughs));
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("YAML aliases"), "{err}");
 }
 
 #[test]
 fn a_watched_config_swapped_for_a_fifo_or_a_bomb_is_refused_without_wedging() {
     let d = TempDir::new("swap");
-    let (text, ports, probe) =
-        ini(&example_script(), 1, 1, "reload-on-config-change = true\nconfig-check-interval = 0.1\n");
-    let path = d.write("podmaster.ini", &text);
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.arg("--ini").arg(&path);
-    let mut inst = Instance::spawn(cmd, d.path().join("stderr.log"));
-    inst.probe = probe;
-    inst.ports = ports;
+    let (inst, path, text) = watched(&d, 1);
     inst.wait_ready();
     let failed = |inst: &Instance| {
         metric_with(&inst.metrics(), "podmaster_config_reloads_total{result=\"failed\"}").unwrap_or(0.0)
