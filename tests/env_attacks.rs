@@ -211,10 +211,10 @@ fn report(failures: Vec<String>, total: usize) {
     );
 }
 
-#[test]
-fn each_option_variable_alone() {
+/// One case per variable and hostile value, each variable set alone.
+fn alone(vars: impl IntoIterator<Item = String>) -> Vec<Case> {
     let mut cases = Vec::new();
-    for var in option_vars() {
+    for var in vars {
         for (label, value) in hostile_values() {
             cases.push(Case {
                 what: format!("{var}={label}"),
@@ -223,6 +223,12 @@ fn each_option_variable_alone() {
             });
         }
     }
+    cases
+}
+
+#[test]
+fn each_option_variable_alone() {
+    let cases = alone(option_vars());
     let n = cases.len();
     assert!(n > 500, "only {n} cases: is the option table reachable?");
     report(check_all(cases), n);
@@ -230,16 +236,7 @@ fn each_option_variable_alone() {
 
 #[test]
 fn each_other_variable_alone() {
-    let mut cases = Vec::new();
-    for var in OTHER_VARS {
-        for (label, value) in hostile_values() {
-            cases.push(Case {
-                what: format!("{var}={label}"),
-                vars: vec![var.to_string()],
-                env: vec![(var.to_string(), value)],
-            });
-        }
-    }
+    let cases = alone(OTHER_VARS.iter().map(|v| v.to_string()));
     let n = cases.len();
     report(check_all(cases), n);
 }
