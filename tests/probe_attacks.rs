@@ -153,6 +153,7 @@ fn hostile_requests_are_answered_and_leave_nothing_behind() {
         ("control characters", b"\x01\x02\x03\x1b[2J\r\n\r\n".to_vec(), false, Some(400)),
         ("absolute URI with a space", b"GET http://x/ y HTTP/1.1\r\n\r\n".to_vec(), false, Some(400)),
         ("unknown path", b"GET /../../etc/passwd HTTP/1.1\r\n\r\n".to_vec(), false, Some(404)),
+        ("absolute-form target", b"GET http://127.0.0.1/livez HTTP/1.1\r\n\r\n".to_vec(), false, Some(200)),
     ];
     for (name, bytes, half_close, expect) in &cases {
         let (code, took) = attack(&inst.probe, bytes, *half_close);

@@ -382,6 +382,10 @@ mod tests {
     #[test]
     fn heads() {
         assert_eq!(parse_head(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"), req("/readyz"));
+        // Absolute-form (RFC 9112 3.2.2): scheme and authority dropped.
+        assert_eq!(parse_head(b"GET http://127.0.0.1:9191/livez HTTP/1.1\r\n\r\n"), req("/livez"));
+        assert_eq!(parse_head(b"GET HTTPS://x?verbose HTTP/1.1\r\n\r\n"), req("/?verbose"));
+        assert_eq!(parse_head(b"GET http://x HTTP/1.1\r\n\r\n"), req("/"));
         assert_eq!(parse_head(b"GET /readyz HTTP/1.1\nHost: x\n\n"), req("/readyz"));
         assert_eq!(parse_head(b"\r\nGET /livez HTTP/1.1\r\n\r\n"), req("/livez"));
         assert_eq!(parse_head(b"GET /readyz HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial);

@@ -108,8 +108,24 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
         _ => return Parsed::Reject(405, "method not allowed: probes are read-only (GET, HEAD)"),
     };
     // Visible ASCII only, so this is valid UTF-8.
-    let target = String::from_utf8_lossy(target).into_owned();
+    let target = origin_form(&String::from_utf8_lossy(target));
     Parsed::Request(Request { method, target, version })
+}
+
+/// The path and query of a request target: an absolute-form target
+/// (`http://host:port/livez?x`, which RFC 9112 requires servers to accept)
+/// loses its scheme and authority; other forms are kept as they are.
+fn origin_form(target: &str) -> String {
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    let Some(rest) = ["http://", "https://"].iter().find_map(|p| lower.starts_with(p).then(|| &target[p.len()..]))
+    else {
+        return target.to_owned();
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].to_owned(),
+        Some(i) => format!("/{}", &rest[i..]),
+        None => "/".to_owned(),
+    }
 }
 
 /// Index just past the blank line that ends the head (CRLF or LF forms).
