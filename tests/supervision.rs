@@ -394,3 +394,25 @@ fn second_sigint_is_a_fast_stop_usr1_logs_status_and_others_are_forwarded() {
     assert!(logs.contains("fast stop requested during drain") && logs.contains("signal=\"SIGINT\""), "{logs}");
     assert!(st.code().is_some());
 }
+
+#[test]
+fn a_worker_that_served_10_s_is_replaced_without_backoff() {
+    let inst = Instance::start(&test_script(), 1, 1, "");
+    inst.wait_ready();
+    let (_, pid) = inst.worker_pids()[0];
+    // Accepting for 10 s makes it a healthy worker (the backoff reset time).
+    std::thread::sleep(Duration::from_millis(10_200));
+    // SAFETY: kill(2) on the worker this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let t = Instant::now();
+    wait_for("the slot accepting again", Duration::from_secs(20), || {
+        let (_, now) = inst.worker_pids()[0];
+        (now != pid && inst.probe_get("/readyz").is_some_and(|r| r.status == 200)).then_some(())
+    });
+    eprintln!("slot accepting again {:?} after the kill", t.elapsed());
+    let logs = inst.logs();
+    let line = logs.lines().find(|l| l.contains("worker exited unexpectedly") && l.contains(&format!("pid={pid}")));
+    assert!(line.is_some_and(|l| l.contains("respawn_in_s=0 ") || l.contains("respawn_in_s=0.0")), "{logs}");
+}

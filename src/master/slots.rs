@@ -66,9 +66,11 @@ impl Slot {
         v
     }
 
-    /// Records an exit and returns the backoff to wait before respawning:
-    /// reset when the worker had been accepting long enough, else doubled
-    /// up to `max`.
+    /// Records an exit and returns how long to wait before respawning: no
+    /// wait at all when the worker had been accepting for
+    /// [`BACKOFF_RESET_AFTER`] (a healthy worker that died is replaced at
+    /// once, and a failure after that starts the backoff afresh), else the
+    /// backoff, doubled for the next consecutive failure up to `max`.
     pub fn note_exit(
         &mut self,
         reason: &str,
@@ -79,6 +81,7 @@ impl Slot {
         *self.exits.entry(reason.to_owned()).or_default() += 1;
         if was_accepting_since.is_some_and(|s| now.duration_since(s) >= BACKOFF_RESET_AFTER) {
             self.backoff = BACKOFF_START;
+            return Duration::ZERO;
         }
         let wait = self.backoff.min(max);
         self.backoff = (self.backoff * 2).min(max);
@@ -107,8 +110,14 @@ mod tests {
         let waits: Vec<_> = (0..12).map(|_| s.note_exit("exit_code=1", None, now, max).as_millis()).collect();
         assert_eq!(&waits[..4], &[100, 200, 400, 800]);
         assert_eq!(*waits.last().unwrap(), 30_000);
+        // A worker that had been accepting for 10 s is replaced at once, and
+        // the next consecutive failure starts the backoff afresh.
         let long_ago = now - Duration::from_secs(11);
-        assert_eq!(s.note_exit("exit_code=1", Some(long_ago), now, max), BACKOFF_START);
-        assert_eq!(s.exits["exit_code=1"], 13);
+        assert_eq!(s.note_exit("exit_code=1", Some(long_ago), now, max), Duration::ZERO);
+        assert_eq!(s.note_exit("exit_code=1", None, now, max), BACKOFF_START);
+        // Accepting, but not for long: the backoff goes on doubling.
+        let lately = now - Duration::from_secs(1);
+        assert_eq!(s.note_exit("exit_code=1", Some(lately), now, max), BACKOFF_START * 2);
+        assert_eq!(s.exits["exit_code=1"], 15);
     }
 }

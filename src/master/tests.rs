@@ -355,3 +355,22 @@ fn stopping_notice_leaves_accepting() {
     assert_eq!(c.table.find(pid).map(|p| p.state), Some(ProcState::Starting));
     assert_eq!(c.accepting(), 0);
 }
+
+#[test]
+fn a_worker_healthy_for_10_s_is_replaced_at_once() {
+    let mut c = running(1);
+    advance(&mut c, Duration::from_secs(10));
+    let pid = last_spawn(&c);
+    exited(&mut c, pid, 1);
+    // Due now: the next turn respawns it without the clock moving.
+    let at = c.slots[0].respawn_at.expect("respawn scheduled");
+    assert_eq!(at, c.os.now());
+    advance(&mut c, Duration::ZERO);
+    let again = last_spawn(&c);
+    assert_ne!(again, pid);
+    assert_eq!(c.table.worker(1).map(|p| p.pid), Some(again));
+    // It never accepted and fails too: the backoff starts from its beginning.
+    exited(&mut c, again, 1);
+    let wait = c.slots[0].respawn_at.expect("respawn scheduled").duration_since(c.os.now());
+    assert_eq!(wait, Duration::from_millis(100));
+}
