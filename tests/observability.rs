@@ -249,3 +249,24 @@ fn probe_subcommand_for_healthchecks() {
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("connect"));
 }
+
+#[test]
+fn worker_memory_is_reported_as_rss_pss_and_uss() {
+    let inst = Instance::start(&example_script(), 2, 1, "");
+    inst.wait_ready();
+    let m = inst.metrics();
+    for id in ["1", "2"] {
+        let get = |kind: &str| {
+            metric_with(&m, &format!("podmaster_worker_memory_bytes{{worker=\"{id}\",kind=\"{kind}\"}}"))
+                .unwrap_or_else(|| panic!("worker {id} {kind} missing:\n{m}"))
+        };
+        let (rss, pss, uss) = (get("rss"), get("pss"), get("uss"));
+        assert!(rss > 1e6 && pss > 0.0 && uss > 0.0, "worker {id}: rss {rss} pss {pss} uss {uss}");
+        assert!(uss <= pss && pss <= rss, "worker {id}: rss {rss} pss {pss} uss {uss}");
+    }
+    let status = inst.status();
+    for w in status["workers"].as_array().unwrap() {
+        let (rss, pss, uss) = (w["rss"].as_u64().unwrap(), w["pss"].as_u64().unwrap(), w["uss"].as_u64().unwrap());
+        assert!(uss > 0 && uss <= pss && pss <= rss, "{w}");
+    }
+}

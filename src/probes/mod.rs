@@ -193,9 +193,11 @@ fn respond(
                     if let Some(ws) = v.get_mut(key).and_then(|w| w.as_array_mut()) {
                         for w in ws {
                             let pid = w.get("pid").and_then(|p| p.as_i64()).unwrap_or(0) as i32;
-                            let rss =
-                                if pid > 0 { crate::sys::rss_bytes(nix::unistd::Pid::from_raw(pid)) } else { None };
-                            w["rss"] = rss.unwrap_or(0).into();
+                            let mem = if pid > 0 { crate::sys::memory(nix::unistd::Pid::from_raw(pid)) } else { None };
+                            let mem = mem.unwrap_or_default();
+                            w["rss"] = mem.rss.into();
+                            w["pss"] = mem.pss.into();
+                            w["uss"] = mem.uss.into();
                         }
                     }
                 }

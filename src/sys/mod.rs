@@ -94,6 +94,57 @@ pub fn rss_bytes(pid: Pid) -> Option<u64> {
     statm(&format!("/proc/{pid}/statm")).map(|(_, rss)| rss)
 }
 
+/// What a process's memory costs, in bytes, from `/proc/PID/smaps_rollup`:
+/// resident (`rss`, shared pages counted whole in every process),
+/// proportional (`pss`, each shared page divided among the processes that
+/// map it: the sum over a pod is what the pod uses) and unique (`uss`,
+/// private pages only: what killing the process would free).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Memory {
+    pub rss: u64,
+    pub pss: u64,
+    pub uss: u64,
+}
+
+/// [`Memory`] of `pid`; None when the process is gone or unreadable.
+pub fn memory(pid: Pid) -> Option<Memory> {
+    parse_smaps_rollup(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+}
+
+/// The sums of a `smaps_rollup` file (values in kB).
+fn parse_smaps_rollup(text: &str) -> Option<Memory> {
+    let mut m = Memory::default();
+    let mut seen = false;
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(key), Some(kb)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) else { continue };
+        let bytes = kb.saturating_mul(1024);
+        match key {
+            "Rss:" => (m.rss, seen) = (bytes, true),
+            "Pss:" => m.pss = bytes,
+            "Private_Clean:" | "Private_Dirty:" => m.uss = m.uss.saturating_add(bytes),
+            _ => {}
+        }
+    }
+    seen.then_some(m)
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn smaps_rollup_sums() {
+        let text = "00400000-7ffc [rollup]\nRss:                1000 kB\nPss:                 600 kB\n\
+                    Pss_Anon:            100 kB\nShared_Clean:        500 kB\nPrivate_Clean:        50 kB\n\
+                    Private_Dirty:       250 kB\n";
+        assert_eq!(parse_smaps_rollup(text), Some(Memory { rss: 1_024_000, pss: 614_400, uss: 307_200 }));
+        assert_eq!(parse_smaps_rollup("garbage"), None);
+        let me = memory(Pid::this()).expect("our own smaps_rollup");
+        assert!(me.rss > 0 && me.pss > 0 && me.pss <= me.rss && me.uss <= me.rss, "{me:?}");
+    }
+}
+
 /// (virtual size, resident set size) of this process, bytes.
 pub fn own_memory() -> Option<(u64, u64)> {
     statm("/proc/self/statm")
