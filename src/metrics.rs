@@ -139,20 +139,21 @@ impl Collector for MasterCollector {
         )?;
         // RSS counts shared pages in every process; PSS divides them among
         // the processes sharing them; USS is what only this worker holds.
-        let mut fam = enc.encode_descriptor(
-            "podmaster_worker_memory",
-            "memory of each worker by kind: rss, pss, uss (read from /proc/PID/smaps_rollup at scrape time)",
-            Some(&prometheus_client::registry::Unit::Bytes),
-            MetricType::Gauge,
-        )?;
-        for w in s.workers.iter().filter(|w| w.pid > 0) {
-            let Some(m) = crate::sys::memory(nix::unistd::Pid::from_raw(w.pid)) else { continue };
-            let id = w.id.to_string();
-            for (kind, v) in [("rss", m.rss), ("pss", m.pss), ("uss", m.uss)] {
-                ConstGauge::new(v as i64).encode(fam.encode_family(&[("worker", id.as_str()), ("kind", kind)])?)?;
+        {
+            let mut fam = enc.encode_descriptor(
+                "podmaster_worker_memory",
+                "memory of each worker by kind: rss, pss, uss (read from /proc/PID/smaps_rollup at scrape time)",
+                Some(&prometheus_client::registry::Unit::Bytes),
+                MetricType::Gauge,
+            )?;
+            for w in s.workers.iter().filter(|w| w.pid > 0) {
+                let Some(m) = crate::sys::memory(nix::unistd::Pid::from_raw(w.pid)) else { continue };
+                let id = w.id.to_string();
+                for (kind, v) in [("rss", m.rss), ("pss", m.pss), ("uss", m.uss)] {
+                    ConstGauge::new(v as i64).encode(fam.encode_family(&[("worker", id.as_str()), ("kind", kind)])?)?;
+                }
             }
         }
-        drop(fam);
         let results = |pairs: &[(&str, u64)]| -> Vec<(String, i64)> {
             pairs.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect()
         };
