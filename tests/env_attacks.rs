@@ -276,32 +276,17 @@ fn activation_variables_for_this_process() {
         let port = free_port().to_string();
         // LISTEN_FDS: the launcher's --fds sets it (bytes kept as given).
         let what = format!("LISTEN_FDS={label}");
-        let args = [
-            OsStr::new(&launcher),
-            OsStr::new("--fds"),
-            value.as_os_str(),
-            OsStr::new(&port),
-            OsStr::new("--"),
-            OsStr::new(BIN),
-            OsStr::new("--check-config"),
-            OsStr::new("--ini"),
-            OsStr::new("INI"),
-        ];
+        // The launcher's port, then podmaster's command line.
+        let tail = [&port, "--", BIN, "--check-config", "--ini", "INI"].map(OsStr::new);
+        let args: Vec<&OsStr> =
+            [OsStr::new(&launcher), OsStr::new("--fds"), value.as_os_str()].into_iter().chain(tail).collect();
         total += 1;
         if let Err(e) = run("python3", &args, &[], &what).and_then(|o| judge(&what, &["LISTEN_FDS"], &o)) {
             failures.push(e);
         }
         // LISTEN_FDNAMES: inherited through the launcher unchanged.
         let what = format!("LISTEN_FDNAMES={label}");
-        let args = [
-            OsStr::new(&launcher),
-            OsStr::new(&port),
-            OsStr::new("--"),
-            OsStr::new(BIN),
-            OsStr::new("--check-config"),
-            OsStr::new("--ini"),
-            OsStr::new("INI"),
-        ];
+        let args: Vec<&OsStr> = std::iter::once(OsStr::new(&launcher)).chain(tail).collect();
         total += 1;
         let env = [("LISTEN_FDNAMES", value.as_os_str())];
         if let Err(e) = run("python3", &args, &env, &what).and_then(|o| judge(&what, &["LISTEN_FDNAMES"], &o)) {
