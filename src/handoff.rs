@@ -45,6 +45,10 @@ pub struct WorkerSpec {
     pub board_fd: Option<i32>,
     pub metrics: Vec<crate::scoreboard::MetricDecl>,
     pub pyargv: Vec<String>,
+    /// `shared-import` modules: imported by the zygote, or (`lazy-apps`)
+    /// by each worker before its script.
+    #[serde(default)]
+    pub shared_imports: Vec<String>,
 
     /// Socket names, in fd order (fd 3 first).
     pub sockets: Vec<String>,
@@ -67,8 +71,9 @@ pub fn take_spec() -> Result<WorkerSpec, serde_json::Error> {
     serde_json::from_str(&raw)
 }
 
-/// What one worker is to be, as the master decides it per spawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one worker is to be, as the master decides it per spawn (for a
+/// forked worker, the body of the master's fork request to the zygote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     pub id: u32,
     pub generation: u64,
@@ -108,10 +113,16 @@ impl WorkerSettings {
             board_fd: with_board.then_some(LISTEN_FDS_START + sockets.len() as RawFd),
             metrics: cfg.metrics.clone(),
             pyargv: cfg.pyargv.clone(),
+            shared_imports: cfg.shared_imports.clone(),
             sockets,
             is_a_reload: false,
         };
         WorkerSettings { template, with_board }
+    }
+
+    /// What the zygote of code generation `generation` is started with.
+    pub fn zygote(&self, generation: u64, control_fd: RawFd) -> ZygoteSpec {
+        ZygoteSpec { template: self.template.clone(), generation, control_fd }
     }
 
     /// The spec of one worker.
@@ -123,6 +134,63 @@ impl WorkerSettings {
             is_a_reload: s.is_a_reload,
             ..self.template.clone()
         }
+    }
+}
+
+/// Environment variable carrying the JSON [`ZygoteSpec`] to a zygote.
+pub const ZYGOTE_ENV: &str = "PODMASTER_ZYGOTE";
+
+/// What a zygote is started with: the settings every worker it forks
+/// shares (the template, `id` 0, with the modules to import), its code
+/// generation and the fd of its control socket to the master.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ZygoteSpec {
+    pub template: WorkerSpec,
+    pub generation: u64,
+    pub control_fd: i32,
+}
+
+impl ZygoteSpec {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Zygote side: takes the spec out of the environment; the zygote's own
+/// environment has no `LISTEN_PID` (each worker sets its own). Call before
+/// any thread starts.
+pub fn take_zygote_spec() -> Result<ZygoteSpec, serde_json::Error> {
+    let raw = std::env::var(ZYGOTE_ENV).unwrap_or_default();
+    crate::sys::edit_env_single_threaded(&[ZYGOTE_ENV, "LISTEN_PID"], &[]);
+    serde_json::from_str(&raw)
+}
+
+/// Largest message on the master ⇄ zygote control socket (a fork request
+/// is a [`Stamp`], a reply a [`ZygoteReply`]: well under this).
+pub const CONTROL_MAX: usize = 4096;
+
+/// What a zygote tells the master on its control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ZygoteReply {
+    /// Imports done, collected and frozen: ready to fork.
+    Ready,
+    /// A worker was forked (it is already the master's child).
+    Forked { pid: i32 },
+    /// The zygote will not fork (it exits right after saying why).
+    Refused { reason: String },
+}
+
+impl ZygoteReply {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a reply; anything else (oversized, not JSON) is `None`.
+    pub fn decode(bytes: &[u8]) -> Option<ZygoteReply> {
+        if bytes.len() > CONTROL_MAX {
+            return None;
+        }
+        serde_json::from_slice(bytes).ok()
     }
 }
 
@@ -143,6 +211,17 @@ pub fn environment(spec: &WorkerSpec, notify_socket: &str) -> Vec<(OsString, OsS
         (OsString::from("LISTEN_FDNAMES"), OsString::from(encode_fdnames(&spec.sockets))),
         (OsString::from("NOTIFY_SOCKET"), OsString::from(notify_socket)),
         (OsString::from(SPEC_ENV), OsString::from(spec.encode())),
+    ]
+}
+
+/// The variables set for a zygote: those of a worker (its workers inherit
+/// them), but the zygote's spec instead of a worker's.
+pub fn zygote_environment(z: &ZygoteSpec, notify_socket: &str) -> Vec<(OsString, OsString)> {
+    vec![
+        (OsString::from("LISTEN_FDS"), OsString::from(z.template.sockets.len().to_string())),
+        (OsString::from("LISTEN_FDNAMES"), OsString::from(encode_fdnames(&z.template.sockets))),
+        (OsString::from("NOTIFY_SOCKET"), OsString::from(notify_socket)),
+        (OsString::from(ZYGOTE_ENV), OsString::from(z.encode())),
     ]
 }
 
@@ -188,6 +267,19 @@ pub fn decode_fdnames(value: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zygote_replies_round_trip_and_garbage_is_none() {
+        for r in [ZygoteReply::Ready, ZygoteReply::Forked { pid: 42 }, ZygoteReply::Refused { reason: "x".into() }] {
+            assert_eq!(ZygoteReply::decode(&r.encode()), Some(r));
+        }
+        for bad in [&b""[..], b"READY", b"{\"Forked\":{\"pid\":\"1\"}}", &[0xff; 10], &[b' '; CONTROL_MAX + 1]] {
+            assert_eq!(ZygoteReply::decode(bad), None, "{bad:?}");
+        }
+        let stamp = Stamp { id: 2, generation: 9, numproc: 4, is_a_reload: true };
+        let back: Stamp = serde_json::from_str(&serde_json::to_string(&stamp).unwrap()).unwrap();
+        assert_eq!(back, stamp);
+    }
 
     #[test]
     fn fdnames_split_into_exactly_one_name_per_fd() {

@@ -106,6 +106,13 @@ impl Config {
                     ),
                 ));
             }
+            (None, Some(_)) if !self.shared_imports.is_empty() => {
+                return Err(self.error_at(
+                    "shared-import",
+                    "shared-import imports Python modules for python-worker-override workers; worker-exec runs a \
+                     command (import in the command itself)",
+                ));
+            }
             _ => {}
         }
         if self.sockets.is_empty() && !activated {
@@ -198,6 +205,23 @@ mod tests {
         assert!(check(&[e("python-worker-override", "x.py")]).contains("socket"));
         assert!(Config::resolve(&[e("socket", ":1")]).unwrap().check_init_mode().is_err());
         assert!(Config::resolve(&[]).unwrap().check_init_mode().is_ok());
+        let err = check(&[e("socket", ":1"), e("worker-exec", "true"), e("shared-import", "app")]);
+        assert!(err.starts_with("--shared-import: shared-import: shared-import imports Python modules"), "{err}");
+    }
+
+    #[test]
+    fn shared_import_takes_module_names_only() {
+        let ok = Config::resolve(&[e("shared-import", "app"), e("shared-import", " pkg.sub_2 ")]).unwrap();
+        assert_eq!(ok.shared_imports, ["app", "pkg.sub_2"]);
+        assert!(ok.preforked() || ok.script.is_none());
+        for bad in ["", "a..b", "1abc", "a b", "a-b", "a/b", ".a", "a.", "os;import x"] {
+            let err = Config::resolve(&[e("shared-import", bad)]).unwrap_err().to_string();
+            assert!(err.contains("expected a module name"), "{bad:?}: {err}");
+        }
+        let lazy = Config::resolve(&[e("python-worker-override", "w.py"), e("lazy-apps", "true")]).unwrap();
+        assert!(!lazy.preforked());
+        let forked = Config::resolve(&[e("python-worker-override", "w.py")]).unwrap();
+        assert!(forked.preforked(), "preforked is the default, as in uWSGI");
     }
 
     #[test]

@@ -109,6 +109,10 @@ pub struct Config {
     pub metrics: Vec<MetricDecl>,
     /// Extra `sys.argv` entries for the worker script.
     pub pyargv: Vec<String>,
+    /// `shared-import`: modules the zygote imports before forking workers.
+    pub shared_imports: Vec<String>,
+    /// `lazy-apps = true`: no zygote, one fork+exec per Python worker.
+    pub lazy_apps: bool,
     /// Every option as set (canonical name, value), for `uwsgi.opt`.
     pub opt: Vec<(String, String)>,
     /// uWSGI options accepted and ignored, with where they were set.
@@ -160,6 +164,8 @@ impl Config {
             creds: None,
             metrics: Vec::new(),
             pyargv: Vec::new(),
+            shared_imports: Vec::new(),
+            lazy_apps: false,
             opt: Vec::new(),
             ignored: Vec::new(),
             set_at: Vec::new(),
@@ -174,6 +180,12 @@ impl Config {
     /// An error about option `key`, at the origin of its value.
     pub(super) fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::new(self.origin_of(key), Some(key), message)
+    }
+
+    /// Python workers are forked from a zygote (the default), not exec'd
+    /// one by one (`lazy-apps = true`) — command workers are always exec'd.
+    pub fn preforked(&self) -> bool {
+        self.script.is_some() && self.command.is_none() && !self.lazy_apps
     }
 
     /// The signal that asks a worker to stop gracefully: SIGHUP for Python

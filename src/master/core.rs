@@ -19,13 +19,20 @@ use nix::unistd::Pid;
 use super::slots::{BACKOFF_START, Slot};
 use super::state::{DaemonView, Phase, WorkerView};
 use super::table::Table;
+use super::zygote::Zygotes;
 use crate::config::{Config, ReadyMode, ReadyWorkers};
 
 /// What the state machine needs from the operating system.
 pub trait Os {
     fn now(&self) -> Instant;
-    /// Starts a worker process; the error says why not (for the log).
+    /// Starts a worker process (exec'd, or forked by `req.zygote`); the
+    /// error says why not (for the log).
     fn spawn_worker(&mut self, req: &WorkerRequest) -> std::io::Result<Pid>;
+    /// Starts the zygote of code generation `generation`.
+    fn spawn_zygote(&mut self, generation: u64) -> std::io::Result<Pid>;
+    /// Asks a zygote to exit: no more fork requests (its control socket is
+    /// closed) and SIGTERM.
+    fn retire_zygote(&mut self, pid: Pid);
     fn spawn_daemon(&mut self, argv: &[String]) -> std::io::Result<Pid>;
     fn signal(&mut self, pid: Pid, sig: Signal);
     /// Signals the process group `pid` leads.
@@ -46,6 +53,8 @@ pub struct WorkerRequest {
     pub processes: u32,
     /// The slot had a process before (a respawn or a reload).
     pub respawn: bool,
+    /// The ready zygote to fork it from (None: fork+exec).
+    pub zygote: Option<Pid>,
 }
 
 /// The configuration values the state machine decides with; rebuilt when
@@ -63,6 +72,8 @@ pub struct Settings {
     pub max_failed_starts: u32,
     pub lifetime: Option<Duration>,
     pub lifetime_delta: Duration,
+    /// Python workers are forked from a zygote (not `lazy-apps`).
+    pub preforked: bool,
 }
 
 impl Settings {
@@ -78,6 +89,7 @@ impl Settings {
             max_failed_starts: c.max_failed_starts,
             lifetime: c.max_worker_lifetime,
             lifetime_delta: c.max_worker_lifetime_delta,
+            preforked: c.preforked(),
         }
     }
 }
@@ -165,12 +177,14 @@ pub struct Core<O: Os> {
     pub counters: Counters,
     pub drain_seconds: Option<f64>,
     pub crash_loop: Option<String>,
+    pub zygotes: Zygotes,
 }
 
 impl<O: Os> Core<O> {
     pub fn new(os: O, set: Settings, processes: u32, daemons: &[Vec<String>]) -> Core<O> {
         Core {
             os,
+            zygotes: Zygotes::new(set.preforked),
             set,
             table: Table::default(),
             slots: (1..=processes).map(Slot::new).collect(),
@@ -188,9 +202,13 @@ impl<O: Os> Core<O> {
         }
     }
 
-    /// Spawns every slot's worker and every daemon.
+    /// Spawns every slot's worker (preforked: the zygote first; the
+    /// workers once it is ready) and every daemon.
     pub fn start(&mut self) {
         let now = self.os.now();
+        if self.zygotes.enabled {
+            self.start_zygote(now, false);
+        }
         for i in 0..self.slots.len() {
             self.spawn_slot(i, now);
         }
@@ -276,7 +294,7 @@ impl<O: Os> Core<O> {
         procs
             .chain(self.slots.iter().map(|s| s.respawn_at))
             .chain(self.daemons.iter().map(|d| d.respawn_at))
-            .chain([drain, self.rollout.as_ref().and_then(|r| r.current.map(|(_, t)| t))])
+            .chain([drain, self.rollout.as_ref().and_then(|r| r.current.map(|(_, t)| t)), self.zygote_deadline()])
             .flatten()
             .min()
     }
@@ -285,6 +303,7 @@ impl<O: Os> Core<O> {
     /// by lifetime, the reload timeout; then the rollout and drain advance.
     pub fn on_deadlines(&mut self, now: Instant) {
         self.drain_deadlines(now);
+        self.zygote_deadlines(now);
         if !self.stopping() {
             for i in 0..self.slots.len() {
                 if self.slots[i].respawn_at.is_some_and(|t| now >= t) {

@@ -44,10 +44,13 @@ impl<O: Os> Core<O> {
                 );
                 for s in &mut self.slots {
                     s.respawn_at = None;
+                    s.awaiting_zygote = false;
                 }
                 for d in &mut self.daemons {
                     d.respawn_at = None;
                 }
+                // No worker will be forked any more.
+                self.retire_zygotes(now, |_| true, "draining");
                 self.on_deadlines(now);
             }
         }
@@ -57,12 +60,19 @@ impl<O: Os> Core<O> {
     /// or the app is broken. Stop everything and exit non-zero, so the
     /// container restarts with the error in its log instead of half-serving.
     pub fn fail_startup(&mut self) {
+        self.fail_startup_with(exit::STARTUP_FAILED, "worker failed during startup");
+    }
+
+    /// [`Core::fail_startup`] with the exit code to end with.
+    pub fn fail_startup_with(&mut self, code: u8, why: &str) {
         let now = self.os.now();
-        let phase = MasterPhase::Draining { since: now, stop_at: None, fast: true, code: exit::STARTUP_FAILED };
-        self.set_phase(phase, "worker failed during startup");
+        let phase = MasterPhase::Draining { since: now, stop_at: None, fast: true, code };
+        self.set_phase(phase, why);
         for s in &mut self.slots {
             s.respawn_at = None;
+            s.awaiting_zygote = false;
         }
+        self.retire_zygotes(now, |_| true, why);
         self.stop_all(Signal::SIGINT, now);
     }
 
@@ -119,18 +129,17 @@ impl<O: Os> Core<O> {
             .filter_map(|p| p.kill_deadline().filter(|t| now >= *t).map(|t| (p.role, p.pid, t)))
             .collect();
         for (role, pid, deadline) in overdue {
-            match role.slot() {
-                Some(id) => tracing::warn!(
-                    worker = id,
-                    pid = pid.as_raw(),
-                    mercy_s = mercy,
-                    "worker did not stop within worker-reload-mercy; sending SIGKILL"
-                ),
-                None => tracing::warn!(
-                    pid = pid.as_raw(),
-                    "daemon did not stop within worker-reload-mercy; sending SIGKILL"
-                ),
-            }
+            let what = match role {
+                Role::Zygote { .. } => "zygote",
+                Role::Daemon { .. } => "daemon",
+                _ => "worker",
+            };
+            tracing::warn!(
+                worker = role.slot(),
+                pid = pid.as_raw(),
+                mercy_s = mercy,
+                "{what} did not stop within worker-reload-mercy; sending SIGKILL"
+            );
             self.os.signal_group(pid, Signal::SIGKILL);
             self.os.signal(pid, Signal::SIGKILL);
             self.table.set_state(pid, ProcState::Stopping { deadline, killed: true });

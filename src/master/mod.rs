@@ -31,6 +31,8 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 mod watch;
+pub mod zygote;
+mod zygote_link;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -129,6 +131,7 @@ impl Master {
             scoreboard,
             sigchld: signal_wake.try_clone().map_err(sys::context("signal pipe"))?,
             creds,
+            zygotes: Default::default(),
         };
         let m = Master {
             core: Core::new(os, Settings::from_config(&cfg), cfg.processes, &cfg.attach_daemons),
@@ -183,6 +186,9 @@ impl Master {
                 self.on_signal(sig);
             }
             self.reap();
+            for pid in self.core.os.zygotes.poll_ready() {
+                self.core.on_zygote_ready(pid);
+            }
             for (pid, notice) in self.notify.drain() {
                 self.core.on_notice(pid, notice);
             }
@@ -198,7 +204,9 @@ impl Master {
             deadline = [deadline, self.watch.next].into_iter().flatten().min();
         }
         let wakeups = [self.signal_wake.as_fd(), self.probe_wake.as_fd()];
-        let fds = [wakeups[0], self.notify.fd().as_fd(), wakeups[1]];
+        let mut fds = vec![wakeups[0], self.notify.fd().as_fd(), wakeups[1]];
+        // Starting zygotes: their `Ready`.
+        fds.extend(self.core.os.zygotes.starting_fds());
         sys::poll_with_deadline(&fds, &wakeups, deadline);
     }
 

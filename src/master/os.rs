@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::core::{Os, WorkerRequest};
+use super::zygote_link::{ZygoteLink, ZygoteLinks};
 use crate::handoff::{self, Stamp, WorkerSettings};
 use crate::scoreboard::Scoreboard;
 use crate::sockets::Listener;
@@ -33,6 +34,15 @@ pub struct RealOs {
     pub sigchld: std::os::unix::net::UnixStream,
     /// Credentials workers and daemons run as (`uid`/`gid`).
     pub creds: Option<sys::Credentials>,
+    /// Control sockets of the zygotes.
+    pub zygotes: ZygoteLinks,
+}
+
+/// A zygote's `argv[0]`; long enough for the workers it forks to write
+/// their own title over it (`podmaster: worker 1024` is 22 bytes; see
+/// `sys::prefork::set_cmdline`).
+fn zygote_title(generation: u64) -> String {
+    format!("podmaster: zygote generation {generation}")
 }
 
 impl Os for RealOs {
@@ -41,12 +51,11 @@ impl Os for RealOs {
     }
 
     fn spawn_worker(&mut self, req: &WorkerRequest) -> std::io::Result<Pid> {
-        let spec = self.settings.spec(Stamp {
-            id: req.slot,
-            generation: req.generation,
-            numproc: req.processes,
-            is_a_reload: req.respawn,
-        });
+        let stamp = Stamp { id: req.slot, generation: req.generation, numproc: req.processes, is_a_reload: req.respawn };
+        if let Some(zygote) = req.zygote {
+            return self.zygotes.fork(zygote, &stamp);
+        }
+        let spec = self.settings.spec(stamp);
         let sockets: Vec<_> = self.listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
         let fds = handoff::fd_layout(&sockets, &self.scoreboard.fds(), self.settings.with_board);
         sys::spawn(sys::SpawnSpec {
@@ -59,6 +68,32 @@ impl Os for RealOs {
             die_with_master: true,
             creds: self.creds.as_ref(),
         })
+    }
+
+    fn spawn_zygote(&mut self, generation: u64) -> std::io::Result<Pid> {
+        let sockets: Vec<_> = self.listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
+        let mut fds = handoff::fd_layout(&sockets, &self.scoreboard.fds(), self.settings.with_board);
+        let (ours, theirs) = ZygoteLink::pair()?;
+        let control_fd = sys::LISTEN_FDS_START + fds.len() as i32;
+        fds.push(theirs.as_raw_fd());
+        let z = self.settings.zygote(generation, control_fd);
+        let pid = sys::spawn(sys::SpawnSpec {
+            exe: &self.exe,
+            argv0: &zygote_title(generation),
+            args: &[],
+            env: handoff::zygote_environment(&z, &self.notify_address),
+            sockets: &fds,
+            new_process_group: true,
+            die_with_master: true,
+            creds: self.creds.as_ref(),
+        })?;
+        self.zygotes.add(pid, ours);
+        Ok(pid)
+    }
+
+    fn retire_zygote(&mut self, pid: Pid) {
+        self.zygotes.remove(pid);
+        sys::signal(pid, Signal::SIGTERM);
     }
 
     fn spawn_daemon(&mut self, argv: &[String]) -> std::io::Result<Pid> {

@@ -33,6 +33,7 @@ impl<O: Os> Core<O> {
                 self.abort_rollout(slot, &format!("replacement exited before accepting ({reason})"), now);
             }
             Role::Worker { slot } => self.on_worker_exit(slot, p, status, now),
+            Role::Zygote { generation } => self.on_zygote_exit(p, generation, status, now),
             Role::Daemon { index } => {
                 let d = &mut self.daemons[index];
                 if matches!(self.phase, MasterPhase::Draining { .. } | MasterPhase::Exited { .. }) {
@@ -118,7 +119,7 @@ impl<O: Os> Core<O> {
             Some(Role::Worker { slot }) => (slot, false),
             Some(Role::Replacement { slot }) => (slot, true),
             Some(Role::Retiring { .. }) => return,
-            Some(Role::Daemon { .. }) | None => {
+            Some(Role::Daemon { .. } | Role::Zygote { .. }) | None => {
                 tracing::debug!(
                     pid = pid.as_raw(),
                     ?notice,

@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::core::{Core, MasterPhase, Os, Rollout};
 use super::slots::Slot;
 use super::table::Role;
+use super::zygote::Source;
 
 impl<O: Os> Core<O> {
     /// HUP, a touched reload file, `uwsgi.reload()`, a config change.
@@ -55,6 +56,7 @@ impl<O: Os> Core<O> {
             }
         }
         self.set_phase(MasterPhase::Reloading, why);
+        self.prepare_reload_zygote(now);
         self.rollout_step(now);
     }
 
@@ -95,7 +97,20 @@ impl<O: Os> Core<O> {
             if r.current.is_some() || self.table.retiring().next().is_some() {
                 return;
             }
-            let Some(id) = r.queue.pop_front() else { break };
+            let full = r.full;
+            let Some(&id) = r.queue.front() else { break };
+            // A full reload in preforked mode forks from the new code's
+            // zygote: nothing starts before it is ready.
+            if full && self.zygotes.enabled && self.zygotes.next.is_none() {
+                break;
+            }
+            let source = self.source_for(id, true);
+            if source == Source::Wait {
+                return;
+            }
+            if let Some(r) = &mut self.rollout {
+                r.queue.pop_front();
+            }
             let Some(i) = self.slot_index(id) else { continue };
             // A slot that is down gets current code when it respawns anyway.
             if self.table.worker(id).is_none() {
@@ -105,7 +120,7 @@ impl<O: Os> Core<O> {
             if let Some(r) = &mut self.rollout {
                 r.current = Some((id, deadline));
             }
-            match self.spawn_worker(i, now, true) {
+            match self.spawn_worker(i, now, true, source) {
                 Some(pid) => {
                     if self.table.find(pid).is_some_and(|p| p.accepting()) {
                         self.promote(id, now);
@@ -120,7 +135,15 @@ impl<O: Os> Core<O> {
         // Queue empty, nothing starting, nothing retiring: done.
         let Some(r) = self.rollout.take() else { return };
         self.counters.rollouts_finished += 1;
+        if r.full && self.zygotes.enabled && self.zygotes.next.is_none() {
+            // The new code's zygote never started (its spawn failed).
+            self.counters.reloads_aborted += 1;
+            tracing::error!(cause = r.reason.as_str(), "reload aborted: no zygote for the new code; the old workers keep serving");
+            self.set_phase(MasterPhase::Running, "reload aborted");
+            return;
+        }
         if r.full {
+            self.promote_next_zygote(now);
             self.counters.reloads_ok += 1;
             tracing::info!(
                 cause = r.reason.as_str(),
@@ -164,6 +187,7 @@ impl<O: Os> Core<O> {
         }
         if r.full {
             self.counters.reloads_aborted += 1;
+            self.drop_next_zygote(now);
         }
         tracing::error!(
             worker = id,

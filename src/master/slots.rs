@@ -23,6 +23,8 @@ pub struct Slot {
     pub failed_starts: u32,
     /// When the slot is empty: when to spawn again (None: not scheduled).
     pub respawn_at: Option<Instant>,
+    /// Due to spawn, waiting for a zygote to be ready.
+    pub awaiting_zygote: bool,
     pub backoff: Duration,
     pub respawn_count: u64,
     pub spawns: u64,
@@ -35,6 +37,7 @@ impl Slot {
             id,
             failed_starts: 0,
             respawn_at: None,
+            awaiting_zygote: false,
             backoff: BACKOFF_START,
             respawn_count: 0,
             spawns: 0,

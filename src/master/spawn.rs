@@ -2,18 +2,25 @@
 //! slot's spawn count, the entry in the process table, and the backoff when
 //! a spawn fails. How a process is actually started is [`super::os`]'s.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use nix::unistd::Pid;
 
 use super::core::{Core, Os, WorkerRequest, lifetime};
 use super::table::{Proc, ProcState, Role};
+use super::zygote::Source;
 
 impl<O: Os> Core<O> {
     /// Starts a process for slot `i` as the slot's worker; on failure
-    /// schedules the slot's respawn with backoff.
+    /// schedules the slot's respawn with backoff. A slot whose zygote is
+    /// not ready waits for it.
     pub fn spawn_slot(&mut self, i: usize, now: Instant) {
-        if self.spawn_worker(i, now, false).is_some() {
+        let source = self.source_for(self.slots[i].id, false);
+        if source == Source::Wait {
+            self.slots[i].awaiting_zygote = true;
+            return;
+        }
+        if self.spawn_worker(i, now, false, source).is_some() {
             self.check_ready();
         } else {
             let max = self.set.backoff_max;
@@ -25,30 +32,35 @@ impl<O: Os> Core<O> {
     }
 
     /// Starts a worker process for slot `i`, as its worker or (with
-    /// `replacement`) as the replacement taking it over.
-    pub fn spawn_worker(&mut self, i: usize, now: Instant, replacement: bool) -> Option<Pid> {
+    /// `replacement`) as the replacement taking it over, from `source`
+    /// (not [`Source::Wait`]).
+    pub fn spawn_worker(&mut self, i: usize, now: Instant, replacement: bool, source: Source) -> Option<Pid> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let id = self.slots[i].id;
-        let req =
-            WorkerRequest { slot: id, generation, processes: self.processes(), respawn: self.slots[i].spawns > 0 };
+        let req = WorkerRequest {
+            slot: id,
+            generation,
+            processes: self.processes(),
+            respawn: self.slots[i].spawns > 0,
+            zygote: match source {
+                Source::Zygote(pid) => Some(pid),
+                Source::Exec | Source::Wait => None,
+            },
+        };
         let result = self.os.spawn_worker(&req);
         self.slots[i].spawns += 1;
         match result {
             Ok(pid) => {
-                tracing::info!(worker = id, pid = pid.as_raw(), generation, "worker spawned");
+                tracing::info!(worker = id, pid = pid.as_raw(), generation, forked = req.zygote.is_some(), "worker spawned");
                 let accepting = self.set.ready_on_spawn;
-                self.table.insert(Proc {
-                    pid,
-                    role: if replacement { Role::Replacement { slot: id } } else { Role::Worker { slot: id } },
-                    state: if accepting { ProcState::Accepting { since: now } } else { ProcState::Starting },
-                    generation,
-                    spawned_at: SystemTime::now(),
-                    started: now,
-                    ever_accepted: accepting,
-                    flips: 0,
-                    retire_at: lifetime(&self.set).map(|l| now + l),
-                });
+                let role = if replacement { Role::Replacement { slot: id } } else { Role::Worker { slot: id } };
+                let state = if accepting { ProcState::Accepting { since: now } } else { ProcState::Starting };
+                let mut p = Proc::new(pid, role, state, now);
+                p.generation = generation;
+                p.ever_accepted = accepting;
+                p.retire_at = lifetime(&self.set).map(|l| now + l);
+                self.table.insert(p);
                 Some(pid)
             }
             Err(e) => {
@@ -64,17 +76,7 @@ impl<O: Os> Core<O> {
         match result {
             Ok(pid) => {
                 tracing::info!(pid = pid.as_raw(), command = d.argv.join(" "), "daemon spawned");
-                self.table.insert(Proc {
-                    pid,
-                    role: Role::Daemon { index: i },
-                    state: ProcState::Running,
-                    generation: 0,
-                    spawned_at: SystemTime::now(),
-                    started: now,
-                    ever_accepted: false,
-                    flips: 0,
-                    retire_at: None,
-                });
+                self.table.insert(Proc::new(pid, Role::Daemon { index: i }, ProcState::Running, now));
             }
             Err(e) => {
                 let wait = d.backoff;

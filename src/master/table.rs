@@ -22,6 +22,8 @@ pub enum Role {
     Retiring { slot: u32 },
     /// `attach-daemon` number `index`.
     Daemon { index: usize },
+    /// The zygote of code generation `generation` (preforked workers).
+    Zygote { generation: u64 },
 }
 
 impl Role {
@@ -29,7 +31,7 @@ impl Role {
     pub fn slot(self) -> Option<u32> {
         match self {
             Role::Worker { slot } | Role::Replacement { slot } | Role::Retiring { slot } => Some(slot),
-            Role::Daemon { .. } => None,
+            Role::Daemon { .. } | Role::Zygote { .. } => None,
         }
     }
 }
@@ -40,7 +42,7 @@ pub enum ProcState {
     Starting,
     /// A worker that reported `READY=1`.
     Accepting { since: Instant },
-    /// A daemon: up, with no readiness protocol.
+    /// A daemon: up, with no readiness protocol; a zygote: ready to fork.
     Running,
     /// Asked to stop; SIGKILL at `deadline` (`killed` once that happened).
     Stopping { deadline: Instant, killed: bool },
@@ -83,6 +85,21 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A process just started, in `state`.
+    pub fn new(pid: Pid, role: Role, state: ProcState, now: Instant) -> Proc {
+        Proc {
+            pid,
+            role,
+            state,
+            generation: 0,
+            spawned_at: SystemTime::now(),
+            started: now,
+            ever_accepted: false,
+            retire_at: None,
+            flips: 0,
+        }
+    }
+
     pub fn accepting(&self) -> bool {
         matches!(self.state, ProcState::Accepting { .. })
     }
@@ -203,6 +220,13 @@ impl Table {
     pub fn set_ever_accepted(&mut self, pid: Pid) {
         if let Some(p) = self.get_mut(pid) {
             p.ever_accepted = true;
+        }
+    }
+
+    /// Restarts the clock `started` counts from (a zygote: once ready).
+    pub fn restart_clock(&mut self, pid: Pid, now: Instant) {
+        if let Some(p) = self.get_mut(pid) {
+            p.started = now;
         }
     }
 

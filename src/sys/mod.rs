@@ -4,6 +4,7 @@
 //! their own files. Every `unsafe` block of podmaster (outside tests) lives
 //! under `sys/`, each with a `// SAFETY:` line.
 
+pub mod prefork;
 pub mod python;
 mod shm;
 mod spawn;
@@ -167,6 +168,12 @@ fn page_size() -> u64 {
 
 /// Our direct children as the kernel sees them (workers and adopted
 /// orphans), read from `/proc/*/stat`.
+/// The parent pid of `pid` (from `/proc/PID/stat`), if it exists.
+pub fn parent_of(pid: Pid) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw())).ok()?;
+    stat.get(stat.rfind(')')? + 2..)?.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub fn children() -> Vec<Pid> {
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -320,6 +327,15 @@ pub fn edit_env_single_threaded(remove: &[&str], set: &[(&str, &str)]) {
             std::env::set_var(k, v);
         }
     }
+}
+
+/// The names (`comm`) of this process's threads, one per thread, the
+/// calling thread included; empty if `/proc` cannot be read.
+pub fn thread_names() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    dir.flatten()
+        .map(|t| std::fs::read_to_string(t.path().join("comm")).map(|c| c.trim_end().to_owned()).unwrap_or_default())
+        .collect()
 }
 
 /// SIGKILLs every child we still have (orphans adopted by us) and reaps

@@ -6,19 +6,23 @@
 //! it), then runs the Python override script in an embedded interpreter.
 
 pub mod python;
+pub mod zygote;
 
 pub use crate::handoff::{SPEC_ENV, WorkerSpec};
 
 /// `LISTEN_FDNAMES` encoding; kept here for callers of the old path.
 pub use crate::handoff::encode_fdnames as fdnames;
 
-/// True when this process was started by a master as a worker.
+/// True when this process was started by a master as a worker or zygote.
 pub fn requested() -> bool {
-    std::env::var_os(SPEC_ENV).is_some()
+    std::env::var_os(SPEC_ENV).is_some() || std::env::var_os(crate::handoff::ZYGOTE_ENV).is_some()
 }
 
-/// Runs worker mode; returns the process exit code.
+/// Runs worker (or zygote) mode; returns the process exit code.
 pub fn run() -> u8 {
+    if std::env::var_os(crate::handoff::ZYGOTE_ENV).is_some() {
+        return run_zygote();
+    }
     let spec = match crate::handoff::take_spec() {
         Ok(s) => s,
         Err(e) => {
@@ -27,23 +31,47 @@ pub fn run() -> u8 {
         }
     };
     crate::logging::init(spec.log_format, &spec.log_level);
-    if let Some(uid) = spec.uid {
-        let (real, eff) = (nix::unistd::getuid().as_raw(), nix::unistd::geteuid().as_raw());
-        if real != uid || eff != uid {
-            tracing::error!(worker = spec.id, uid, real, eff, "refusing to run: not running as the configured uid");
-            return crate::exit::CONFIG;
-        }
-    }
-    if let Some(dir) = &spec.chdir {
-        if let Err(e) = std::env::set_current_dir(dir) {
-            tracing::error!(worker = spec.id, error = %e, "chdir {} failed", dir.display());
-            return crate::exit::CONFIG;
-        }
+    if let Err(code) = enter(&spec) {
+        return code;
     }
     match &spec.command {
         Some(argv) => exec_command(spec.id, argv),
         None => python::run(spec),
     }
+}
+
+/// The zygote of one code generation (see [`zygote`]).
+fn run_zygote() -> u8 {
+    let z = match crate::handoff::take_zygote_spec() {
+        Ok(z) => z,
+        Err(e) => {
+            eprintln!("podmaster: zygote: malformed {} from the master: {e}", crate::handoff::ZYGOTE_ENV);
+            return crate::exit::CONFIG;
+        }
+    };
+    crate::logging::init(z.template.log_format, &z.template.log_level);
+    if let Err(code) = enter(&z.template) {
+        return code;
+    }
+    python::zygote(z)
+}
+
+/// Checks the uid the master dropped to and enters `chdir`.
+fn enter(spec: &WorkerSpec) -> Result<(), u8> {
+    if let Some(uid) = spec.uid {
+        let (real, eff) = (nix::unistd::getuid().as_raw(), nix::unistd::geteuid().as_raw());
+        if real != uid || eff != uid {
+            tracing::error!(worker = spec.id, uid, real, eff, "refusing to run: not running as the configured uid");
+            return Err(crate::exit::CONFIG);
+        }
+    }
+    if let Some(dir) = &spec.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            tracing::error!(worker = spec.id, error = %e, "chdir {} failed", dir.display());
+            return Err(crate::exit::CONFIG);
+        }
+    }
+    Ok(())
 }
 
 /// Replaces this process with a command worker; the sockets, LISTEN_* and

@@ -16,26 +16,51 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::WorkerSpec;
+use crate::handoff::{Stamp, ZygoteSpec};
 use crate::config::check_virtualenv;
 use crate::exit;
 use crate::scoreboard::{Update, WorkerBoard};
 
-/// What the `uwsgi` module functions read; set once before the script runs.
+/// What the `uwsgi` module functions read; set once, before Python starts
+/// (in a zygote: the settings every worker it forks shares).
 struct Ctx {
     spec: WorkerSpec,
     notify: Option<String>,
     hostname: String,
+}
+
+/// What only a worker has: its slot, generation and scoreboard. Set before
+/// the script runs — in an exec'd worker before Python starts, in a forked
+/// one right after the fork; never in a zygote.
+struct WorkerCtx {
+    id: u32,
+    numproc: u32,
+    is_a_reload: bool,
     /// The shared scoreboard (None if the master did not pass one).
     board: Option<WorkerBoard>,
 }
 
 static CTX: OnceLock<Ctx> = OnceLock::new();
+static WORKER: OnceLock<WorkerCtx> = OnceLock::new();
 
 fn ctx() -> &'static Ctx {
     CTX.get().expect("uwsgi module used before worker setup")
 }
 
+fn worker() -> Option<&'static WorkerCtx> {
+    WORKER.get()
+}
+
+fn board() -> Option<&'static WorkerBoard> {
+    worker()?.board.as_ref()
+}
+
 fn notify(msg: &str) -> PyResult<()> {
+    if worker().is_none() {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "called in the zygote, while a shared-import module was imported: call it from the worker script",
+        ));
+    }
     let Some(addr) = &ctx().notify else {
         return Err(pyo3::exceptions::PyRuntimeError::new_err("NOTIFY_SOCKET is not set: not started by podmaster"));
     };
@@ -67,11 +92,11 @@ fn stop() -> PyResult<bool> {
 /// signal arrives, when drain-delay is set).
 #[pyfunction]
 fn is_draining() -> bool {
-    ctx().board.as_ref().is_some_and(WorkerBoard::draining)
+    board().is_some_and(WorkerBoard::draining)
 }
 
 fn metric_update(name: &str, op: Update) -> Option<bool> {
-    ctx().board.as_ref()?.update(name, op).then_some(true)
+    board()?.update(name, op).then_some(true)
 }
 
 /// `uwsgi.metric_inc(name, value=1)`: True, or None for an unknown metric.
@@ -108,13 +133,13 @@ fn metric_set_min(name: &str, value: i64) -> Option<bool> {
 /// The metric's value over all workers, or None for an unknown metric.
 #[pyfunction]
 fn metric_get(name: &str) -> Option<i64> {
-    ctx().board.as_ref()?.get(name)
+    board()?.get(name)
 }
 
 /// `uwsgi.workers()`: a tuple of dicts, one per worker slot.
 #[pyfunction]
 fn workers(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyTuple>> {
-    let slots = ctx().board.as_ref().map(WorkerBoard::slots).unwrap_or_default();
+    let slots = board().map(WorkerBoard::slots).unwrap_or_default();
     let mut out = Vec::with_capacity(slots.len());
     for s in slots {
         let d = PyDict::new(py);
@@ -155,7 +180,7 @@ fn micros() -> u64 {
 
 #[pyfunction]
 fn worker_id() -> u32 {
-    ctx().spec.id
+    worker().map_or(0, |w| w.id)
 }
 
 #[pyfunction]
@@ -167,7 +192,7 @@ fn masterpid() -> i32 {
 /// with the worker id.
 #[pyfunction]
 fn log(msg: &str) {
-    tracing::info!(target: "app", worker = ctx().spec.id, "{msg}");
+    tracing::info!(target: "app", worker = worker_id(), "{msg}");
 }
 
 #[pymodule]
@@ -197,13 +222,13 @@ fn uwsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     let fds: Vec<i32> = (0..c.spec.sockets.len() as i32).map(|i| crate::sys::LISTEN_FDS_START + i).collect();
     m.add("sockets", PyList::new(py, fds)?)?;
-    m.add("numproc", c.spec.numproc)?;
+    m.add("numproc", worker().map_or(c.spec.numproc, |w| w.numproc))?;
     m.add("version", env!("CARGO_PKG_VERSION"))?;
     let v: Vec<u32> = env!("CARGO_PKG_VERSION").split('.').filter_map(|p| p.parse().ok()).collect();
     m.add("version_info", pyo3::types::PyTuple::new(py, v)?)?;
     m.add("hostname", c.hostname.as_str())?;
     m.add("started_on", c.spec.started_on)?;
-    m.add("is_a_reload", c.spec.is_a_reload)?;
+    m.add("is_a_reload", worker().is_some_and(|w| w.is_a_reload))?;
     let opt = PyDict::new(py);
     for (k, v) in &c.spec.opt {
         // Flags (options that are on or off) given as `true` read as True.
@@ -226,45 +251,139 @@ fn uwsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// Runs the override script; returns the worker's exit code.
+/// An exec'd worker (`lazy-apps = true`): a cold interpreter, the
+/// `shared-import` modules, then the override script. Returns the exit code.
 pub fn run(spec: WorkerSpec) -> u8 {
-    let script = spec.script.clone();
     let id = spec.id;
-    let program = match interpreter_program(spec.virtualenv.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(worker = id, "{e}");
-            return exit::CONFIG;
+    let board = match adopt_board(&spec) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let stamp = WorkerCtx { id, numproc: spec.numproc, is_a_reload: spec.is_a_reload, board };
+    if let Err(code) = start_interpreter(spec) {
+        return code;
+    }
+    let _ = WORKER.set(stamp);
+    let code = Python::attach(|py| {
+        let imported = prepare_sys(py).and_then(|()| {
+            ctx().spec.shared_imports.iter().try_for_each(|m| py.import(m.as_str()).map(drop))
+        });
+        match imported.and_then(|()| exec_script(py)) {
+            Ok(()) => exit::OK,
+            Err(err) => exit_code_of(py, err),
         }
-    };
-    let board = match spec.board_fd {
-        Some(fd) => match WorkerBoard::adopt(fd, id, &spec.metrics) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                tracing::error!(worker = id, "{e}");
-                return exit::SOFTWARE;
-            }
-        },
-        None => None,
-    };
+    });
+    crate::sys::python::finalize();
+    code
+}
+
+fn adopt_board(spec: &WorkerSpec) -> Result<Option<WorkerBoard>, u8> {
+    match spec.board_fd {
+        Some(fd) => WorkerBoard::adopt(fd, spec.id, &spec.metrics).map(Some).map_err(|e| {
+            tracing::error!(worker = spec.id, "{e}");
+            exit::SOFTWARE
+        }),
+        None => Ok(None),
+    }
+}
+
+/// Sets the shared context and initialises CPython with the `uwsgi`
+/// module built in.
+fn start_interpreter(spec: WorkerSpec) -> Result<(), u8> {
+    let id = spec.id;
+    let program = interpreter_program(spec.virtualenv.as_deref()).map_err(|e| {
+        tracing::error!(worker = id, "{e}");
+        exit::CONFIG
+    })?;
     let _ = CTX.set(Ctx {
-        board,
         notify: std::env::var("NOTIFY_SOCKET").ok(),
         hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
         spec,
     });
     pyo3::append_to_inittab!(uwsgi);
-    if let Err(e) = crate::sys::python::initialize(program.as_deref()) {
+    crate::sys::python::initialize(program.as_deref()).map_err(|e| {
         tracing::error!(worker = id, "cannot initialise Python: {e}");
-        return exit::CONFIG;
+        exit::CONFIG
+    })
+}
+
+/// The zygote: imports once, then forks workers until the master closes
+/// the control socket. Returns the zygote's exit code — or, in a worker it
+/// forked, runs that worker to its end and returns the worker's.
+pub fn zygote(z: ZygoteSpec) -> u8 {
+    let generation = z.generation;
+    if let Err(code) = start_interpreter(z.template) {
+        return code;
     }
-    let code = Python::attach(|py| match exec_script(py, &script) {
+    let outcome = Python::attach(|py| super::zygote::serve(py, generation, z.control_fd));
+    match outcome {
+        super::zygote::Outcome::Exit(code) => {
+            crate::sys::python::finalize();
+            code
+        }
+        super::zygote::Outcome::Worker(stamp) => {
+            let code = Python::attach(|py| forked_worker(py, stamp, z.control_fd));
+            crate::sys::python::finalize();
+            code
+        }
+    }
+}
+
+/// Prepares `sys` the way every worker sees it before the script: the
+/// `podmaster` alias of the `uwsgi` module, the script's directory and
+/// `pythonpath` in `sys.path`.
+pub(super) fn prepare_sys(py: Python<'_>) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    sys.getattr("modules")?.set_item("podmaster", py.import("uwsgi")?)?;
+    let sys_path = sys.getattr("path")?;
+    let script = &ctx().spec.script;
+    let dir = script.parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+    sys_path.call_method1("insert", (0, dir))?;
+    for (i, p) in ctx().spec.pythonpath.iter().enumerate() {
+        sys_path.call_method1("insert", (i, p.to_string_lossy().into_owned()))?;
+    }
+    Ok(())
+}
+
+/// The modules to import in the zygote, in order.
+pub(super) fn shared_imports() -> &'static [String] {
+    &ctx().spec.shared_imports
+}
+
+/// A worker just forked by the zygote: finish the hand-off (see
+/// [`crate::sys::prefork::become_worker`]), become slot `stamp.id`, then
+/// run the override script exactly as an exec'd worker does.
+fn forked_worker(py: Python<'_>, stamp: Stamp, control_fd: i32) -> u8 {
+    let spec = &ctx().spec;
+    if let Err(e) = crate::sys::prefork::become_worker(spec.master_pid, control_fd, REPARENT_WITHIN) {
+        tracing::error!(worker = stamp.id, "forked worker cannot start: {e}");
+        return exit::SOFTWARE;
+    }
+    crate::sys::prefork::set_cmdline(&format!("podmaster: worker {}", stamp.id));
+    let board = match adopt_board(&WorkerSpec { id: stamp.id, ..spec.clone() }) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let _ = WORKER.set(WorkerCtx { id: stamp.id, numproc: stamp.numproc, is_a_reload: stamp.is_a_reload, board });
+    let set_up = || -> PyResult<()> {
+        // The C environment and os.environ both (os.environ's setter calls putenv).
+        let pid = std::process::id().to_string();
+        py.import("os")?.getattr("environ")?.set_item("LISTEN_PID", pid)?;
+        // Module attributes fixed when a shared-import imported `uwsgi`.
+        let m = py.import("uwsgi")?;
+        m.setattr("numproc", stamp.numproc)?;
+        m.setattr("is_a_reload", stamp.is_a_reload)?;
+        Ok(())
+    };
+    match set_up().and_then(|()| exec_script(py)) {
         Ok(()) => exit::OK,
         Err(err) => exit_code_of(py, err),
-    });
-    crate::sys::python::finalize();
-    code
+    }
 }
+
+/// How long a forked worker waits to be re-parented to the master (the
+/// intermediate process exits right after forking it: microseconds).
+const REPARENT_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The executable CPython should believe it is: the virtualenv's python
 /// when one is configured (or `VIRTUAL_ENV` is set), else the build's.
@@ -277,21 +396,14 @@ fn interpreter_program(venv: Option<&Path>) -> Result<Option<PathBuf>, String> {
     Ok((!build.is_empty() && Path::new(build).exists()).then(|| PathBuf::from(build)))
 }
 
-fn exec_script(py: Python<'_>, script: &Path) -> PyResult<()> {
+/// Runs the override script as `__main__` with `sys.argv` set.
+fn exec_script(py: Python<'_>) -> PyResult<()> {
+    let script = &ctx().spec.script;
     let sys = py.import("sys")?;
-    let modules = sys.getattr("modules")?;
-    modules.set_item("podmaster", py.import("uwsgi")?)?;
     let path_str = script.to_string_lossy().into_owned();
     let argv: Vec<&str> =
         std::iter::once(path_str.as_str()).chain(ctx().spec.pyargv.iter().map(String::as_str)).collect();
     sys.setattr("argv", PyList::new(py, argv)?)?;
-
-    let sys_path = sys.getattr("path")?;
-    let dir = script.parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
-    sys_path.call_method1("insert", (0, dir))?;
-    for (i, p) in ctx().spec.pythonpath.iter().enumerate() {
-        sys_path.call_method1("insert", (i, p.to_string_lossy().into_owned()))?;
-    }
     let source = std::fs::read(script).map_err(|e| {
         pyo3::exceptions::PyOSError::new_err(format!("cannot read worker script {}: {e}", script.display()))
     })?;
@@ -307,7 +419,7 @@ fn exec_script(py: Python<'_>, script: &Path) -> PyResult<()> {
 /// Maps a Python exception that ended the script to an exit code, the way
 /// the `python3` command does: `SystemExit(None|int|other)`, Ctrl-C → 130,
 /// anything else prints its traceback and gives 1.
-fn exit_code_of(py: Python<'_>, err: PyErr) -> u8 {
+pub(super) fn exit_code_of(py: Python<'_>, err: PyErr) -> u8 {
     if err.is_instance_of::<PySystemExit>(py) {
         let code = err.value(py).getattr("code").ok();
         return match code {

@@ -112,7 +112,6 @@ pub static HARMLESS: &[&str] = &[
     "vacuum",
     "die-on-term",
     "enable-threads",
-    "lazy-apps",
     "need-app",
     "strict",
     "single-interpreter",

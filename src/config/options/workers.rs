@@ -5,7 +5,7 @@
 
 use super::{Kind, OptDef};
 use crate::config::metric::{MAX_METRICS, parse_metric};
-use crate::config::values::{command, lookup_group, lookup_user, one_of, path, whole_in};
+use crate::config::values::{command, flag, lookup_group, lookup_user, one_of, path, whole_in};
 use crate::config::{AtEntry, Config, ConfigError, Creds, Entry, ReadyMode, ReadyWorkers};
 
 /// Table-like (one declaration per option), exempt from the 80-line limit.
@@ -55,6 +55,24 @@ pub(super) const OPTIONS: &[OptDef] = &[
     })
     .aliases(&["python-path", "pp"])
     .repeatable(),
+    OptDef::new(
+        "shared-import",
+        Kind::Text,
+        "module the zygote imports once, before forking the Python workers (repeatable, in order)",
+        shared_import,
+    )
+    .aliases(&["shared-python-import", "shared-pyimport"])
+    .repeatable(),
+    OptDef::new(
+        "lazy-apps",
+        Kind::Bool,
+        "true: no zygote; every Python worker is a fork+exec with its own cold interpreter",
+        |c, e| {
+            c.lazy_apps = flag(e);
+            Ok(())
+        },
+    )
+    .default("false"),
     OptDef::new(
         "metric",
         Kind::Text,
@@ -143,5 +161,26 @@ fn metric(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
         return Err(ConfigError::at(e, format!("at most {MAX_METRICS} metrics")));
     }
     c.metrics.push(d);
+    Ok(())
+}
+
+/// A dotted module name, as `import` takes it: the zygote imports it with
+/// `importlib.import_module`, so anything else could only fail later.
+fn shared_import(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
+    let name = e.value.trim();
+    let valid = !name.is_empty()
+        && name.len() <= 256
+        && name.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars.next().is_some_and(|f| f == '_' || f.is_alphabetic())
+                && chars.all(|ch| ch == '_' || ch.is_alphanumeric())
+        });
+    if !valid {
+        return Err(ConfigError::at(e, format!("expected a module name such as myapp.models, found {name:?}")));
+    }
+    if c.shared_imports.len() >= 256 {
+        return Err(ConfigError::at(e, "at most 256 shared-import modules"));
+    }
+    c.shared_imports.push(name.to_owned());
     Ok(())
 }

@@ -1,0 +1,262 @@
+//! Zygotes, as the state machine sees them (preforked Python workers,
+//! the default unless `lazy-apps = true`). A zygote is a process in the
+//! table with `Role::Zygote { generation }`, where the generation is the
+//! code it imported. `current` serves respawns and scaling; a full chain
+//! reload first starts `next` (the code as it is now on disk), forks the
+//! replacements from it and, when the rollout is over, `next` becomes
+//! `current` and the old one retires. Slots that need a worker while no
+//! zygote is ready wait (`Slot::awaiting_zygote`) and are forked when one
+//! is. A zygote that dies is restarted with backoff; workers keep serving.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use super::core::{Core, MasterPhase, Os};
+use super::slots::{BACKOFF_RESET_AFTER, BACKOFF_START, exit_reason};
+use super::table::{Proc, ProcState, Role};
+use crate::exit;
+
+/// The zygotes' bookkeeping (their processes live in the table).
+#[derive(Debug)]
+pub struct Zygotes {
+    /// Python workers are forked from a zygote (else exec'd).
+    pub enabled: bool,
+    /// Code generation workers fork from (0: none started yet).
+    pub current: u64,
+    /// Code generation a full chain reload is preparing.
+    pub next: Option<u64>,
+    /// When `next` must be ready, or the reload is aborted.
+    pub next_deadline: Option<Instant>,
+    /// When to start `current` again after it died.
+    pub restart_at: Option<Instant>,
+    pub backoff: Duration,
+    /// Zygotes started again after one died (`podmaster_zygote_restarts_total`).
+    pub restarts: u64,
+    /// The last code generation handed out.
+    pub generations: u64,
+}
+
+impl Zygotes {
+    pub fn new(enabled: bool) -> Zygotes {
+        Zygotes {
+            enabled,
+            current: 0,
+            next: None,
+            next_deadline: None,
+            restart_at: None,
+            backoff: BACKOFF_START,
+            restarts: 0,
+            generations: 0,
+        }
+    }
+}
+
+/// Where a worker for a slot comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// fork+exec of the worker binary (lazy-apps, command workers).
+    Exec,
+    /// Forked by this (ready) zygote.
+    Zygote(Pid),
+    /// The zygote it needs is not ready yet.
+    Wait,
+}
+
+impl<O: Os> Core<O> {
+    /// Starts a zygote for a new code generation: `current` (startup, a
+    /// restart) or, with `for_reload`, `next`. False if it could not start.
+    pub fn start_zygote(&mut self, now: Instant, for_reload: bool) -> bool {
+        let generation = self.zygotes.generations + 1;
+        self.zygotes.generations = generation;
+        match self.os.spawn_zygote(generation) {
+            Ok(pid) => {
+                tracing::info!(zygote = generation, pid = pid.as_raw(), "zygote spawned");
+                self.table.insert(Proc::new(pid, Role::Zygote { generation }, ProcState::Starting, now));
+                if for_reload {
+                    self.zygotes.next = Some(generation);
+                    self.zygotes.next_deadline = Some(now + self.set.chain_reload_timeout);
+                } else {
+                    self.zygotes.current = generation;
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(zygote = generation, error = %e, "cannot spawn zygote");
+                if !for_reload {
+                    self.schedule_zygote_restart(now, false);
+                }
+                false
+            }
+        }
+    }
+
+    /// The pid of generation `g`'s zygote when it is ready to fork.
+    fn ready_zygote(&self, g: u64) -> Option<Pid> {
+        self.table
+            .iter()
+            .find(|p| p.role == Role::Zygote { generation: g } && p.state == ProcState::Running)
+            .map(|p| p.pid)
+    }
+
+    /// Where slot `id`'s next worker comes from: in a full chain reload,
+    /// replacements (and respawns of slots already replaced) fork from the
+    /// new code; everything else from the current zygote.
+    pub fn source_for(&self, id: u32, replacement: bool) -> Source {
+        if !self.zygotes.enabled {
+            return Source::Exec;
+        }
+        let reloaded = self.rollout.as_ref().filter(|r| r.full).is_some_and(|r| !r.queue.contains(&id));
+        let generation = match self.zygotes.next {
+            Some(n) if replacement || reloaded => n,
+            _ => self.zygotes.current,
+        };
+        self.ready_zygote(generation).map_or(Source::Wait, Source::Zygote)
+    }
+
+    /// The zygote `pid` said it is ready: fork what waited for it.
+    pub fn on_zygote_ready(&mut self, pid: Pid) {
+        let now = self.os.now();
+        let Some(Role::Zygote { generation }) = self.table.find(pid).filter(|p| p.state == ProcState::Starting).map(|p| p.role)
+        else {
+            return;
+        };
+        self.table.set_state(pid, ProcState::Running);
+        self.table.set_ever_accepted(pid);
+        self.table.restart_clock(pid, now);
+        tracing::info!(zygote = generation, pid = pid.as_raw(), "zygote ready to fork workers");
+        if generation == self.zygotes.current {
+            for i in 0..self.slots.len() {
+                if std::mem::take(&mut self.slots[i].awaiting_zygote) && !self.stopping() {
+                    self.spawn_slot(i, now);
+                }
+            }
+        }
+        if Some(generation) == self.zygotes.next {
+            self.zygotes.next_deadline = None;
+        }
+        self.settle(now);
+    }
+
+    /// A zygote exited (it was in the table as `p`).
+    pub fn on_zygote_exit(&mut self, p: Proc, generation: u64, status: &WaitStatus, now: Instant) {
+        let (pid, reason) = (p.pid.as_raw(), exit_reason(status));
+        if p.state.stopping() || self.stopping() {
+            tracing::info!(zygote = generation, pid, status = reason.as_str(), "zygote exited");
+            return;
+        }
+        if Some(generation) == self.zygotes.next {
+            self.zygotes.next = None;
+            self.zygotes.next_deadline = None;
+            let why = format!("the new code's zygote exited ({reason}; its error is above)");
+            let slot = self.rollout.as_ref().and_then(|r| r.current.map(|(id, _)| id)).unwrap_or(0);
+            self.abort_rollout(slot, &why, now);
+            return;
+        }
+        if generation != self.zygotes.current {
+            tracing::info!(zygote = generation, pid, status = reason.as_str(), "old zygote exited");
+            return;
+        }
+        if self.phase == MasterPhase::Starting && !p.ever_accepted {
+            tracing::error!(
+                zygote = generation,
+                pid,
+                status = reason.as_str(),
+                "zygote exited before it was ready, during startup; stopping (see its output above)"
+            );
+            let code = if matches!(status, WaitStatus::Exited(_, 78)) { exit::CONFIG } else { exit::STARTUP_FAILED };
+            self.fail_startup_with(code, "zygote failed during startup");
+            return;
+        }
+        let healthy = p.ever_accepted && now.duration_since(p.started) >= BACKOFF_RESET_AFTER;
+        let wait = self.schedule_zygote_restart(now, healthy);
+        tracing::warn!(
+            zygote = generation,
+            pid,
+            status = reason.as_str(),
+            restart_in_s = wait.as_secs_f64(),
+            "zygote exited; workers keep serving, respawns wait for its restart"
+        );
+    }
+
+    /// Schedules the restart of the current zygote: at once after a
+    /// healthy one died, else with doubling backoff.
+    fn schedule_zygote_restart(&mut self, now: Instant, healthy: bool) -> Duration {
+        let z = &mut self.zygotes;
+        let wait = if healthy {
+            z.backoff = BACKOFF_START;
+            Duration::ZERO
+        } else {
+            let w = z.backoff.min(self.set.backoff_max);
+            z.backoff = (z.backoff * 2).min(self.set.backoff_max);
+            w
+        };
+        z.restart_at = Some(now + wait);
+        wait
+    }
+
+    /// Due zygote deadlines: a restart, or a reload's zygote that is late.
+    pub(super) fn zygote_deadlines(&mut self, now: Instant) {
+        if self.zygotes.restart_at.is_some_and(|t| now >= t) && !self.stopping() {
+            self.zygotes.restart_at = None;
+            self.zygotes.restarts += 1;
+            self.start_zygote(now, false);
+        }
+        if self.zygotes.next_deadline.is_some_and(|t| now >= t) {
+            let secs = self.set.chain_reload_timeout.as_secs_f64();
+            let slot = self.rollout.as_ref().and_then(|r| r.current.map(|(id, _)| id)).unwrap_or(0);
+            self.abort_rollout(slot, &format!("the new code's zygote was not ready within {secs} s (chain-reload-timeout)"), now);
+        }
+    }
+
+    /// Nearest zygote deadline.
+    pub(super) fn zygote_deadline(&self) -> Option<Instant> {
+        [self.zygotes.restart_at, self.zygotes.next_deadline].into_iter().flatten().min()
+    }
+
+    /// A full chain reload in preforked mode starts with the new code's zygote.
+    pub(super) fn prepare_reload_zygote(&mut self, now: Instant) {
+        if self.zygotes.enabled && self.zygotes.next.is_none() {
+            self.start_zygote(now, true);
+        }
+    }
+
+    /// The reload's zygote, if any, is not needed any more.
+    pub(super) fn drop_next_zygote(&mut self, now: Instant) {
+        self.zygotes.next_deadline = None;
+        if let Some(g) = self.zygotes.next.take() {
+            self.retire_zygotes(now, |z| z == g, "reload aborted");
+        }
+    }
+
+    /// A full chain reload finished: the new code's zygote becomes current.
+    pub(super) fn promote_next_zygote(&mut self, now: Instant) {
+        if let Some(g) = self.zygotes.next.take() {
+            self.zygotes.current = g;
+            self.zygotes.next_deadline = None;
+            self.retire_zygotes(now, |z| z != g, "replaced by the new code's zygote");
+        }
+    }
+
+    /// Stops every zygote whose generation matches: its control socket is
+    /// closed (it exits on EOF) and it gets SIGTERM; SIGKILL after mercy.
+    pub fn retire_zygotes(&mut self, now: Instant, which: impl Fn(u64) -> bool, why: &str) {
+        let pids: Vec<(Pid, u64)> = self
+            .table
+            .iter()
+            .filter_map(|p| match p.role {
+                Role::Zygote { generation } if which(generation) && !p.state.stopping() => Some((p.pid, generation)),
+                _ => None,
+            })
+            .collect();
+        for (pid, generation) in pids {
+            tracing::info!(zygote = generation, pid = pid.as_raw(), cause = why, "stopping zygote");
+            self.os.retire_zygote(pid);
+            self.table.set_state(pid, ProcState::Stopping { deadline: now + self.set.mercy, killed: false });
+        }
+        if self.stopping() {
+            self.zygotes.restart_at = None;
+        }
+    }
+}
