@@ -154,6 +154,9 @@ impl Collector for MasterCollector {
                 }
             }
         }
+        if s.preforked {
+            zygote_metrics(&mut enc, &s)?;
+        }
         let results = |pairs: &[(&str, u64)]| -> Vec<(String, i64)> {
             pairs.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect()
         };
@@ -225,6 +228,39 @@ impl Collector for MasterCollector {
         )?;
         Ok(())
     }
+}
+
+/// The zygotes (preforked mode only): restarts, the current one's
+/// readiness and generation, and its memory by kind.
+fn zygote_metrics(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
+    ConstCounter::new(s.zygote_restarts).encode(enc.encode_descriptor(
+        "podmaster_zygote_restarts",
+        "zygotes started again after one died (workers kept serving meanwhile)",
+        None,
+        MetricType::Counter,
+    )?)?;
+    let current = s.zygotes.iter().find(|z| z.role == "current");
+    gauge(enc, "podmaster_zygote_ready", "1 when the current zygote is ready to fork workers", {
+        i64::from(current.is_some_and(|z| z.state == "ready"))
+    })?;
+    gauge(
+        enc,
+        "podmaster_zygote_generation",
+        "code generation of the current zygote (a chain reload imports a new one)",
+        current.map_or(0, |z| z.generation as i64),
+    )?;
+    let mut fam = enc.encode_descriptor(
+        "podmaster_zygote_memory",
+        "memory of the current zygote by kind: rss, pss, uss (read from /proc/PID/smaps_rollup at scrape time)",
+        Some(&prometheus_client::registry::Unit::Bytes),
+        MetricType::Gauge,
+    )?;
+    if let Some(m) = current.and_then(|z| crate::sys::memory(nix::unistd::Pid::from_raw(z.pid))) {
+        for (kind, v) in [("rss", m.rss), ("pss", m.pss), ("uss", m.uss)] {
+            ConstGauge::new(v as i64).encode(fam.encode_family(&[("kind", kind)])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// A registry whose only collector reads the current snapshot and the

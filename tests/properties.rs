@@ -263,9 +263,16 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
     match name {
         "socket" => socket_spec().prop_map(move |(w, s)| (w.clone(), dbg(&(w, s)))).boxed(),
         "master" => boolean().prop_map(|(w, _)| (w, "()".into())).boxed(),
-        "reuse-port" | "reload-on-config-change" | "forward-to-group" => {
+        "reuse-port" | "reload-on-config-change" | "forward-to-group" | "lazy-apps" => {
             boolean().prop_map(move |(w, b)| (w, dbg(&b))).boxed()
         }
+        // Dotted module names, as `import` takes them, with stray blanks around.
+        "shared-import" => (prop::collection::vec("[A-Za-z_][A-Za-z0-9_]{0,8}", 1..4), " {0,2}")
+            .prop_map(move |(parts, pad)| {
+                let name = parts.join(".");
+                (format!("{pad}{name}{pad}"), dbg(&name))
+            })
+            .boxed(),
         "processes" => (1..=1024u32).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
         "listen" => (1..=i32::MAX).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
         "max-failed-starts" => (1..=u32::MAX).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
@@ -340,6 +347,8 @@ fn observe(cfg: &Config, name: &str) -> String {
         "reuse-port" => dbg(&cfg.reuse_port),
         "reload-on-config-change" => dbg(&cfg.reload_on_config_change),
         "forward-to-group" => dbg(&cfg.forward_to_group),
+        "lazy-apps" => dbg(&cfg.lazy_apps),
+        "shared-import" => dbg(cfg.shared_imports.last().unwrap()),
         "processes" => dbg(&cfg.processes),
         "listen" => dbg(&cfg.listen),
         "max-failed-starts" => dbg(&cfg.max_failed_starts),

@@ -338,6 +338,9 @@ impl Master {
             config_reloads_failed: self.config_reloads_failed,
             crash_loop: core.crash_loop.clone(),
             ever_ready: core.phase != MasterPhase::Starting,
+            preforked: core.zygotes.enabled,
+            zygotes: core.zygote_views(),
+            zygote_restarts: core.zygotes.restarts,
         }
     }
 }

@@ -48,7 +48,11 @@ impl<O: Os> Core<O> {
                 Source::Exec | Source::Wait => None,
             },
         };
-        let result = self.os.spawn_worker(&req);
+        let result = self.os.spawn_worker(&req).and_then(|pid| match self.table.find(pid) {
+            // A zygote is app code: a pid it names must be a new process.
+            Some(p) => Err(std::io::Error::other(format!("the zygote named pid {pid}, already a {:?}", p.role))),
+            None => Ok(pid),
+        });
         self.slots[i].spawns += 1;
         match result {
             Ok(pid) => {

@@ -91,6 +91,11 @@ pub struct Snapshot {
     pub crash_loop: Option<String>,
     /// The instance has been ready at least once (`/startupz`).
     pub ever_ready: bool,
+    /// Python workers are forked from a zygote (not `lazy-apps`).
+    pub preforked: bool,
+    pub zygotes: Vec<ZygoteView>,
+    /// Zygotes started again after one died.
+    pub zygote_restarts: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +103,18 @@ pub struct DaemonView {
     pub command: String,
     pub pid: i32,
     pub respawn_count: u64,
+}
+
+/// A zygote as seen from outside (memory is added by the probe thread).
+#[derive(Debug, Clone, Serialize)]
+pub struct ZygoteView {
+    pub pid: i32,
+    /// The code generation it imported.
+    pub generation: u64,
+    /// starting | ready | stopping
+    pub state: &'static str,
+    /// current (respawns fork from it) | next (a reload's new code) | old
+    pub role: &'static str,
 }
 
 impl Snapshot {
@@ -123,6 +140,9 @@ impl Snapshot {
             config_reloads_failed: 0,
             crash_loop: None,
             ever_ready: false,
+            preforked: false,
+            zygotes: vec![],
+            zygote_restarts: 0,
         }
     }
 

@@ -21,6 +21,8 @@ struct Fake {
     next_pid: i32,
     spawned: Vec<(Pid, WorkerRequest)>,
     daemons: Vec<Pid>,
+    zygotes: Vec<(Pid, u64)>,
+    retired_zygotes: Vec<Pid>,
     signals: Vec<(Pid, Signal)>,
     groups: Vec<(Pid, Signal)>,
     fail_spawns: bool,
@@ -40,6 +42,15 @@ impl Os for Fake {
         let pid = Pid::from_raw(1000 + self.next_pid);
         self.spawned.push((pid, req.clone()));
         Ok(pid)
+    }
+    fn spawn_zygote(&mut self, generation: u64) -> std::io::Result<Pid> {
+        self.next_pid += 1;
+        let pid = Pid::from_raw(1000 + self.next_pid);
+        self.zygotes.push((pid, generation));
+        Ok(pid)
+    }
+    fn retire_zygote(&mut self, pid: Pid) {
+        self.retired_zygotes.push(pid);
     }
     fn spawn_daemon(&mut self, _argv: &[String]) -> std::io::Result<Pid> {
         self.next_pid += 1;
@@ -78,6 +89,7 @@ fn settings() -> Settings {
         max_failed_starts: 5,
         lifetime: None,
         lifetime_delta: Duration::ZERO,
+        preforked: false,
     }
 }
 
@@ -373,4 +385,149 @@ fn a_worker_healthy_for_10_s_is_replaced_at_once() {
     exited(&mut c, again, 1);
     let wait = c.slots[0].respawn_at.expect("respawn scheduled").duration_since(c.os.now());
     assert_eq!(wait, Duration::from_millis(100));
+}
+
+/// A preforked core with `n` slots: the zygote spawned, not ready yet.
+fn zygote_started(n: u32) -> Core<Fake> {
+    let os = Fake { base: Some(Instant::now()), ..Fake::default() };
+    let mut c = Core::new(os, Settings { preforked: true, ..settings() }, n, &[]);
+    c.start();
+    c
+}
+
+fn last_zygote(c: &Core<Fake>) -> Pid {
+    c.os.zygotes.last().map(|(p, _)| *p).expect("a zygote")
+}
+
+/// Every worker spawned since `from` accepts.
+fn all_ready(c: &mut Core<Fake>, from: usize) {
+    for (pid, _) in c.os.spawned[from..].to_vec() {
+        c.on_notice(pid.as_raw(), Notice::Ready);
+    }
+}
+
+/// A preforked core with `n` workers accepting: phase Running.
+fn zygote_running(n: u32) -> Core<Fake> {
+    let mut c = zygote_started(n);
+    c.on_zygote_ready(last_zygote(&c));
+    all_ready(&mut c, 0);
+    assert_eq!(c.phase, MasterPhase::Running);
+    c
+}
+
+#[test]
+fn workers_are_forked_once_the_zygote_is_ready() {
+    let mut c = zygote_started(2);
+    assert_eq!(c.os.zygotes.len(), 1);
+    assert!(c.os.spawned.is_empty(), "no worker before the zygote is ready");
+    assert!(c.slots.iter().all(|s| s.awaiting_zygote));
+    let z = last_zygote(&c);
+    c.on_zygote_ready(z);
+    assert_eq!(c.os.spawned.len(), 2);
+    assert!(c.os.spawned.iter().all(|(_, r)| r.zygote == Some(z)));
+    all_ready(&mut c, 0);
+    assert_eq!(c.phase, MasterPhase::Running);
+    // A crash respawn forks from the same zygote.
+    let pid = last_spawn(&c);
+    exited(&mut c, pid, 1);
+    advance(&mut c, Duration::from_millis(100));
+    assert_eq!(c.os.spawned.last().map(|(_, r)| r.zygote), Some(Some(z)));
+}
+
+#[test]
+fn a_dead_zygote_leaves_the_workers_and_is_restarted_before_respawns() {
+    let mut c = zygote_running(2);
+    let z1 = last_zygote(&c);
+    let workers: Vec<Pid> = c.table.workers().map(|p| p.pid).collect();
+    advance(&mut c, Duration::from_secs(1));
+    let now = c.os.now();
+    assert!(c.on_exit(z1, &WaitStatus::Signaled(z1, Signal::SIGKILL, false), now));
+    assert_eq!(c.table.workers().map(|p| p.pid).collect::<Vec<_>>(), workers, "workers keep serving");
+    assert_eq!(c.phase, MasterPhase::Running);
+    // It had been ready for 1 s only: restarted after the first backoff step.
+    assert_eq!(c.zygotes.restart_at, Some(now + Duration::from_millis(100)));
+    // A worker dying meanwhile waits for the new zygote.
+    exited(&mut c, workers[0], 1);
+    advance(&mut c, Duration::from_millis(100));
+    assert_eq!(c.os.zygotes.len(), 2);
+    assert_eq!(c.zygotes.restarts, 1);
+    assert!(c.slots[0].awaiting_zygote, "the respawn waits for the zygote");
+    let spawned = c.os.spawned.len();
+    let z2 = last_zygote(&c);
+    c.on_zygote_ready(z2);
+    assert_eq!(c.os.spawned.len(), spawned + 1);
+    assert_eq!(c.os.spawned.last().map(|(_, r)| r.zygote), Some(Some(z2)));
+}
+
+#[test]
+fn a_zygote_failing_during_startup_stops_the_instance() {
+    for (code, expected) in [(1, exit::STARTUP_FAILED), (78, exit::CONFIG)] {
+        let mut c = zygote_started(2);
+        let z = last_zygote(&c);
+        exited(&mut c, z, code);
+        assert!(matches!(c.phase, MasterPhase::Exited { code } if code == expected), "{:?}", c.phase);
+        assert!(c.os.spawned.is_empty());
+    }
+}
+
+#[test]
+fn a_chain_reload_forks_replacements_from_a_new_zygote_then_retires_the_old() {
+    let mut c = zygote_running(2);
+    let z1 = last_zygote(&c);
+    let spawned = c.os.spawned.len();
+    c.request_reload("SIGHUP");
+    assert_eq!(c.phase, MasterPhase::Reloading);
+    assert_eq!(c.os.zygotes.len(), 2, "the new code's zygote starts first");
+    assert_eq!(c.os.spawned.len(), spawned, "no replacement before it is ready");
+    let z2 = last_zygote(&c);
+    c.on_zygote_ready(z2);
+    for _ in 0..2 {
+        let (pid, req) = c.os.spawned.last().cloned().expect("a replacement");
+        assert_eq!(req.zygote, Some(z2));
+        c.on_notice(pid.as_raw(), Notice::Ready);
+        let old: Vec<Pid> = c.table.retiring().map(|p| p.pid).collect();
+        for o in old {
+            exited(&mut c, o, 0);
+        }
+    }
+    assert_eq!(c.phase, MasterPhase::Running);
+    assert_eq!(c.os.spawned.len(), spawned + 2);
+    assert_eq!(c.os.retired_zygotes, vec![z1], "the old zygote retires once nothing needs it");
+    assert_eq!(c.zygotes.current, 2);
+    exited(&mut c, z1, 0);
+    assert_eq!(c.counters.reloads_ok, 1);
+}
+
+#[test]
+fn a_reload_whose_zygote_fails_is_aborted_and_the_old_zygote_stays() {
+    let mut c = zygote_running(2);
+    let z1 = last_zygote(&c);
+    c.request_reload("SIGHUP");
+    let z2 = last_zygote(&c);
+    exited(&mut c, z2, 1);
+    assert_eq!(c.phase, MasterPhase::Running);
+    assert_eq!(c.counters.reloads_aborted, 1);
+    assert_eq!(c.zygotes.current, 1);
+    assert!(c.os.retired_zygotes.is_empty());
+    // Late: the same after chain-reload-timeout.
+    c.request_reload("SIGHUP");
+    let z3 = last_zygote(&c);
+    assert_ne!(z3, z1);
+    advance(&mut c, RELOAD_TIMEOUT);
+    assert_eq!(c.counters.reloads_aborted, 2);
+    assert_eq!(c.os.retired_zygotes, vec![z3]);
+    assert_eq!(c.table.find(z1).map(|p| p.state), Some(ProcState::Running));
+}
+
+#[test]
+fn a_drain_stops_the_zygote_at_once() {
+    let mut c = zygote_running(1);
+    let z = last_zygote(&c);
+    c.begin_drain(false, "SIGTERM");
+    assert_eq!(c.os.retired_zygotes, vec![z]);
+    exited(&mut c, z, 0);
+    advance(&mut c, DRAIN_DELAY);
+    let w = last_spawn(&c);
+    exited(&mut c, w, 0);
+    assert!(matches!(c.phase, MasterPhase::Exited { code: 0 }), "{:?}", c.phase);
 }

@@ -139,6 +139,7 @@ impl Master {
             (new.creds != self.cfg.creds, "uid/gid"),
             (new.metrics != self.cfg.metrics, "metric"),
             (new.attach_daemons != self.cfg.attach_daemons, "attach-daemon"),
+            (new.preforked() != self.cfg.preforked(), "lazy-apps (zygote or not)"),
         ] {
             if changed {
                 return Err(ReloadError::RestartRequired(what));

@@ -14,6 +14,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::core::{Core, MasterPhase, Os};
+use super::state::ZygoteView;
 use super::slots::{BACKOFF_RESET_AFTER, BACKOFF_START, exit_reason};
 use super::table::{Proc, ProcState, Role};
 use crate::exit;
@@ -208,6 +209,32 @@ impl<O: Os> Core<O> {
             let slot = self.rollout.as_ref().and_then(|r| r.current.map(|(id, _)| id)).unwrap_or(0);
             self.abort_rollout(slot, &format!("the new code's zygote was not ready within {secs} s (chain-reload-timeout)"), now);
         }
+    }
+
+    /// Every zygote in the table, for `/status` and `/metrics`.
+    pub fn zygote_views(&self) -> Vec<ZygoteView> {
+        self.table
+            .iter()
+            .filter_map(|p| match p.role {
+                Role::Zygote { generation } => Some(ZygoteView {
+                    pid: p.pid.as_raw(),
+                    generation,
+                    state: match p.state {
+                        ProcState::Starting => "starting",
+                        ProcState::Stopping { .. } => "stopping",
+                        _ => "ready",
+                    },
+                    role: if generation == self.zygotes.current {
+                        "current"
+                    } else if Some(generation) == self.zygotes.next {
+                        "next"
+                    } else {
+                        "old"
+                    },
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Nearest zygote deadline.

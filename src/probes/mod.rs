@@ -189,7 +189,7 @@ fn respond(
                 let snap = shared.load();
                 let mut v = serde_json::to_value(&*snap).unwrap_or_default();
                 // RSS and queues are read here, on the probe thread, not by the master loop.
-                for key in ["workers", "transitions"] {
+                for key in ["workers", "transitions", "zygotes"] {
                     if let Some(ws) = v.get_mut(key).and_then(|w| w.as_array_mut()) {
                         for w in ws {
                             let pid = w.get("pid").and_then(|p| p.as_i64()).unwrap_or(0) as i32;
