@@ -51,7 +51,8 @@ impl Os for RealOs {
     }
 
     fn spawn_worker(&mut self, req: &WorkerRequest) -> std::io::Result<Pid> {
-        let stamp = Stamp { id: req.slot, generation: req.generation, numproc: req.processes, is_a_reload: req.respawn };
+        let stamp =
+            Stamp { id: req.slot, generation: req.generation, numproc: req.processes, is_a_reload: req.respawn };
         if let Some(zygote) = req.zygote {
             return self.zygotes.fork(zygote, &stamp);
         }

@@ -138,7 +138,10 @@ impl<O: Os> Core<O> {
         if r.full && self.zygotes.enabled && self.zygotes.next.is_none() {
             // The new code's zygote never started (its spawn failed).
             self.counters.reloads_aborted += 1;
-            tracing::error!(cause = r.reason.as_str(), "reload aborted: no zygote for the new code; the old workers keep serving");
+            tracing::error!(
+                cause = r.reason.as_str(),
+                "reload aborted: no zygote for the new code; the old workers keep serving"
+            );
             self.set_phase(MasterPhase::Running, "reload aborted");
             return;
         }

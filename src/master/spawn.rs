@@ -56,7 +56,13 @@ impl<O: Os> Core<O> {
         self.slots[i].spawns += 1;
         match result {
             Ok(pid) => {
-                tracing::info!(worker = id, pid = pid.as_raw(), generation, forked = req.zygote.is_some(), "worker spawned");
+                tracing::info!(
+                    worker = id,
+                    pid = pid.as_raw(),
+                    generation,
+                    forked = req.zygote.is_some(),
+                    "worker spawned"
+                );
                 let accepting = self.set.ready_on_spawn;
                 let role = if replacement { Role::Replacement { slot: id } } else { Role::Worker { slot: id } };
                 let state = if accepting { ProcState::Accepting { since: now } } else { ProcState::Starting };

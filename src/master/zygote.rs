@@ -14,8 +14,8 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::core::{Core, MasterPhase, Os};
-use super::state::ZygoteView;
 use super::slots::{BACKOFF_RESET_AFTER, BACKOFF_START, exit_reason};
+use super::state::ZygoteView;
 use super::table::{Proc, ProcState, Role};
 use crate::exit;
 
@@ -119,7 +119,8 @@ impl<O: Os> Core<O> {
     /// The zygote `pid` said it is ready: fork what waited for it.
     pub fn on_zygote_ready(&mut self, pid: Pid) {
         let now = self.os.now();
-        let Some(Role::Zygote { generation }) = self.table.find(pid).filter(|p| p.state == ProcState::Starting).map(|p| p.role)
+        let Some(Role::Zygote { generation }) =
+            self.table.find(pid).filter(|p| p.state == ProcState::Starting).map(|p| p.role)
         else {
             return;
         };
@@ -207,7 +208,11 @@ impl<O: Os> Core<O> {
         if self.zygotes.next_deadline.is_some_and(|t| now >= t) {
             let secs = self.set.chain_reload_timeout.as_secs_f64();
             let slot = self.rollout.as_ref().and_then(|r| r.current.map(|(id, _)| id)).unwrap_or(0);
-            self.abort_rollout(slot, &format!("the new code's zygote was not ready within {secs} s (chain-reload-timeout)"), now);
+            self.abort_rollout(
+                slot,
+                &format!("the new code's zygote was not ready within {secs} s (chain-reload-timeout)"),
+                now,
+            );
         }
     }
 

@@ -160,7 +160,9 @@ fn await_reply(fd: BorrowedFd<'_>, buf: &mut [u8]) -> (io::Result<Pid>, bool) {
             }
             Read::Message(other) => return fail(format!("unexpected reply {other:?}")),
             Read::Closed => return fail("the zygote closed its control socket".into()),
-            Read::Nothing if Instant::now() >= deadline => return fail(format!("no answer within {FORK_REPLY_WITHIN:?}")),
+            Read::Nothing if Instant::now() >= deadline => {
+                return fail(format!("no answer within {FORK_REPLY_WITHIN:?}"));
+            }
             Read::Nothing => {}
         }
     }
@@ -184,5 +186,50 @@ fn checked_child(worker: i32) -> io::Result<Pid> {
     match sys::parent_of(pid) {
         Some(parent) if worker > 0 && parent == me => Ok(pid),
         parent => Err(io::Error::other(format!("reported pid {worker} is not the master's child (parent {parent:?})"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_child_of_the_master_is_taken_as_a_forked_worker() {
+        assert!(checked_child(1).is_err(), "init is nobody's child");
+        assert!(checked_child(std::process::id() as i32).is_err(), "the master itself");
+        assert!(checked_child(0).is_err() && checked_child(-1).is_err() && checked_child(i32::MAX).is_err());
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert_eq!(checked_child(child.id() as i32).ok(), Some(Pid::from_raw(child.id() as i32)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_silent_or_garbling_zygote_fails_the_fork_and_is_marked_dead() {
+        let mut links = ZygoteLinks::default();
+        let (ours, theirs) = ZygoteLink::pair().unwrap();
+        // A stand-in process to kill: the "zygote".
+        let mut z = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let zpid = Pid::from_raw(z.id() as i32);
+        links.add(zpid, ours);
+        assert!(links.poll_ready().is_empty());
+        nix::sys::socket::send(theirs.as_raw_fd(), b"\"Ready\"", MsgFlags::empty()).unwrap();
+        assert_eq!(links.poll_ready(), vec![zpid]);
+        nix::sys::socket::send(theirs.as_raw_fd(), b"not json", MsgFlags::empty()).unwrap();
+        let stamp = Stamp { id: 1, generation: 1, numproc: 1, is_a_reload: false };
+        // The stale garbage is discarded; then a reply that is not JSON.
+        let t = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            let n = nix::sys::socket::recv(theirs.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+            assert!(serde_json::from_slice::<Stamp>(&buf[..n]).is_ok());
+            nix::sys::socket::send(theirs.as_raw_fd(), &[0xff; 64], MsgFlags::empty()).unwrap();
+            theirs
+        });
+        let err = links.fork(zpid, &stamp).unwrap_err().to_string();
+        assert!(err.starts_with("unexpected reply"), "{err}");
+        let _theirs = t.join().unwrap();
+        // Killed, and never asked again.
+        assert!(z.wait().unwrap().code().is_none());
+        assert!(links.fork(zpid, &stamp).unwrap_err().to_string().contains("gone"));
     }
 }

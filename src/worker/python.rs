@@ -16,9 +16,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::WorkerSpec;
-use crate::handoff::{Stamp, ZygoteSpec};
 use crate::config::check_virtualenv;
 use crate::exit;
+use crate::handoff::{Stamp, ZygoteSpec};
 use crate::scoreboard::{Update, WorkerBoard};
 
 /// What the `uwsgi` module functions read; set once, before Python starts
@@ -265,9 +265,8 @@ pub fn run(spec: WorkerSpec) -> u8 {
     }
     let _ = WORKER.set(stamp);
     let code = Python::attach(|py| {
-        let imported = prepare_sys(py).and_then(|()| {
-            ctx().spec.shared_imports.iter().try_for_each(|m| py.import(m.as_str()).map(drop))
-        });
+        let imported = prepare_sys(py)
+            .and_then(|()| ctx().spec.shared_imports.iter().try_for_each(|m| py.import(m.as_str()).map(drop)));
         match imported.and_then(|()| exec_script(py)) {
             Ok(()) => exit::OK,
             Err(err) => exit_code_of(py, err),
