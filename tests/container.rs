@@ -143,3 +143,52 @@ fn read_only_root_filesystem_works() {
     let o = c.exec(&["sh", "-c", "touch /app/x"]);
     assert!(!o.status.success(), "root filesystem is read-only");
 }
+
+/// Started as root with `uid`/`gid` (from the environment, as a Deployment
+/// would set them): PID 1 stays root to bind and supervise, the zygote and
+/// every worker it forks run as the unprivileged user, all four ids.
+#[test]
+#[cfg_attr(
+    not(have_docker_image),
+    ignore = "needs a Docker engine with the podmaster:test image: run bash scripts/test-deps.sh as root"
+)]
+fn workers_of_a_zygote_with_uid_never_run_as_root() {
+    let c = Container::run(
+        "podmaster-test-uid",
+        &["--user", "0:0", "-e", "UWSGI_UID=podmaster", "-e", "UWSGI_GID=podmaster", "-e", "WORKERS=3"],
+    );
+    // Every process: pid, its title, its real/effective/saved/fs uids.
+    let table = || {
+        let script = "for p in /proc/[0-9]*; do \
+            t=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); \
+            u=$(awk '/^Uid:/ {print $2\",\"$3\",\"$4\",\"$5}' $p/status 2>/dev/null); \
+            echo \"${p#/proc/}|$t|$u\"; done";
+        String::from_utf8_lossy(&c.exec(&["sh", "-c", script]).stdout).into_owned()
+    };
+    let t = table();
+    let rows: Vec<(&str, &str, &str)> = t
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.splitn(3, '|');
+            Some((p.next()?, p.next()?.trim(), p.next()?))
+        })
+        .collect();
+    let pid1 = rows.iter().find(|r| r.0 == "1").unwrap_or_else(|| panic!("{t}"));
+    assert!(pid1.1.starts_with("podmaster ") && pid1.2 == "0,0,0,0", "PID 1 is root: {t}");
+    let zygotes: Vec<_> = rows.iter().filter(|r| r.1.starts_with("podmaster: zygote")).collect();
+    let workers: Vec<_> = rows.iter().filter(|r| r.1.starts_with("podmaster: worker")).collect();
+    assert_eq!(zygotes.len(), 1, "{t}");
+    assert_eq!(workers.len(), 3, "{t}");
+    for r in zygotes.iter().chain(workers.iter()) {
+        assert_eq!(r.2, "10001,10001,10001,10001", "never root: {r:?}\n{t}");
+    }
+    // A worker forked after startup (a chain reload) too.
+    ok(&["kill", "-s", "HUP", &c.0]);
+    wait_for("chain reload", DEADLINE, || {
+        c.metrics().contains("podmaster_reloads_total{result=\"ok\"} 1").then_some(())
+    });
+    let t = table();
+    let forked: Vec<&str> = t.lines().filter(|l| l.contains("|podmaster: ")).collect();
+    assert!(forked.len() >= 4, "{t}");
+    assert!(forked.iter().all(|l| l.ends_with("|10001,10001,10001,10001")), "{t}");
+}

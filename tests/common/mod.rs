@@ -202,6 +202,11 @@ impl Instance {
             assert!(Instant::now() < end, "timed out waiting for /readyz 200; logs:\n{}", self.logs());
             std::thread::sleep(Duration::from_millis(20));
         }
+        // CI's lazy-apps pass (.ci/run) must really run without a zygote.
+        if std::env::var("UWSGI_LAZY_APPS").is_ok_and(|v| v == "true") {
+            let status = self.probe_get("/status").map(|r| r.body).unwrap_or_default();
+            assert!(!status.contains("\"preforked\": true"), "UWSGI_LAZY_APPS=true yet preforked: {status}");
+        }
     }
 
     /// Waits for the master to exit and returns its status.
