@@ -401,7 +401,8 @@ fn last_zygote(c: &Core<Fake>) -> Pid {
 
 /// Every worker spawned since `from` accepts.
 fn all_ready(c: &mut Core<Fake>, from: usize) {
-    for (pid, _) in c.os.spawned[from..].to_vec() {
+    let pids: Vec<Pid> = c.os.spawned[from..].iter().map(|(p, _)| *p).collect();
+    for pid in pids {
         c.on_notice(pid.as_raw(), Notice::Ready);
     }
 }
