@@ -24,7 +24,8 @@ RUN if [ -d vendor ]; then \
       mkdir -p .cargo && printf '[source.crates-io]\nreplace-with = "vendored"\n[source.vendored]\ndirectory = "vendor"\n' > .cargo/config.toml; \
     fi \
  && PYO3_PYTHON=/usr/bin/python3 cargo build --release --locked \
- && install -D -m 0755 target/release/podmaster /out/podmaster
+ && install -D -m 0755 target/release/podmaster /out/podmaster \
+ && install -D -m 0755 target/release/podmaster-worker /out/podmaster-worker
 
 FROM ${RUNTIME_IMAGE}
 ARG PYTHON_VERSION
@@ -35,7 +36,9 @@ RUN apt-get update \
 
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /app podmaster
-COPY --from=build /out/podmaster /usr/local/bin/podmaster
+# podmaster (PID 1, no libpython) and podmaster-worker (the Python side),
+# side by side: the master finds the worker next to itself.
+COPY --from=build /out/podmaster /out/podmaster-worker /usr/local/bin/
 COPY examples/hello/hello.py /app/hello.py
 COPY docker/podmaster.ini /etc/podmaster/podmaster.ini
 WORKDIR /app

@@ -21,7 +21,8 @@ fn config_error(message: impl ToString) -> Fatal {
 
 fn main() -> ExitCode {
     if worker::requested() {
-        return ExitCode::from(worker::run());
+        // Command workers only: Python ones run in podmaster-worker.
+        return ExitCode::from(worker::run_command());
     }
     // `std::env::args` would panic on an argument that is not UTF-8.
     let args: Vec<String> = match std::env::args_os().map(|a| a.into_string()).collect() {
@@ -83,6 +84,7 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
     sys::edit_env_single_threaded(&sockets::ACTIVATION_VARS, &[]);
     let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| !k.starts_with("LISTEN_")).collect();
     cfg.check_workers(!adopted.is_empty()).map_err(config_error)?;
+    let python_worker = cfg.script.is_some().then(worker::python_worker_exe).transpose().map_err(config_error)?;
     logging::init(cfg.log_format, &cfg.log_level);
     if let Some(n) = &adopt_notice {
         tracing::info!("{n}");
@@ -119,8 +121,8 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
 
     let (listeners, probe) = bind(&cfg, &mut adopted)?;
     let config_hash = config::entries_hash(&entries);
-    let master = Master::new(MasterSetup { config: cfg, listeners, sources, env, cwd, probe, config_hash })
-        .map_err(|e| Fatal { code: exit::SOFTWARE, message: e.to_string() })?;
+    let setup = MasterSetup { config: cfg, listeners, sources, env, cwd, probe, config_hash, python_worker };
+    let master = Master::new(setup).map_err(|e| Fatal { code: exit::SOFTWARE, message: e.to_string() })?;
     Ok(master.run())
 }
 

@@ -79,6 +79,9 @@ pub struct MasterSetup {
     /// [`config::entries_hash`] of the entries `config` was resolved from
     /// (the files are read once at startup, by the caller).
     pub config_hash: u64,
+    /// `podmaster-worker`, for Python workers and zygotes (None: command
+    /// workers only).
+    pub python_worker: Option<PathBuf>,
 }
 
 pub struct Master {
@@ -124,6 +127,7 @@ impl Master {
         let started_on = SystemTime::now();
         let names = setup.listeners.iter().map(|l| l.name.clone()).collect();
         let os = RealOs {
+            python_exe: setup.python_worker.unwrap_or_else(|| exe.clone()),
             exe,
             settings: WorkerSettings::new(&cfg, creds.as_ref(), names, started_on),
             listeners: setup.listeners,

@@ -25,7 +25,10 @@ use crate::sys;
 const FINAL_SWEEP: Duration = Duration::from_secs(2);
 
 pub struct RealOs {
+    /// `podmaster` itself: command workers run through it.
     pub exe: PathBuf,
+    /// `podmaster-worker`: Python workers and zygotes (libpython).
+    pub python_exe: PathBuf,
     pub listeners: Vec<Listener>,
     pub settings: WorkerSettings,
     pub notify_address: String,
@@ -59,8 +62,9 @@ impl Os for RealOs {
         let spec = self.settings.spec(stamp);
         let sockets: Vec<_> = self.listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
         let fds = handoff::fd_layout(&sockets, &self.scoreboard.fds(), self.settings.with_board);
+        let exe = if spec.command.is_some() { &self.exe } else { &self.python_exe };
         sys::spawn(sys::SpawnSpec {
-            exe: &self.exe,
+            exe,
             argv0: &format!("podmaster: worker {}", req.slot),
             args: &[],
             env: handoff::environment(&spec, &self.notify_address),
@@ -79,7 +83,7 @@ impl Os for RealOs {
         fds.push(theirs.as_raw_fd());
         let z = self.settings.zygote(generation, control_fd);
         let pid = sys::spawn(sys::SpawnSpec {
-            exe: &self.exe,
+            exe: &self.python_exe,
             argv0: &zygote_title(generation),
             args: &[],
             env: handoff::zygote_environment(&z, &self.notify_address),

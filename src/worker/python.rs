@@ -251,6 +251,33 @@ fn uwsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+/// `podmaster-worker`'s entry: a zygote, a Python worker (`lazy-apps`),
+/// or a command worker; returns the exit code.
+pub fn entry() -> u8 {
+    if std::env::var_os(crate::handoff::ZYGOTE_ENV).is_some() {
+        let z = match crate::handoff::take_zygote_spec() {
+            Ok(z) => z,
+            Err(e) => {
+                eprintln!("podmaster: zygote: malformed {} from the master: {e}", crate::handoff::ZYGOTE_ENV);
+                return exit::CONFIG;
+            }
+        };
+        crate::logging::init(z.template.log_format, &z.template.log_level);
+        if let Err(code) = super::enter(&z.template) {
+            return code;
+        }
+        return zygote(z);
+    }
+    let spec = match super::take() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match &spec.command {
+        Some(argv) => super::exec_command(spec.id, argv),
+        None => run(spec),
+    }
+}
+
 /// An exec'd worker (`lazy-apps = true`): a cold interpreter, the
 /// `shared-import` modules, then the override script. Returns the exit code.
 pub fn run(spec: WorkerSpec) -> u8 {
