@@ -25,7 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, "bench", ".venv")
 PY = os.path.join(VENV, "bin", "python3")
 AIOSERVER = os.path.join(ROOT, "examples", "aiohttp", "aioserver.py")
-PODMASTER = os.path.join(ROOT, "target", "release", "podmaster")
+# PODMASTER=/path/to/podmaster runs another build (e.g. a branch with the zygote).
+PODMASTER = os.environ.get("PODMASTER", os.path.join(ROOT, "target", "release", "podmaster"))
+HEAVY = os.path.join(ROOT, "bench", "heavy")
 
 
 def free_port():
@@ -393,6 +395,506 @@ def row_orphans(n=10000):
     return {"podmaster": dict(orphans=n, seconds=took, master_cpu_s=cpu_s, cpu_us_per_reap=cpu_s / n * 1e6, zombies_left=zombies)}
 
 
+# ---------------------------------------------------------------------------
+# Rows 10-14: the heavy app (bench/heavy/) preforked vs lazy (issue 15).
+# Servers: podmaster with `shared-import = heavyapp` (zygote), podmaster with
+# `lazy-apps = true` (a cold interpreter per worker), uWSGI with the same
+# worker script and --shared-import, gunicorn --preload with sync workers.
+# A server that fails to start (e.g. a podmaster without shared-import)
+# becomes "failed: reason" in its row instead of ending the run.
+# ---------------------------------------------------------------------------
+
+
+class StartFailed(Exception):
+    pass
+
+
+def log_tail(path, n=1):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in f if line.strip()]
+        return " / ".join(lines[-n:])
+    except OSError:
+        return ""
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = children(p)
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out
+
+
+def mem_kb(pid):
+    """(PSS, USS) in kB from /proc/PID/smaps_rollup."""
+    vals = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("Pss", "Private_Clean", "Private_Dirty"):
+                    vals[k] = int(v.split()[0])
+    except OSError:
+        return 0, 0
+    return vals.get("Pss", 0), vals.get("Private_Clean", 0) + vals.get("Private_Dirty", 0)
+
+
+class HeavyServer:
+    """start() returns the seconds from exec until every worker accepts."""
+
+    label = "?"
+
+    def __init__(self, workers):
+        self.workers = workers
+        self.port = free_port()
+        self.proc = None
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=90):
+        t0 = time.monotonic()
+        try:
+            self.launch()
+        except OSError as e:
+            raise StartFailed(f"cannot exec: {e}")
+        end = t0 + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise StartFailed(f"exited with {self.proc.returncode}: {log_tail(self.log.name)[:300]}")
+            if self.ready():
+                return time.monotonic() - t0
+            time.sleep(0.005)
+        self.stop()
+        raise StartFailed(f"not ready after {timeout} s: {log_tail(self.log.name)[:300]}")
+
+    def stop(self, timeout=40):
+        if not self.proc or self.proc.poll() is not None:
+            return
+        tree = descendants(self.proc.pid)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in tree:  # anything of this server's tree still alive
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def tree(self):
+        return [self.proc.pid] + descendants(self.proc.pid)
+
+    def worker_pids(self):
+        return [pid for pid, _ in self.slots().values() if pid > 0]
+
+    def slots(self):
+        """{worker id: (pid, accepting)}"""
+        raise NotImplementedError
+
+    def accepting(self):
+        return sum(1 for pid, acc in self.slots().values() if pid > 0 and acc)
+
+    def kill_worker(self, wid, pid):
+        self.before = set(self.worker_pids())
+        os.kill(pid, signal.SIGKILL)
+
+    def respawned(self, wid, old):
+        pid, acc = self.slots().get(wid, (0, False))
+        return pid > 0 and pid != old and acc
+
+    def reload(self):
+        raise NotImplementedError
+
+    def reload_done(self):
+        now = self.slots()
+        return len(now) == self.workers and all(pid > 0 and pid not in self.before and acc for pid, acc in now.values())
+
+
+class PodmasterHeavy(HeavyServer):
+    def __init__(self, workers, ini, label):
+        super().__init__(workers)
+        self.ini, self.label = ini, label
+
+    def launch(self):
+        self.probe = free_port()
+        env = dict(os.environ, PORT=str(self.port), PROBE_PORT=str(self.probe), WORKERS=str(self.workers))
+        self.proc = subprocess.Popen([PODMASTER, "--ini", os.path.join(HEAVY, self.ini)], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def ready(self):
+        return http(f"http://127.0.0.1:{self.probe}/readyz", timeout=1)[0] == 200
+
+    def slots(self):
+        code, body = http(f"http://127.0.0.1:{self.probe}/status")
+        if code != 200:
+            return {}
+        return {w["id"]: (w.get("pid") or 0, w.get("state") == "accepting") for w in json.loads(body)["workers"]}
+
+    def accepting(self):
+        m = re.search(r"podmaster_workers_accepting (\d+)", http(f"http://127.0.0.1:{self.probe}/metrics")[1])
+        return int(m.group(1)) if m else 0
+
+    def reload(self):
+        self.before = set(self.worker_pids())
+        self.proc.send_signal(signal.SIGHUP)
+
+    def reload_done(self):
+        m = http(f"http://127.0.0.1:{self.probe}/metrics")[1]
+        if 'podmaster_reloads_total{result="aborted"} 1' in m:
+            raise RuntimeError("podmaster aborted the chain reload")
+        return 'podmaster_reloads_total{result="ok"} 1' in m
+
+
+class UwsgiHeavy(HeavyServer):
+    def __init__(self, workers, script, extra, label):
+        super().__init__(workers)
+        self.script, self.extra, self.label = script, extra, label
+
+    def launch(self):
+        self.stats = free_port()
+        self.touch = tempfile.NamedTemporaryFile(delete=False).name
+        args = [
+            os.path.join(VENV, "bin", "uwsgi"), "--master", "--processes", str(self.workers),
+            "--socket", f"127.0.0.1:{self.port}", "--python-worker-override", self.script,
+            "--home", VENV, "--stats", f"127.0.0.1:{self.stats}", "--touch-chain-reload", self.touch,
+            "--die-on-term", "--listen", "1024", *self.extra,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def stats_json(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.stats), timeout=2) as s:
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            return json.loads(data)
+        except Exception:
+            return {"workers": []}
+
+    def slots(self):
+        return {w["id"]: (w.get("pid", 0), w.get("accepting") == 1) for w in self.stats_json()["workers"]}
+
+    def ready(self):
+        return self.accepting() == self.workers
+
+    def reload(self):
+        self.before = set(self.worker_pids())
+        os.utime(self.touch)
+
+
+class GunicornHeavy(HeavyServer):
+    label = "gunicorn --preload (sync)"
+
+    def launch(self):
+        args = [
+            os.path.join(VENV, "bin", "gunicorn"), "--preload", "--chdir", HEAVY, "-w", str(self.workers),
+            "-k", "sync", "-b", f"127.0.0.1:{self.port}", "--backlog", "1024", "--graceful-timeout", "20",
+            "heavyapp:application",
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def booted(self):
+        self.log.flush()
+        with open(self.log.name, errors="replace") as f:
+            return set(int(p) for p in re.findall(r"Booting worker with pid: (\d+)", f.read()))
+
+    def slots(self):
+        # gunicorn has no per-worker "accepting": a child is counted once it
+        # logged "Booting worker" (with --preload nothing is left to load).
+        booted = self.booted()
+        return {pid: (pid, pid in booted) for pid in children(self.proc.pid)}
+
+    def ready(self):
+        return self.accepting() >= self.workers and http(self.url + "/", timeout=1)[0] == 200
+
+    def respawned(self, wid, old):
+        now = self.slots()
+        return any(acc for pid, (_, acc) in now.items() if pid not in self.before) and old not in now
+
+    def reload(self):
+        self.before = set(self.worker_pids())
+        self.proc.send_signal(signal.SIGHUP)
+
+
+HEAVY_WORKER = os.path.join(HEAVY, "heavy_worker.py")
+HELLO = os.path.join(ROOT, "examples", "hello", "hello.py")
+PM_PRE, PM_LAZY, UW, GUNI = "podmaster preforked", "podmaster lazy-apps", "uWSGI shared-import", "gunicorn --preload"
+
+
+def heavy_servers():
+    return [
+        (PM_PRE, lambda n: PodmasterHeavy(n, "podmaster-prefork.ini", PM_PRE)),
+        (PM_LAZY, lambda n: PodmasterHeavy(n, "podmaster-lazy.ini", PM_LAZY)),
+        (UW, lambda n: UwsgiHeavy(n, HEAVY_WORKER, ["--pythonpath", HEAVY, "--shared-import", "heavyapp"], UW)),
+        (GUNI, lambda n: GunicornHeavy(n)),
+    ]
+
+
+def hello_servers():
+    return [
+        (PM_PRE + ", hello", lambda n: PodmasterHeavy(n, "hello-prefork.ini", PM_PRE + ", hello")),
+        (PM_LAZY + ", hello", lambda n: PodmasterHeavy(n, "hello-lazy.ini", PM_LAZY + ", hello")),
+        (UW + ", hello", lambda n: UwsgiHeavy(n, HELLO, ["--shared-import", "asyncio"], UW + ", hello")),
+    ]
+
+
+def each_server(servers, workers, measure):
+    """measure(server) once per repetition on a fresh server; returns
+    {label: [results]} or {label: {"failed": reason}}."""
+    out = {}
+    for label, make in servers:
+        print(f"   {label} ...", flush=True)
+        runs = []
+        try:
+            for _ in measure.reps:
+                s = make(workers)
+                try:
+                    runs.append(measure(s))
+                finally:
+                    s.stop()
+            out[label] = runs
+        except StartFailed as e:
+            out[label] = {"failed": str(e)}
+        except Exception as e:  # a measurement that broke: say so, go on
+            out[label] = {"failed": f"{type(e).__name__}: {e}"[:300]}
+    return out
+
+
+def gc_everywhere(s, hits=2, max_requests=800):
+    """GET /gc (3 full collections each) until every worker answered `hits`
+    times; 8 concurrent clients so that busy workers leave requests to the
+    others. Returns (fewest answers of a worker, median ms per collection)."""
+    from concurrent.futures import ThreadPoolExecutor
+    pids = set(s.worker_pids())
+    seen = {p: 0 for p in pids}
+    ms = []
+    sent = 0
+    with ThreadPoolExecutor(8) as pool:
+        while sent < max_requests and min(seen.values(), default=0) < hits:
+            for code, body in pool.map(lambda _: http(s.url + "/gc", timeout=30), range(8)):
+                if code == 200:
+                    r = json.loads(body)
+                    seen[r["pid"]] = seen.get(r["pid"], 0) + 1
+                    ms.append(r["ms_per_collection"])
+            sent += 8
+    return min(seen[p] for p in pids) if pids else 0, med(ms)
+
+
+def mb(kb):
+    return kb / 1024
+
+
+def ratio_note(res, key, a, b, goal, better="lower"):
+    va, vb = res.get(a, {}).get(key), res.get(b, {}).get(key)
+    if va is None or vb is None or not vb:
+        why = a if va is None else b
+        return f"goal {a} {goal} {b}: not measured ({why} has no number)"
+    r = va / vb
+    return f"goal {a} {goal} {b} ({key}): {va:.1f} / {vb:.1f} = {r:.2f}x"
+
+
+def summarize(runs, keys):
+    out = {}
+    for label, rs in runs.items():
+        if isinstance(rs, dict):
+            out[label] = rs
+        else:
+            out[label] = {k: med([r[k] for r in rs]) for k in keys}
+    return out
+
+
+def reps_of(n):
+    return range(n)
+
+
+UW_FROZEN = "uWSGI shared-import + gc.freeze (reference)"
+
+
+def row_heavy_pss(reps, workers=4):
+    def measure(s):
+        s.start()
+        time.sleep(1)
+        before = [mem_kb(p) for p in s.worker_pids()]
+        fewest, gc_ms = gc_everywhere(s)
+        if fewest < 2:
+            raise RuntimeError(f"a worker answered /gc only {fewest} times in 800 requests")
+        time.sleep(0.3)
+        after = [mem_kb(p) for p in s.worker_pids()]
+        return dict(
+            pss_start_mb=mb(med([m[0] for m in before])), pss_after_gc_mb=mb(med([m[0] for m in after])),
+            uss_after_gc_mb=mb(med([m[1] for m in after])), ms_per_full_gc=gc_ms,
+        )
+    measure.reps = reps_of(reps)
+    cols = ["pss_start_mb", "pss_after_gc_mb", "uss_after_gc_mb", "ms_per_full_gc"]
+    reference = [(UW_FROZEN, lambda n: UwsgiHeavy(n, HEAVY_WORKER, ["--pythonpath", HEAVY, "--shared-import", "heavyapp_frozen"], UW_FROZEN))]
+    res = summarize(each_server(heavy_servers() + reference, workers, measure), cols)
+    k = "pss_after_gc_mb"
+    notes = [
+        ratio_note(res, k, PM_PRE, PM_LAZY, "<= 0.35x"),
+        ratio_note(res, k, PM_PRE, UW, "<= 0.7x"),
+        ratio_note(res, k, PM_PRE, GUNI, "< 1x"),
+        "median over the workers, then over repetitions; every worker answered /gc at least twice (3 full collections each) before the second reading; "
+        "ms_per_full_gc is wall time with 8 concurrent /gc clients on the machine's cores",
+        f"{UW_FROZEN}: uWSGI's master imports bench/heavy/heavyapp_frozen.py (heavyapp, gc.collect(), gc.freeze()) before forking: what the zygote should reach",
+    ]
+    return res, cols, notes
+
+
+def row_heavy_total_pss(reps, workers=8):
+    def measure(s):
+        s.start()
+        time.sleep(1)
+        start_total = sum(mem_kb(p)[0] for p in s.tree())
+        fewest, _ = gc_everywhere(s)
+        if fewest < 2:
+            raise RuntimeError(f"a worker answered /gc only {fewest} times in 800 requests")
+        time.sleep(0.3)
+        tree, ws = s.tree(), set(s.worker_pids())
+        master = mem_kb(s.proc.pid)[0]
+        wsum = sum(mem_kb(p)[0] for p in ws)
+        total = sum(mem_kb(p)[0] for p in tree)
+        return dict(processes=float(len(tree)), total_start_mb=mb(start_total), total_after_gc_mb=mb(total),
+                    master_mb=mb(master), workers_mb=mb(wsum), other_mb=mb(total - master - wsum))
+    measure.reps = reps_of(reps)
+    cols = ["processes", "total_start_mb", "total_after_gc_mb", "master_mb", "workers_mb", "other_mb"]
+    res = summarize(each_server(heavy_servers(), workers, measure), cols)
+    notes = [
+        ratio_note(res, "total_after_gc_mb", PM_PRE, PM_LAZY, "vs"),
+        ratio_note(res, "total_after_gc_mb", PM_PRE, UW, "vs"),
+        ratio_note(res, "total_after_gc_mb", PM_PRE, GUNI, "vs"),
+        "sum of PSS over the master and every descendant (zygote, workers); other_mb = the tree minus master and workers (podmaster: the zygote). No goal set; lower is better",
+    ]
+    return res, cols, notes
+
+
+def row_heavy_startup(reps, workers=4):
+    def measure(s):
+        return dict(startup_ms=s.start() * 1000)
+    measure.reps = reps_of(reps)
+    res = summarize(each_server(heavy_servers() + hello_servers(), workers, measure), ["startup_ms"])
+    notes = [
+        ratio_note(res, "startup_ms", PM_PRE, UW, "<= 0.9x"),
+        ratio_note(res, "startup_ms", PM_PRE + ", hello", UW + ", hello", "<= 0.7x"),
+        "from exec until every worker accepts: podmaster /readyz 200, uWSGI every worker accepting in its stats, gunicorn every worker logged 'Booting worker' and / answered; hello = examples/hello/hello.py with shared-import asyncio (podmaster preforked, uWSGI)",
+    ]
+    return res, ["startup_ms"], notes
+
+
+def row_kill9(reps, workers=4, age=10.0):
+    out = {}
+    for label, make in heavy_servers():
+        print(f"   {label} ...", flush=True)
+        s = make(workers)
+        try:
+            s.start()
+            seen = {}
+            stop = threading.Event()
+
+            def traffic():  # the workers serve while they age
+                while not stop.is_set():
+                    http(s.url + "/", timeout=2)
+                    time.sleep(0.05)
+
+            th = threading.Thread(target=traffic, daemon=True)
+            th.start()
+            times = []
+            for _ in range(reps):
+                while True:
+                    now = time.monotonic()
+                    slots = s.slots()
+                    old = [(wid, pid) for wid, (pid, acc) in slots.items()
+                           if pid > 0 and acc and now - seen.setdefault(pid, now) >= age]
+                    if old:
+                        break
+                    time.sleep(0.1)
+                wid, pid = old[0]
+                t0 = time.monotonic()
+                s.kill_worker(wid, pid)
+                end = t0 + 30
+                while not s.respawned(wid, pid):
+                    if time.monotonic() > end:
+                        raise RuntimeError("no replacement accepting within 30 s")
+                times.append((time.monotonic() - t0) * 1000)
+            stop.set()
+            th.join()
+            out[label] = dict(respawn_ms=med(times), worst_ms=max(times))
+        except StartFailed as e:
+            out[label] = {"failed": str(e)}
+        except Exception as e:
+            out[label] = {"failed": f"{type(e).__name__}: {e}"[:300]}
+        finally:
+            s.stop()
+    notes = [
+        (f"goal {PM_PRE} median <= 30 ms: {out[PM_PRE]['respawn_ms']:.1f} ms"
+         if "respawn_ms" in out.get(PM_PRE, {}) else f"goal {PM_PRE} median <= 30 ms: not measured"),
+        "one server per row, one kill per repetition, each of a worker that has run >= 10 s while serving a request every 50 ms; "
+        "polled in a tight loop: podmaster /status (slot's new pid, state accepting), uWSGI stats (new pid, accepting 1), "
+        "gunicorn a new child that logged 'Booting worker' (gunicorn has no accepting signal)",
+    ]
+    return out, ["respawn_ms", "worst_ms"], notes
+
+
+def row_heavy_reload(reps, workers=4, seconds=10):
+    def measure(s):
+        s.start()
+        result = {}
+
+        def load():
+            try:
+                result["r"] = wrk(s.url + "/", seconds=seconds)
+            except Exception as e:
+                result["err"] = e
+
+        t = threading.Thread(target=load)
+        t.start()
+        time.sleep(1)
+        lowest = [workers]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                try:
+                    lowest[0] = min(lowest[0], s.accepting())
+                except Exception:
+                    pass
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        t0 = time.monotonic()
+        try:
+            s.reload()
+            wait(s.reload_done, timeout=60, step=0.01)
+            took = time.monotonic() - t0
+        finally:
+            stop.set()
+            sampler.join()
+            t.join()
+        if "err" in result:
+            raise RuntimeError(f"wrk: {result['err']}")
+        return dict(failed_requests=float(result["r"][2]), min_accepting=float(lowest[0]), reload_s=took, rps=result["r"][0])
+    measure.reps = reps_of(reps)
+    cols = ["failed_requests", "min_accepting", "reload_s", "rps"]
+    res = summarize(each_server(heavy_servers(), workers, measure), cols)
+    notes = [
+        "goal 0 failed requests: " + (", ".join(f"{k} {v['failed_requests']:.0f}" for k, v in res.items() if "failed_requests" in v) or "nothing measured"),
+        f"wrk -t2 -c64 -d{seconds}s on /, reload after 1 s (podmaster SIGHUP, uWSGI touch-chain-reload, gunicorn SIGHUP: "
+        "not a chain, and --preload keeps the old app); failed = socket errors + non-2xx (median), min accepting sampled every 10 ms",
+    ]
+    return res, cols, notes
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
@@ -408,22 +910,35 @@ def main():
         ("7", "orphan storm (10 000 orphans)", row_orphans),
         ("8", "uwsgi.metric_inc from Python", row_metric_inc),
         ("9", "/readyz latency while workers burn CPU", row_readyz_under_load),
+        ("10", "heavy app (60 MB of GC-tracked objects), 4 workers: per-worker PSS at start and after full collections", lambda: row_heavy_pss(a.reps)),
+        ("11", "heavy app, 8 workers: total PSS of the whole process tree", lambda: row_heavy_total_pss(a.reps)),
+        ("12", "exec -> 4 workers accepting: heavy app and hello example", lambda: row_heavy_startup(a.reps)),
+        ("13", "kill -9 of a worker that has run >= 10 s -> its slot accepting again (heavy app)", lambda: row_kill9(a.reps)),
+        ("14", "chain reload of 4 heavy workers under wrk", lambda: row_heavy_reload(a.reps)),
     ]
     lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d')})", "", f"`bench/run.sh --reps {a.reps}`; medians of {a.reps}.", ""]
     for key, title, fn in rows:
-        if only and key.split("-")[0][0] not in only and key not in only:
+        if only and re.match(r"\d+", key).group() not in only and key not in only:
             continue
         print(f"== {key}: {title}", flush=True)
         res = fn()
+        # Rows 10-14 return (results, column order, goal notes); a server that
+        # could not be measured has {"failed": reason}.
+        res, cols, notes = res if isinstance(res, tuple) else (res, None, [])
+        cols = cols or sorted({k for v in res.values() for k in v if k != "failed"})
+        first = len(lines)
         lines.append(f"## {key}. {title}")
-        cols = sorted({k for v in res.values() for k in v})
         lines.append("| server | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
         for server, vals in res.items():
-            cells = [f"{vals[c]:.1f}" if isinstance(vals.get(c), float) else str(vals.get(c, "")) for c in cols]
+            if "failed" in vals:
+                cells = ["failed: " + str(vals["failed"]).replace("|", "/")] + [""] * (len(cols) - 1)
+            else:
+                cells = [f"{vals[c]:.1f}" if isinstance(vals.get(c), float) else str(vals.get(c, "")) for c in cols]
             lines.append(f"| {server} | " + " | ".join(cells) + " |")
         lines.append("")
-        print("\n".join(lines[-len(res) - 3:]), flush=True)
+        lines += [f"- {n}" for n in notes] + ([""] if notes else [])
+        print("\n".join(lines[first:]), flush=True)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "latest.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
