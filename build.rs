@@ -26,8 +26,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn main() {
-    pyo3_build_config::add_libpython_rpath_link_args();
     let config = pyo3_build_config::get();
+    link_libpython_into_the_worker_only(config);
     let v = config.version();
     let mut full_version = format!("{}.{}", v.major, v.minor);
     if let Some(exe) = config.executable() {
@@ -43,6 +43,34 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 
     test_environment();
+}
+
+/// pyo3 is built with `extension-module`, so it links libpython nowhere;
+/// here it is linked into `podmaster-worker` and the test binaries (which
+/// may reach the embedding code), with a RUNPATH to the build
+/// interpreter's lib dir — and not into `podmaster`, the master: PID 1 maps
+/// no Python, and init mode runs where there is none. (Relying on the
+/// linker's `--as-needed` instead is not enough: rustc 1.85 keeps the
+/// unused library in the master's NEEDED list.)
+fn link_libpython_into_the_worker_only(config: &pyo3_build_config::InterpreterConfig) {
+    let lib_dir = config.lib_dir().map(|d| d.to_string()).or_else(|| {
+        let exe = config.executable()?;
+        run(exe, &["-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"], &[])
+            .map(|s| s.trim().to_owned())
+    });
+    let name = config.lib_name().map(|n| n.to_string()).unwrap_or_else(|| {
+        let v = config.version();
+        format!("python{}.{}", v.major, v.minor)
+    });
+    let mut args = vec![format!("-l{name}")];
+    if let Some(dir) = &lib_dir {
+        args.insert(0, format!("-L{dir}"));
+        args.push(format!("-Wl,-rpath,{dir}"));
+    }
+    for arg in &args {
+        println!("cargo:rustc-link-arg-bin=podmaster-worker={arg}");
+        println!("cargo:rustc-link-arg-tests={arg}");
+    }
 }
 
 /// Probes what the integration tests need (see the module doc) and emits

@@ -30,6 +30,10 @@ pub enum Notice {
     Reload,
     /// `PODMASTER_STOP=1` (`uwsgi.stop()`): drain the whole instance.
     Stop,
+    /// `PODMASTER_FORKED=1`: a worker forked by the zygote, now the
+    /// master's child, before it runs anything of the app. A sender the
+    /// master does not know is a worker whose fork request failed: killed.
+    Forked,
 }
 
 /// Parses one datagram; the last recognised assignment in it wins.
@@ -41,6 +45,7 @@ pub fn parse(payload: &[u8]) -> Option<Notice> {
             b"STOPPING=1" => out = Some(Notice::Stopping),
             b"PODMASTER_RELOAD=1" => out = Some(Notice::Reload),
             b"PODMASTER_STOP=1" => out = Some(Notice::Stop),
+            b"PODMASTER_FORKED=1" => out = Some(Notice::Forked),
             _ => {}
         }
     }
@@ -214,6 +219,7 @@ mod tests {
         assert_eq!(parse(b"READY=0"), None);
         assert_eq!(parse(b"PODMASTER_RELOAD=1"), Some(Notice::Reload));
         assert_eq!(parse(b"PODMASTER_STOP=1\n"), Some(Notice::Stop));
+        assert_eq!(parse(b"PODMASTER_FORKED=1"), Some(Notice::Forked));
         assert_eq!(parse(b"\xff\x00garbage"), None);
     }
 

@@ -116,26 +116,6 @@ fn precedence_env_then_files_in_order_then_cli() {
     assert!(out.contains("processes = 2  # env UWSGI_PROCESSES"), "{out}");
 }
 
-/// Lays out `dir` the way kubelet projects a ConfigMap volume: the files
-/// live in a timestamped directory, `..data` points at it, and each key is
-/// a symlink through `..data`. An update writes a new timestamped
-/// directory and swaps `..data` atomically with a rename.
-fn project(dir: &std::path::Path, generation: u32, data: &[(&str, &str)]) {
-    let ts = format!("..2026_11_26_00_00_{generation:02}.{generation}");
-    std::fs::create_dir_all(dir.join(&ts)).unwrap();
-    for (k, v) in data {
-        std::fs::write(dir.join(&ts).join(k), v).unwrap();
-        let link = dir.join(k);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{k}"), &link).unwrap();
-        }
-    }
-    let tmp = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&ts, &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-}
-
 #[test]
 fn projected_configmap_swap_rolls_workers_without_failed_requests_and_bad_edits_are_ignored() {
     let d = TempDir::new("projected");

@@ -91,7 +91,10 @@ fn pid1_nonroot_and_graceful_docker_stop() {
     let cmdline = String::from_utf8_lossy(&c.exec(&["cat", "/proc/1/cmdline"]).stdout).replace('\0', " ");
     assert!(cmdline.starts_with("podmaster "), "PID 1 is podmaster: {cmdline}");
     assert_eq!(String::from_utf8_lossy(&c.exec(&["id", "-u"]).stdout).trim(), "10001");
-    let maps = String::from_utf8_lossy(&c.exec(&["cat", "/proc/1/maps"]).stdout).into_owned();
+    // From the host: the master is non-dumpable, so nothing in the
+    // container (root without CAP_SYS_PTRACE included) may read its maps.
+    let host_pid = ok(&["inspect", "-f", "{{.State.Pid}}", &c.0]);
+    let maps = std::fs::read_to_string(format!("/proc/{host_pid}/maps")).unwrap_or_default();
     assert!(maps.contains("podmaster") && !maps.contains("libpython"), "PID 1 maps no Python:\n{maps}");
     // An in-flight request (2 s) survives `docker stop`.
     let slow = docker_cmd().args(["exec", &c.0, "podmaster", "probe", "http://127.0.0.1:8080/slow/2"]).spawn().unwrap();

@@ -81,3 +81,84 @@ fn init_mode_and_command_workers_run_without_libpython() {
     let o = hidden(&script);
     assert_eq!(o.status.code(), Some(0), "command workers: {}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Context switches of every thread of `pid` so far.
+fn context_switches(pid: i32) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in status.lines().filter(|l| l.contains("ctxt_switches:")) {
+            total += l.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// With a config file (watched for changes by default) and a touch file,
+/// an idle master does not wake up at all: no thread of it is scheduled.
+#[test]
+fn an_idle_master_watching_files_never_wakes_up() {
+    let dir = TempDir::new("idle");
+    let touch = dir.write("reload.touch", "");
+    let extra = format!("touch-reload = {}\nconfig-check-interval = 0.1\n", touch.display());
+    let inst = Instance::start(&example_script(), 2, 1, &extra);
+    inst.wait_ready();
+    let pid = inst.pid();
+    // Settled: the last probe answered, the workers reported.
+    let settled = wait_for("the master to go quiet", DEADLINE, || {
+        let a = context_switches(pid);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        (context_switches(pid) == a).then_some(a)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(context_switches(pid), settled, "an idle master woke up (config-check-interval is 0.1 s)");
+    assert!(!inst.logs().contains("polling every"), "{}", inst.logs());
+    // And a touch is still seen at once.
+    let t0 = std::time::Instant::now();
+    std::fs::write(&touch, "x").unwrap();
+    inst.wait_metric("podmaster_reloads_total{result=\"ok\"}", 1.0);
+    assert!(inst.logs().contains("touch-reload"), "{}", inst.logs());
+    eprintln!("touch to reload done: {:?}", t0.elapsed());
+}
+
+/// No check interval needed: with `config-check-interval = 3600`, a
+/// ConfigMap `..data` swap and an in-place edit of a config file are each
+/// applied within a second.
+#[test]
+fn a_configmap_swap_and_an_in_place_edit_are_noticed_at_once() {
+    let d = TempDir::new("notice");
+    let cm = d.path().join("cm");
+    std::fs::create_dir(&cm).unwrap();
+    let probe = free_port();
+    let (script, probe_s) = (example_script(), format!("127.0.0.1:{probe}\n"));
+    let sock = format!("127.0.0.1:{}\n", free_port());
+    let data = |processes: &'static str| {
+        vec![
+            ("socket", sock.as_str()),
+            ("python-worker-override", script.as_str()),
+            ("probe-socket", probe_s.as_str()),
+            ("config-check-interval", "3600\n"),
+            ("processes", processes),
+        ]
+    };
+    project(&cm, 1, &data("1\n"));
+    let extra = d.write("extra.ini", "[uwsgi]\ndrain-delay = 0\n");
+    let mut inst = Instance::start_with("", 1, 0, "", &[], |_| {
+        let mut c = Command::new(BIN);
+        c.args(["--config-dir", cm.to_str().unwrap(), "--ini", extra.to_str().unwrap()]);
+        c
+    });
+    inst.probe = format!("127.0.0.1:{probe}");
+    inst.wait_ready();
+    let deadline = std::time::Duration::from_secs(1);
+    project(&cm, 2, &data("2\n"));
+    wait_for("the ConfigMap swap applied", deadline, || {
+        (metric_with(&inst.metrics(), "podmaster_config_reloads_total{result=\"ok\"}")? >= 1.0).then_some(())
+    });
+    std::fs::write(&extra, "[uwsgi]\ndrain-delay = 0.5\n").unwrap();
+    wait_for("the in-place edit applied", deadline, || {
+        (metric_with(&inst.metrics(), "podmaster_config_reloads_total{result=\"ok\"}")? >= 2.0).then_some(())
+    });
+    inst.signal(libc::SIGTERM);
+    assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0));
+}

@@ -203,6 +203,19 @@ fn a_threaded_shared_import_is_refused_with_exit_78_and_lazy_apps_is_the_way_out
     ok.inst.wait_ready();
 }
 
+/// The single-thread check runs after the app's at-fork hooks, right
+/// before the fork: a hook that starts a thread is caught too.
+#[test]
+fn a_thread_started_by_an_at_fork_hook_is_refused_before_the_fork() {
+    let pythonpath = format!("pythonpath = {ROOT}/tests/scripts/prefork\n");
+    let mut s = start(1, &format!("{pythonpath}shared-import = thread_at_fork\n"));
+    let st = s.inst.wait_exit(DEADLINE);
+    let logs = s.inst.logs();
+    assert_eq!(st.code(), Some(78), "{logs}");
+    assert!(logs.contains("left 1 thread(s) running (at-fork-thread)"), "{logs}");
+    assert!(!logs.contains("worker spawned"), "nothing was forked: {logs}");
+}
+
 #[test]
 fn a_shared_import_that_raises_stops_the_instance_with_its_traceback() {
     let pythonpath = format!("pythonpath = {ROOT}/tests/scripts/prefork\n");
@@ -269,4 +282,87 @@ fn the_zygote_dies_with_the_master() {
     s.inst.wait_exit(DEADLINE);
     wait_for("zygote and worker gone", DEADLINE, || (!pid_alive(z) && !pid_alive(w)).then_some(()));
     assert!(!Path::new(&format!("/proc/{z}")).exists() || proc_state(z) == Some('Z'));
+}
+
+/// The master's children, from /proc.
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(kids.split_whitespace().filter_map(|k| k.parse::<i32>().ok()));
+    }
+    out
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A fork request that fails after the fork (the zygote answers too late)
+/// must not leave a worker nobody supervises: the worker announces itself
+/// and the master, not knowing it, kills it. Every zygote that dies is
+/// forgotten (no fd left behind).
+#[test]
+fn a_worker_forked_by_a_failed_request_is_killed_and_no_fd_leaks() {
+    let d = TempDir::new("failedfork");
+    let flag = d.path().join("slow");
+    let pythonpath = format!("pythonpath = {ROOT}/tests/scripts/prefork\n");
+    let s = Setup {
+        inst: Instance::start_with(
+            &example_script(),
+            2,
+            1,
+            &format!("{pythonpath}shared-import = slow_parent\n"),
+            &[("SLOW_FLAG", flag.to_str().unwrap())],
+            |c| c,
+        ),
+        dir: d,
+    };
+    s.inst.wait_ready();
+    let master = s.inst.pid();
+    let fds_before = open_fds(master);
+    std::fs::write(&flag, "").unwrap();
+    let (_, victim) = s.inst.worker_pids()[0];
+    // SAFETY: kill(2) of a worker this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait_for("the failed fork", DEADLINE, || {
+        s.inst.logs().contains("a worker forked by a failed request is not ours; killing it").then_some(())
+    });
+    std::fs::remove_file(&flag).unwrap();
+    s.inst.wait_ready();
+    // Eventually every child of the master is a worker or a zygote it knows.
+    wait_for("only known children", DEADLINE, || {
+        let st = s.inst.status();
+        let mut known: Vec<i32> =
+            st["workers"].as_array()?.iter().filter_map(|w| w["pid"].as_i64()).map(|p| p as i32).collect();
+        known.extend(st["zygotes"].as_array()?.iter().filter_map(|z| z["pid"].as_i64()).map(|p| p as i32));
+        children_of(master).iter().all(|c| known.contains(c) || proc_state(*c) == Some('Z')).then_some(())
+    });
+    // The dead zygote's control socket was closed (polled: a probe
+    // connection of this test may still be closing).
+    wait_for("the master's fds back to their count", DEADLINE, || (open_fds(master) == fds_before).then_some(()));
+}
+
+/// Code that breaks on disk after startup: the zygote keeps failing to
+/// start, and after max-failed-starts /livez says so (a pod restart), as
+/// it does for workers that keep failing in the lazy model.
+#[test]
+fn a_zygote_that_keeps_failing_is_a_crash_loop() {
+    let d = TempDir::new("zcrash");
+    let flag = d.path().join("broken");
+    let pythonpath = format!("pythonpath = {ROOT}/tests/scripts/prefork\n");
+    let extra =
+        format!("{pythonpath}shared-import = fails_when_flagged\nrespawn-backoff-max = 0.2\nmax-failed-starts = 3\n");
+    let inst = Instance::start_with(&example_script(), 1, 1, &extra, &[("FAIL_FLAG", flag.to_str().unwrap())], |c| c);
+    inst.wait_ready();
+    std::fs::write(&flag, "").unwrap();
+    let z = ready_zygote(&inst);
+    // SAFETY: kill(2) of the zygote this test started.
+    unsafe { libc::kill(z, libc::SIGKILL) };
+    let r = wait_for("/livez 503", DEADLINE, || inst.probe_get("/livez").filter(|r| r.status == 503));
+    assert!(r.body.contains("zygote failed to start 3 times"), "{}", r.body);
+    assert_eq!(inst.probe_get("/readyz").map(|r| r.status), Some(200), "the worker still serves");
+    // Fixed on disk: the next restart works and the crash loop is over.
+    std::fs::remove_file(&flag).unwrap();
+    wait_for("/livez 200", DEADLINE, || inst.probe_get("/livez").filter(|r| r.status == 200));
 }

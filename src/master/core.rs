@@ -33,6 +33,8 @@ pub trait Os {
     /// Asks a zygote to exit: no more fork requests (its control socket is
     /// closed) and SIGTERM.
     fn retire_zygote(&mut self, pid: Pid);
+    /// A zygote was reaped: forget it (its control socket is closed).
+    fn zygote_gone(&mut self, pid: Pid);
     fn spawn_daemon(&mut self, argv: &[String]) -> std::io::Result<Pid>;
     fn signal(&mut self, pid: Pid, sig: Signal);
     /// Signals the process group `pid` leads.

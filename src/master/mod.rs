@@ -1,8 +1,9 @@
-//! The master: one thread, one loop. It sleeps in `poll` on three fds —
-//! the signal pipe, the notify socket, the probe wake pipe — with a timeout
+//! The master: one thread, one loop. It sleeps in `poll` on the signal
+//! pipe, the notify socket, the probe wake pipe, the inotify fd (config and
+//! touch files) and starting zygotes' control sockets, with a timeout
 //! equal to the nearest deadline, so an idle master makes no wakeups at all
-//! (unless something must be polled: touch files, config sources, RSS
-//! limits; then once per `config-check-interval`). After each turn it
+//! (unless something must be polled: RSS limits, files inotify cannot
+//! watch; then once per `config-check-interval`). After each turn it
 //! publishes a snapshot for the probe thread and the scoreboard.
 //!
 //! Signals become intents here and nowhere else (see the table in README):
@@ -21,6 +22,7 @@
 
 pub mod core;
 mod drain;
+mod fswatch;
 pub mod os;
 mod reap;
 mod rollout;
@@ -106,6 +108,7 @@ pub struct Master {
     config_reloads_ok: u64,
     config_reloads_failed: u64,
     watch: Watch,
+    fswatch: fswatch::FsWatch,
     /// Test hook (test builds only, see [`crate::test_hooks`]): SIGUSR2
     /// blocks the main loop this long.
     #[cfg(any(debug_assertions, feature = "test-hooks"))]
@@ -136,8 +139,9 @@ impl Master {
             sigchld: signal_wake.try_clone().map_err(sys::context("signal pipe"))?,
             creds,
             zygotes: Default::default(),
+            shared: None,
         };
-        let m = Master {
+        let mut m = Master {
             core: Core::new(os, Settings::from_config(&cfg), cfg.processes, &cfg.attach_daemons),
             retired_listeners: Vec::new(),
             rollouts_seen: 0,
@@ -150,6 +154,7 @@ impl Master {
             config_reloads_ok: 0,
             config_reloads_failed: 0,
             watch,
+            fswatch: fswatch::FsWatch::new(),
             #[cfg(any(debug_assertions, feature = "test-hooks"))]
             wedge_on_usr2: crate::test_hooks::wedge_on_usr2(),
             sources: setup.sources,
@@ -157,6 +162,7 @@ impl Master {
             cwd: setup.cwd,
             cfg,
         };
+        m.core.os.shared = Some(m.shared.clone());
         m.shared.publish(m.snapshot());
         if let Some(probe) = setup.probe {
             probe
@@ -177,6 +183,7 @@ impl Master {
         self.core.start();
         let now = Instant::now();
         self.watch.touch = self.cfg.touch_reload.iter().map(|p| (p.clone(), watch::mtime(p))).collect();
+        self.refresh_watches();
         self.schedule_watch(now);
         loop {
             self.close_retired_listeners();
@@ -186,6 +193,9 @@ impl Master {
             }
             self.wait();
             self.shared.heartbeat.beat();
+            if self.fswatch.drain() {
+                self.on_file_event(Instant::now());
+            }
             for sig in self.signals.pending().collect::<Vec<_>>() {
                 self.on_signal(sig);
             }
@@ -211,6 +221,7 @@ impl Master {
         let mut fds = vec![wakeups[0], self.notify.fd().as_fd(), wakeups[1]];
         // Starting zygotes: their `Ready`.
         fds.extend(self.core.os.zygotes.starting_fds());
+        fds.extend(self.fswatch.fd());
         sys::poll_with_deadline(&fds, &wakeups, deadline);
     }
 
@@ -263,6 +274,8 @@ impl Master {
         let watching = matches!(self.core.phase, MasterPhase::Starting) || self.core.serving();
         if watching && self.watch.next.is_some_and(|t| now >= t) {
             self.check_watched(now);
+            // Symlinks swapped, files created or included anew: watch what is there now.
+            self.refresh_watches();
             self.schedule_watch(now);
             self.core.settle(now);
         }

@@ -39,6 +39,8 @@ pub struct RealOs {
     pub creds: Option<sys::Credentials>,
     /// Control sockets of the zygotes.
     pub zygotes: ZygoteLinks,
+    /// What the probes see; its heartbeat beats while a fork is awaited.
+    pub shared: Option<std::sync::Arc<super::state::Shared>>,
 }
 
 /// A zygote's `argv[0]`; long enough for the workers it forks to write
@@ -57,7 +59,14 @@ impl Os for RealOs {
         let stamp =
             Stamp { id: req.slot, generation: req.generation, numproc: req.processes, is_a_reload: req.respawn };
         if let Some(zygote) = req.zygote {
-            return self.zygotes.fork(zygote, &stamp);
+            let shared = self.shared.clone();
+            // The loop is alive while it waits for the zygote: /livez stays 200.
+            let beat = move || {
+                if let Some(s) = &shared {
+                    s.heartbeat.beat();
+                }
+            };
+            return self.zygotes.fork(zygote, &stamp, &beat);
         }
         let spec = self.settings.spec(stamp);
         let sockets: Vec<_> = self.listeners.iter().map(|l| l.fd.as_raw_fd()).collect();
@@ -99,6 +108,10 @@ impl Os for RealOs {
     fn retire_zygote(&mut self, pid: Pid) {
         self.zygotes.remove(pid);
         sys::signal(pid, Signal::SIGTERM);
+    }
+
+    fn zygote_gone(&mut self, pid: Pid) {
+        self.zygotes.remove(pid);
     }
 
     fn spawn_daemon(&mut self, argv: &[String]) -> std::io::Result<Pid> {

@@ -33,7 +33,10 @@ impl<O: Os> Core<O> {
                 self.abort_rollout(slot, &format!("replacement exited before accepting ({reason})"), now);
             }
             Role::Worker { slot } => self.on_worker_exit(slot, p, status, now),
-            Role::Zygote { generation } => self.on_zygote_exit(p, generation, status, now),
+            Role::Zygote { generation } => {
+                self.os.zygote_gone(pid);
+                self.on_zygote_exit(p, generation, status, now)
+            }
             Role::Daemon { index } => {
                 let d = &mut self.daemons[index];
                 if matches!(self.phase, MasterPhase::Draining { .. } | MasterPhase::Exited { .. }) {
@@ -115,6 +118,16 @@ impl<O: Os> Core<O> {
     pub fn on_notice(&mut self, pid: i32, notice: Notice) {
         let now = self.os.now();
         let pid = Pid::from_raw(pid);
+        if notice == Notice::Forked {
+            // Known: the zygote's answer came first, as it should. Unknown:
+            // forked by a request that failed (the zygote died or was too
+            // slow), so nothing supervises it; it must not serve.
+            if self.table.find(pid).is_none() {
+                tracing::warn!(pid = pid.as_raw(), "a worker forked by a failed request is not ours; killing it");
+                self.os.signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            return;
+        }
         let (id, is_next) = match self.table.find(pid).map(|p| p.role) {
             Some(Role::Worker { slot }) => (slot, false),
             Some(Role::Replacement { slot }) => (slot, true),
@@ -151,12 +164,9 @@ impl<O: Os> Core<O> {
                     self.promote(id, now);
                     self.rollout_step(now);
                 }
-                if self.crash_loop.is_some() && self.slots.iter().all(|s| s.failed_starts < self.set.max_failed_starts)
-                {
-                    tracing::info!("crash loop over: every slot has started");
-                    self.crash_loop = None;
-                }
+                self.end_crash_loop_if_over();
             }
+            Notice::Forked => {}
             Notice::Stopping => {
                 if self.table.find(pid).is_some_and(Proc::accepting) {
                     self.table.set_state(pid, ProcState::Starting);

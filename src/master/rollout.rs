@@ -36,9 +36,10 @@ impl<O: Os> Core<O> {
                 r.again = true;
             }
             Some(r) => {
-                // A recycle in progress becomes a full reload.
-                let current = r.current.map(|(id, _)| id);
-                r.queue = all.into_iter().filter(|id| Some(*id) != current).collect();
+                // A recycle in progress becomes a full reload. The slot being
+                // replaced is queued again: its replacement was started from
+                // the code as it was before this request.
+                r.queue = all;
                 r.full = true;
                 r.reason = why.to_owned();
                 tracing::info!(cause = why, workers, "chain reload started");

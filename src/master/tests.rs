@@ -52,6 +52,7 @@ impl Os for Fake {
     fn retire_zygote(&mut self, pid: Pid) {
         self.retired_zygotes.push(pid);
     }
+    fn zygote_gone(&mut self, _pid: Pid) {}
     fn spawn_daemon(&mut self, _argv: &[String]) -> std::io::Result<Pid> {
         self.next_pid += 1;
         let pid = Pid::from_raw(1000 + self.next_pid);
@@ -531,4 +532,108 @@ fn a_drain_stops_the_zygote_at_once() {
     let w = last_spawn(&c);
     exited(&mut c, w, 0);
     assert!(matches!(c.phase, MasterPhase::Exited { code: 0 }), "{:?}", c.phase);
+}
+
+/// Found in review: a restart of the old code's zygote still pending when
+/// a reload promoted the new one started a third zygote over it; slots
+/// waiting for the old one were never forked.
+#[test]
+fn a_reload_promoting_its_zygote_cancels_a_pending_restart_and_forks_waiting_slots() {
+    let mut c = zygote_running(2);
+    let z1 = last_zygote(&c);
+    c.request_reload("SIGHUP");
+    let z2 = last_zygote(&c);
+    // The current zygote dies; its restart is scheduled, slot 1's worker dies too.
+    let now = c.os.now();
+    assert!(c.on_exit(z1, &WaitStatus::Signaled(z1, Signal::SIGKILL, false), now));
+    assert!(c.zygotes.restart_at.is_some());
+    let w1 = c.table.worker(1).map(|p| p.pid).unwrap();
+    exited(&mut c, w1, 1);
+    advance(&mut c, Duration::from_millis(100));
+    let z3 = last_zygote(&c);
+    assert_ne!(z3, z2, "the restart started");
+    assert!(c.slots[0].awaiting_zygote);
+    // The new code's zygote is ready: the rollout runs, slot 1 (down) is skipped.
+    c.on_zygote_ready(z2);
+    while let Some((pid, req)) = c.os.spawned.last().cloned() {
+        if !c.table.find(pid).is_some_and(|p| p.state == ProcState::Starting) {
+            break;
+        }
+        assert_eq!(req.zygote, Some(z2));
+        c.on_notice(pid.as_raw(), Notice::Ready);
+        let old: Vec<Pid> = c.table.retiring().map(|p| p.pid).collect();
+        for o in old {
+            exited(&mut c, o, 0);
+        }
+        if c.phase == MasterPhase::Running {
+            break;
+        }
+    }
+    assert_eq!(c.phase, MasterPhase::Running);
+    assert_eq!(c.zygotes.current, 2);
+    assert_eq!(c.zygotes.restart_at, None, "the pending restart is moot");
+    assert!(c.os.retired_zygotes.contains(&z3), "the restarting old-code zygote retires");
+    let zygotes = c.os.zygotes.len();
+    advance(&mut c, Duration::from_secs(60));
+    assert_eq!(c.os.zygotes.len(), zygotes, "no zygote started after the promotion");
+    assert!(!c.slots[0].awaiting_zygote, "the waiting slot was forked from the new zygote");
+    assert_eq!(
+        c.table.worker(1).and_then(|w| c.os.spawned.iter().find(|(p, _)| *p == w.pid)).map(|(_, r)| r.zygote),
+        Some(Some(z2))
+    );
+}
+
+/// Found in review: a reload asked for while a recycle was replacing a
+/// slot counted that replacement (started from the code before the
+/// request) as reloaded.
+#[test]
+fn a_reload_during_a_recycle_replaces_the_recycled_slot_again() {
+    let mut c = running(2);
+    c.request_replace(1, "max-worker-lifetime");
+    let now = c.os.now();
+    c.settle(now);
+    let first = last_spawn(&c);
+    assert_eq!(c.table.replacement(1).map(|p| p.pid), Some(first));
+    c.request_reload("SIGHUP");
+    let mut replaced_slot1 = 0;
+    for _ in 0..6 {
+        let Some((pid, req)) = c.os.spawned.last().cloned() else { break };
+        if c.table.find(pid).is_some_and(|p| p.state == ProcState::Starting) {
+            if req.slot == 1 {
+                replaced_slot1 += 1;
+            }
+            c.on_notice(pid.as_raw(), Notice::Ready);
+            let old: Vec<Pid> = c.table.retiring().map(|p| p.pid).collect();
+            for o in old {
+                exited(&mut c, o, 0);
+            }
+        }
+        if c.phase == MasterPhase::Running {
+            break;
+        }
+    }
+    assert_eq!(c.phase, MasterPhase::Running);
+    assert_eq!(replaced_slot1, 2, "slot 1: the recycle's replacement, then the reload's");
+}
+
+/// A zygote that never becomes ready after a restart is killed after
+/// chain-reload-timeout, and zygotes failing to start are a crash loop.
+#[test]
+fn a_restarted_zygote_that_hangs_is_killed_and_repeated_failures_are_a_crash_loop() {
+    let mut c = zygote_running(1);
+    let z1 = last_zygote(&c);
+    exited(&mut c, z1, 1);
+    advance(&mut c, Duration::from_millis(100));
+    let z2 = last_zygote(&c);
+    advance(&mut c, RELOAD_TIMEOUT);
+    assert!(signalled(&c, z2).contains(&Signal::SIGKILL), "a hung restart is killed");
+    for _ in 0..5 {
+        let z = last_zygote(&c);
+        exited(&mut c, z, 1);
+        advance(&mut c, Duration::from_secs(30));
+    }
+    assert!(c.crash_loop.as_deref().is_some_and(|m| m.contains("zygote failed to start")), "{:?}", c.crash_loop);
+    let z = last_zygote(&c);
+    c.on_zygote_ready(z);
+    assert_eq!(c.crash_loop, None);
 }

@@ -6,7 +6,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::Master;
 use super::core::Settings;
@@ -48,15 +48,57 @@ pub fn mtime(p: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
+/// How long after a file event the check runs: editors and kubelet
+/// write in several steps; one check sees them all.
+pub const SETTLE: Duration = Duration::from_millis(20);
+
 impl Master {
-    fn needs_watch(&self) -> bool {
-        !self.watch.touch.is_empty()
-            || self.cfg.reload_on_rss.is_some()
-            || (self.cfg.reload_on_config_change && !self.sources.files.is_empty())
+    fn watches_config(&self) -> bool {
+        self.cfg.reload_on_config_change && !self.sources.files.is_empty()
+    }
+
+    /// Periodic checks are needed only for what inotify cannot tell: RSS,
+    /// and files it could not watch.
+    fn needs_polling(&self) -> bool {
+        self.cfg.reload_on_rss.is_some()
+            || (self.fswatch.needs_polling() && (!self.watch.touch.is_empty() || self.watches_config()))
     }
 
     pub(super) fn schedule_watch(&mut self, now: Instant) {
-        self.watch.next = self.needs_watch().then(|| now + self.cfg.config_check_interval);
+        self.watch.next = self.needs_polling().then(|| now + self.cfg.config_check_interval);
+    }
+
+    /// A watched file changed: check soon (once the writer is done).
+    pub(super) fn on_file_event(&mut self, now: Instant) {
+        let soon = now + SETTLE;
+        self.watch.next = Some(self.watch.next.map_or(soon, |t| t.min(soon)));
+    }
+
+    /// Points the inotify watches at the touch files and, when config
+    /// changes are watched, at every config source and every file an
+    /// option came from (includes, `@(file)`).
+    pub(super) fn refresh_watches(&mut self) {
+        let mut files: Vec<PathBuf> = self.watch.touch.iter().map(|(p, _)| p.clone()).collect();
+        let mut dirs = Vec::new();
+        if self.watches_config() {
+            for src in &self.sources.files {
+                match src {
+                    config::Source::Ini(spec) => files.push(PathBuf::from(config::ini::split_spec(spec).0)),
+                    config::Source::Yaml(p) | config::Source::Json(p) => files.push(PathBuf::from(p)),
+                    config::Source::Dir(d) => dirs.push(d.clone()),
+                }
+            }
+            if let Ok(entries) = config::load(&self.sources, self.env.iter().cloned()) {
+                for e in entries {
+                    if let config::Origin::File { path, .. } | config::Origin::Doc { path, .. } = e.origin {
+                        if !files.contains(&path) {
+                            files.push(path);
+                        }
+                    }
+                }
+            }
+        }
+        self.fswatch.set(&files, &dirs);
     }
 
     /// The periodic check: touch files, config sources, worker RSS.

@@ -32,6 +32,10 @@ pub struct Zygotes {
     pub next_deadline: Option<Instant>,
     /// When to start `current` again after it died.
     pub restart_at: Option<Instant>,
+    /// A restarted `current` not ready by then is killed (and restarted).
+    pub ready_deadline: Option<Instant>,
+    /// Consecutive zygotes that exited before they were ready.
+    pub failed_starts: u32,
     pub backoff: Duration,
     /// Zygotes started again after one died (`podmaster_zygote_restarts_total`).
     pub restarts: u64,
@@ -47,6 +51,8 @@ impl Zygotes {
             next: None,
             next_deadline: None,
             restart_at: None,
+            ready_deadline: None,
+            failed_starts: 0,
             backoff: BACKOFF_START,
             restarts: 0,
             generations: 0,
@@ -80,6 +86,11 @@ impl<O: Os> Core<O> {
                     self.zygotes.next_deadline = Some(now + self.set.chain_reload_timeout);
                 } else {
                     self.zygotes.current = generation;
+                    // A restart is bounded like a reload; the first start is
+                    // not (as a worker's first start is not: startupProbe).
+                    if self.phase != MasterPhase::Starting {
+                        self.zygotes.ready_deadline = Some(now + self.set.chain_reload_timeout);
+                    }
                 }
                 true
             }
@@ -129,11 +140,10 @@ impl<O: Os> Core<O> {
         self.table.restart_clock(pid, now);
         tracing::info!(zygote = generation, pid = pid.as_raw(), "zygote ready to fork workers");
         if generation == self.zygotes.current {
-            for i in 0..self.slots.len() {
-                if std::mem::take(&mut self.slots[i].awaiting_zygote) && !self.stopping() {
-                    self.spawn_slot(i, now);
-                }
-            }
+            self.zygotes.ready_deadline = None;
+            self.zygotes.failed_starts = 0;
+            self.end_crash_loop_if_over();
+            self.spawn_awaiting(now);
         }
         if Some(generation) == self.zygotes.next {
             self.zygotes.next_deadline = None;
@@ -160,16 +170,30 @@ impl<O: Os> Core<O> {
             tracing::info!(zygote = generation, pid, status = reason.as_str(), "old zygote exited");
             return;
         }
-        if self.phase == MasterPhase::Starting && !p.ever_accepted {
+        if self.phase == MasterPhase::Starting {
+            // As for a worker that dies before the instance was ever ready:
+            // the app or its environment is broken; stop with its error.
+            let when = if p.ever_accepted { "during startup" } else { "before it was ready, during startup" };
             tracing::error!(
                 zygote = generation,
                 pid,
                 status = reason.as_str(),
-                "zygote exited before it was ready, during startup; stopping (see its output above)"
+                "zygote exited {when}; stopping (see its output above)"
             );
             let code = if matches!(status, WaitStatus::Exited(_, 78)) { exit::CONFIG } else { exit::STARTUP_FAILED };
             self.fail_startup_with(code, "zygote failed during startup");
             return;
+        }
+        self.zygotes.ready_deadline = None;
+        if !p.ever_accepted {
+            self.zygotes.failed_starts += 1;
+            let failed = self.zygotes.failed_starts;
+            if failed >= self.set.max_failed_starts && self.crash_loop.is_none() {
+                tracing::error!(failed_starts = failed, "crash loop: /livez now fails so the pod is restarted");
+                self.crash_loop = Some(format!(
+                    "the zygote failed to start {failed} times in a row (max-failed-starts); last: {reason}"
+                ));
+            }
         }
         let healthy = p.ever_accepted && now.duration_since(p.started) >= BACKOFF_RESET_AFTER;
         let wait = self.schedule_zygote_restart(now, healthy);
@@ -198,8 +222,46 @@ impl<O: Os> Core<O> {
         wait
     }
 
+    /// Slots that waited for the current zygote get their workers.
+    fn spawn_awaiting(&mut self, now: Instant) {
+        if self.stopping() {
+            return;
+        }
+        for i in 0..self.slots.len() {
+            if std::mem::take(&mut self.slots[i].awaiting_zygote) {
+                self.spawn_slot(i, now);
+            }
+        }
+    }
+
+    /// Clears the crash loop once no slot and no zygote is failing.
+    pub fn end_crash_loop_if_over(&mut self) {
+        let max = self.set.max_failed_starts;
+        if self.crash_loop.is_some()
+            && self.zygotes.failed_starts < max
+            && self.slots.iter().all(|s| s.failed_starts < max)
+        {
+            tracing::info!("crash loop over: every slot and the zygote have started");
+            self.crash_loop = None;
+        }
+    }
+
     /// Due zygote deadlines: a restart, or a reload's zygote that is late.
     pub(super) fn zygote_deadlines(&mut self, now: Instant) {
+        if self.zygotes.ready_deadline.is_some_and(|t| now >= t) {
+            self.zygotes.ready_deadline = None;
+            let late = self.table.iter().find(|p| {
+                p.role == Role::Zygote { generation: self.zygotes.current } && p.state == ProcState::Starting
+            });
+            if let Some(pid) = late.map(|p| p.pid) {
+                let secs = self.set.chain_reload_timeout.as_secs_f64();
+                tracing::error!(
+                    pid = pid.as_raw(),
+                    "zygote not ready within {secs} s (chain-reload-timeout); killing it"
+                );
+                self.os.signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
         if self.zygotes.restart_at.is_some_and(|t| now >= t) && !self.stopping() {
             self.zygotes.restart_at = None;
             self.zygotes.restarts += 1;
@@ -244,7 +306,7 @@ impl<O: Os> Core<O> {
 
     /// Nearest zygote deadline.
     pub(super) fn zygote_deadline(&self) -> Option<Instant> {
-        [self.zygotes.restart_at, self.zygotes.next_deadline].into_iter().flatten().min()
+        [self.zygotes.restart_at, self.zygotes.next_deadline, self.zygotes.ready_deadline].into_iter().flatten().min()
     }
 
     /// A full chain reload in preforked mode starts with the new code's zygote.
@@ -265,9 +327,18 @@ impl<O: Os> Core<O> {
     /// A full chain reload finished: the new code's zygote becomes current.
     pub(super) fn promote_next_zygote(&mut self, now: Instant) {
         if let Some(g) = self.zygotes.next.take() {
-            self.zygotes.current = g;
-            self.zygotes.next_deadline = None;
+            let z = &mut self.zygotes;
+            z.current = g;
+            z.next_deadline = None;
+            // A restart of the old code's zygote that was still pending is moot.
+            z.restart_at = None;
+            z.ready_deadline = None;
+            z.backoff = BACKOFF_START;
+            z.failed_starts = 0;
             self.retire_zygotes(now, |z| z != g, "replaced by the new code's zygote");
+            self.end_crash_loop_if_over();
+            // Slots that waited for the old zygote fork from the new one.
+            self.spawn_awaiting(now);
         }
     }
 

@@ -20,8 +20,12 @@ use crate::handoff::{CONTROL_MAX, Stamp, ZygoteReply};
 use crate::sys;
 
 /// How long the master waits for a zygote to answer a fork request (a
-/// fork takes milliseconds, even of a large process).
-const FORK_REPLY_WITHIN: Duration = Duration::from_secs(5);
+/// fork takes milliseconds, even of a large process; the app's at-fork
+/// hooks run in it too). The main loop waits, so this is kept short.
+const FORK_REPLY_WITHIN: Duration = Duration::from_secs(2);
+
+/// The wait is sliced so the heartbeat keeps beating (`/livez`).
+const SLICE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkState {
@@ -118,7 +122,7 @@ impl ZygoteLinks {
     /// pid once it is the master's child. On a refusal the zygote stays (it
     /// exits by itself if it must); on silence, garbage or a pid that is not
     /// our child it is killed.
-    pub fn fork(&mut self, pid: Pid, stamp: &Stamp) -> io::Result<Pid> {
+    pub fn fork(&mut self, pid: Pid, stamp: &Stamp, beat: &dyn Fn()) -> io::Result<Pid> {
         let Some(l) = self.links.iter_mut().find(|l| l.pid == pid && l.state == LinkState::Ready) else {
             return Err(io::Error::other("the zygote is gone"));
         };
@@ -128,7 +132,7 @@ impl ZygoteLinks {
         let request = serde_json::to_vec(stamp).map_err(io::Error::other)?;
         let (result, kill) = match send(l.fd.as_fd(), &request) {
             Err(e) => (Err(e), true),
-            Ok(()) => await_reply(l.fd.as_fd(), &mut buf),
+            Ok(()) => await_reply(l.fd.as_fd(), &mut buf, beat),
         };
         if let Err(e) = &result {
             if kill {
@@ -143,10 +147,11 @@ impl ZygoteLinks {
 
 /// The reply to a fork request, and whether a failure means the zygote
 /// must be killed (anything but a refusal).
-fn await_reply(fd: BorrowedFd<'_>, buf: &mut [u8]) -> (io::Result<Pid>, bool) {
+fn await_reply(fd: BorrowedFd<'_>, buf: &mut [u8], beat: &dyn Fn()) -> (io::Result<Pid>, bool) {
     let deadline = Instant::now() + FORK_REPLY_WITHIN;
     loop {
-        sys::poll_with_deadline(&[fd], &[], Some(deadline));
+        sys::poll_with_deadline(&[fd], &[], Some(deadline.min(Instant::now() + SLICE)));
+        beat();
         let fail = |msg: String| (Err(io::Error::other(msg)), true);
         match read(fd, buf) {
             Read::Message(Some(ZygoteReply::Forked { pid })) => {
@@ -225,11 +230,11 @@ mod tests {
             nix::sys::socket::send(theirs.as_raw_fd(), &[0xff; 64], MsgFlags::empty()).unwrap();
             theirs
         });
-        let err = links.fork(zpid, &stamp).unwrap_err().to_string();
+        let err = links.fork(zpid, &stamp, &|| {}).unwrap_err().to_string();
         assert!(err.starts_with("unexpected reply"), "{err}");
         let _theirs = t.join().unwrap();
         // Killed, and never asked again.
         assert!(z.wait().unwrap().code().is_none());
-        assert!(links.fork(zpid, &stamp).unwrap_err().to_string().contains("gone"));
+        assert!(links.fork(zpid, &stamp, &|| {}).unwrap_err().to_string().contains("gone"));
     }
 }

@@ -47,9 +47,22 @@ pub enum Forked {
     Worker,
 }
 
+/// Why [`fork_worker`] did not fork.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkError {
+    /// More than one thread right before the fork (after the app's
+    /// `os.register_at_fork(before=...)` hooks ran): forking would copy
+    /// locks other threads may hold.
+    #[error("{0} threads")]
+    Threads(usize),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// Forks a worker (see the module comment). The caller holds the GIL
-/// (`py`) and has checked that the zygote is single-threaded.
-pub fn fork_worker(py: Python<'_>) -> io::Result<Forked> {
+/// (`py`). The process must be single-threaded at the moment of the fork,
+/// which is checked after CPython's pre-fork hooks (app code) have run.
+pub fn fork_worker(py: Python<'_>) -> Result<Forked, ForkError> {
     let _ = py;
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     // SAFETY: the GIL is held (`py`), as the PyOS_*Fork functions require;
@@ -58,6 +71,11 @@ pub fn fork_worker(py: Python<'_>) -> io::Result<Forked> {
     // (async-signal-safe) on data that exists before the fork.
     unsafe {
         ffi::PyOS_BeforeFork();
+        let threads = super::thread_names().len();
+        if threads > 1 {
+            ffi::PyOS_AfterFork_Parent();
+            return Err(ForkError::Threads(threads));
+        }
         let mid = libc::fork();
         if mid == 0 {
             let worker = _Fork();
@@ -73,7 +91,7 @@ pub fn fork_worker(py: Python<'_>) -> io::Result<Forked> {
         let fork_error = io::Error::last_os_error();
         ffi::PyOS_AfterFork_Parent();
         if mid < 0 {
-            return Err(fork_error);
+            return Err(fork_error.into());
         }
         drop(write);
         let mut buf = [0u8; 4];
@@ -94,8 +112,8 @@ pub fn fork_worker(py: Python<'_>) -> io::Result<Forked> {
         let report = i32::from_ne_bytes(buf);
         match (n, report) {
             (4, pid) if pid > 0 => Ok(Forked::Zygote(Pid::from_raw(pid))),
-            (4, errno) => Err(io::Error::from_raw_os_error(-errno)),
-            _ => Err(io::Error::other("the intermediate process exited without reporting a pid")),
+            (4, errno) => Err(io::Error::from_raw_os_error(-errno).into()),
+            _ => Err(io::Error::other("the intermediate process exited without reporting a pid").into()),
         }
     }
 }

@@ -386,6 +386,14 @@ fn forked_worker(py: Python<'_>, stamp: Stamp, control_fd: i32) -> u8 {
         return exit::SOFTWARE;
     }
     crate::sys::prefork::set_cmdline(&format!("podmaster: worker {}", stamp.id));
+    // Before anything of the app runs: a master that does not know us (its
+    // request failed after the fork) kills us here, before we can serve.
+    if let Some(addr) = &ctx().notify {
+        if let Err(e) = crate::notify::send(addr, "PODMASTER_FORKED=1") {
+            tracing::error!(worker = stamp.id, "cannot reach the master: {e}");
+            return exit::SOFTWARE;
+        }
+    }
     let board = match adopt_board(&WorkerSpec { id: stamp.id, ..spec.clone() }) {
         Ok(b) => b,
         Err(code) => return code,

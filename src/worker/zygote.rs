@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use super::python::{exit_code_of, prepare_sys, shared_imports};
 use crate::exit;
 use crate::handoff::{CONTROL_MAX, Stamp, ZygoteReply};
-use crate::sys::prefork::{Forked, fork_worker};
+use crate::sys::prefork::{ForkError, Forked, fork_worker};
 
 /// How the zygote's loop ended.
 pub enum Outcome {
@@ -61,11 +61,19 @@ pub fn serve(py: Python<'_>, generation: u64, control: RawFd) -> Outcome {
         import_s = t0.elapsed().as_secs_f64(),
         "zygote ready"
     );
-    if reply(control, &ZygoteReply::Ready).is_err() {
-        return Outcome::Exit(exit::OK);
+    if let Err(e) = reply(control, &ZygoteReply::Ready) {
+        tracing::error!(
+            zygote = generation,
+            error = %e,
+            "cannot tell the master the zygote is ready: its control socket is gone (closed or replaced by a \
+             shared-import module?)"
+        );
+        return Outcome::Exit(exit::SOFTWARE);
     }
     let mut buf = vec![0u8; CONTROL_MAX];
     loop {
+        // Children the app forked and left: not ours to keep as zombies.
+        crate::sys::reap_all();
         let n = match py.detach(|| nix::sys::socket::recv(control, &mut buf, MsgFlags::empty())) {
             Ok(0) => return Outcome::Exit(exit::OK),
             Ok(n) => n,
@@ -87,11 +95,6 @@ pub fn serve(py: Python<'_>, generation: u64, control: RawFd) -> Outcome {
             let _ = reply(control, &ZygoteReply::Refused { reason });
             continue;
         };
-        if let Some(threads) = other_threads(py) {
-            let reason = refuse_threads(generation, "a module imported by the zygote", &threads);
-            let _ = reply(control, &ZygoteReply::Refused { reason });
-            return Outcome::Exit(exit::CONFIG);
-        }
         match fork_worker(py) {
             Ok(Forked::Worker) => return Outcome::Worker(stamp),
             Ok(Forked::Zygote(pid)) => {
@@ -99,7 +102,14 @@ pub fn serve(py: Python<'_>, generation: u64, control: RawFd) -> Outcome {
                     return Outcome::Exit(exit::OK);
                 }
             }
-            Err(e) => {
+            Err(ForkError::Threads(_)) => {
+                let threads = other_threads(py).unwrap_or_default();
+                let reason =
+                    refuse_threads(generation, "code run by the zygote (an import, an at-fork hook)", &threads);
+                let _ = reply(control, &ZygoteReply::Refused { reason });
+                return Outcome::Exit(exit::CONFIG);
+            }
+            Err(ForkError::Io(e)) => {
                 let reason = format!("fork failed: {e}");
                 tracing::error!(zygote = generation, worker = stamp.id, "{reason}");
                 let _ = reply(control, &ZygoteReply::Refused { reason });
