@@ -240,6 +240,34 @@ fn wedged_main_loop_fails_liveness() {
     wait_for("/livez 200 again", DEADLINE, || inst.probe_get("/livez").filter(|r| r.status == 200));
 }
 
+/// `/readyz` is answered by the guard itself: a `/livez` that holds the
+/// kubelet handler thread (waiting for a wedged main loop) does not delay it.
+#[test]
+fn readyz_does_not_queue_behind_a_waiting_livez() {
+    let inst = Instance::start_with(
+        &example_script(),
+        1,
+        1,
+        "liveness-timeout = 5",
+        &[("PODMASTER_TEST_WEDGE_ON_USR2", "8")],
+        |c| c,
+    );
+    inst.wait_ready();
+    inst.signal(libc::SIGUSR2);
+    wait_for("the wedge", DEADLINE, || inst.logs().contains("blocking the main loop").then_some(()));
+    // Two /livez sent first: the kubelet handler waits 5 s on each (a
+    // /readyz behind them on the same handler would wait 10 s).
+    let pending = [start_request(&inst.probe, "/livez"), start_request(&inst.probe, "/livez")];
+    let t0 = std::time::Instant::now();
+    let r = inst.probe_get("/readyz").expect("/readyz answered");
+    assert_eq!(r.status, 200);
+    assert!(t0.elapsed() < Duration::from_secs(5), "/readyz waited behind /livez: {:?}", t0.elapsed());
+    let [first, second] = pending;
+    assert_eq!(finish_request(first).map(|r| r.status).ok(), Some(503), "the loop is wedged");
+    // The second waits until the wedge ends (8 s): alive again, or not yet.
+    assert!(matches!(finish_request(second).map(|r| r.status).ok(), Some(200 | 503)));
+}
+
 #[test]
 fn probe_subcommand_for_healthchecks() {
     let inst = Instance::start(&example_script(), 1, 1, "");

@@ -110,7 +110,14 @@ pub struct Channels {
     pub answers: Receiver<Answer>,
     /// Readable when an answer is queued (handlers write a byte).
     pub wake: UnixStream,
+    /// Answers the guard makes itself, at once, without a thread switch:
+    /// `/readyz` and `/startupz` (a read of the published snapshot, never
+    /// blocking). None: the request goes to a handler.
+    pub immediate: Immediate,
 }
+
+/// See [`Channels::immediate`].
+pub type Immediate = Box<dyn Fn(&Request) -> Option<Vec<u8>> + Send>;
 
 /// Runs the guard on the calling thread forever. A panic inside the loop is
 /// caught, counted and logged, and the loop starts again on the same
@@ -321,6 +328,14 @@ fn step(mut c: Conn, ch: &Channels) -> Option<Conn> {
                     Some(c)
                 }
                 Parsed::Request(request) => {
+                    // Under CPU pressure each thread switch can cost a
+                    // scheduler slice: kubelet's readiness probe is answered
+                    // here, and written at once.
+                    if let Some(out) = (ch.immediate)(&request) {
+                        c.state = State::Writing { out, sent: 0 };
+                        c.deadline = (Instant::now() + WRITE_STALL).min(c.answer_by);
+                        return step(c, ch);
+                    }
                     let path = request.target.split('?').next().unwrap_or_default();
                     let queue =
                         if matches!(path, "/livez" | "/readyz" | "/startupz") { &ch.probes } else { &ch.others };

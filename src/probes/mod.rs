@@ -4,10 +4,12 @@
 //! other path is 404, any method but GET/HEAD is 405.
 //!
 //! The network side is [`guard`], the only code that reads client bytes.
-//! It hands parsed requests to two handler threads (one for kubelet's
-//! `/livez`, `/readyz`, `/startupz`, one for the rest, so a scrape of a
-//! large `/metrics` never queues in front of a probe) over bounded
-//! channels; they answer with tiny_http responses serialised into bytes that
+//! It answers `/readyz` and `/startupz` itself (a snapshot read: no thread
+//! switch on kubelet's most frequent probe, which matters when the workers
+//! keep every CPU busy) and hands other parsed requests to two handler
+//! threads (one for kubelet's `/livez`, which waits for the main loop's
+//! heartbeat, one for the rest, so a scrape of a large `/metrics` never
+//! queues in front of a probe) over bounded channels; they answer with tiny_http responses serialised into bytes that
 //! the guard writes back. There is no internal socket: nothing but the
 //! guard reaches the HTTP library, and the thread count is fixed whoever
 //! connects. A panic in a handler is caught and answered 500; a panic in
@@ -106,8 +108,20 @@ impl ProbeServer {
         }
         let (others, probes) = (queues.pop().expect("two queues"), queues.pop().expect("two queues"));
         let listener = self.listener;
+        let (snap, reg) = (shared.clone(), registry.clone());
+        let immediate = Box::new(move |req: &guard::Request| {
+            let path = req.target.split('?').next().unwrap_or_default();
+            matches!(path, "/readyz" | "/startupz").then(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(req, &snap, &reg, liveness)))
+                    .unwrap_or_else(|panic| {
+                        guard::PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!(panic = guard::panic_message(&panic), "probe answer panicked");
+                        guard::plain_answer(500, "internal error")
+                    })
+            })
+        });
         std::thread::Builder::new().name("probe-guard".into()).spawn(move || {
-            guard::serve(listener, guard::Channels { probes, others, answers: answer_rx, wake: wake_rx })
+            guard::serve(listener, guard::Channels { probes, others, answers: answer_rx, wake: wake_rx, immediate })
         })?;
         Ok(())
     }

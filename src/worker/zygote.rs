@@ -39,6 +39,14 @@ pub fn serve(py: Python<'_>, generation: u64, control: RawFd) -> Outcome {
     if let Err(e) = prepare_sys(py) {
         return Outcome::Exit(exit_code_of(py, e));
     }
+    // The collector is paused while the modules import (CPython's advice
+    // for fork servers: an import that builds a large registry would
+    // otherwise trigger many full collections on the way); one full
+    // collection follows, then the freeze.
+    let collector_was_on = match pause_collector(py) {
+        Ok(on) => on,
+        Err(e) => return Outcome::Exit(exit_code_of(py, e)),
+    };
     for module in shared_imports() {
         if let Err(e) = py.import(module.as_str()) {
             tracing::error!(zygote = generation, module = module.as_str(), "shared-import failed (traceback below)");
@@ -49,7 +57,7 @@ pub fn serve(py: Python<'_>, generation: u64, control: RawFd) -> Outcome {
             return Outcome::Exit(exit::CONFIG);
         }
     }
-    let frozen = match freeze(py) {
+    let frozen = match freeze(py, collector_was_on) {
         Ok(n) => n,
         Err(e) => return Outcome::Exit(exit_code_of(py, e)),
     };
@@ -122,12 +130,25 @@ fn reply(control: RawFd, r: &ZygoteReply) -> nix::Result<usize> {
     nix::sys::socket::send(control, &r.encode(), MsgFlags::MSG_NOSIGNAL)
 }
 
+/// Pauses the cyclic collector; returns whether it was on.
+fn pause_collector(py: Python<'_>) -> PyResult<bool> {
+    let gc = py.import("gc")?;
+    let on = gc.call_method0("isenabled")?.extract()?;
+    gc.call_method0("disable")?;
+    Ok(on)
+}
+
 /// Full collection, then everything alive moves to the permanent
-/// generation. Returns how many objects were frozen.
-fn freeze(py: Python<'_>) -> PyResult<usize> {
+/// generation (a worker's collections never touch it again), then the
+/// collector runs again if it ran before the imports. Returns how many
+/// objects were frozen.
+fn freeze(py: Python<'_>, enable: bool) -> PyResult<usize> {
     let gc = py.import("gc")?;
     gc.call_method0("collect")?;
     gc.call_method0("freeze")?;
+    if enable {
+        gc.call_method0("enable")?;
+    }
     gc.call_method0("get_freeze_count")?.extract()
 }
 
