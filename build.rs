@@ -73,6 +73,14 @@ fn link_libpython_into_the_worker_only(config: &pyo3_build_config::InterpreterCo
     }
 }
 
+/// The running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
 /// Probes what the integration tests need (see the module doc) and emits
 /// one cfg per thing found.
 fn test_environment() {
@@ -112,6 +120,8 @@ fn test_environment() {
         // The privileged-port test picks a port in 600..1000.
         ("have_privileged_low_ports", unprivileged_port_start > 600),
         ("have_ipv6_loopback", std::net::TcpListener::bind("[::1]:0").is_ok()),
+        // EEVDF's per-thread slice request (sched_setattr runtime for SCHED_OTHER).
+        ("have_sched_slice", kernel_at_least(6, 12)),
         ("have_venv", runs("python3", &["-c", "import venv, ensurepip"], &[])),
         ("have_helm", runs(tools.join("helm"), &["version", "--short"], &[])),
         ("have_kubernetes_validate", runs(tools.join("kubernetes-validate"), &["--help"], &[])),

@@ -162,3 +162,30 @@ fn a_configmap_swap_and_an_in_place_edit_are_noticed_at_once() {
     inst.signal(libc::SIGTERM);
     assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0));
 }
+
+/// The probe threads ask the scheduler for a 100 µs slice (same priority):
+/// a probe that wakes while workers keep every CPU busy runs sooner.
+#[test]
+#[cfg_attr(not(have_sched_slice), ignore = "needs Linux 6.12 or later (EEVDF slice requests)")]
+fn probe_threads_run_with_a_short_slice() {
+    let inst = Instance::start(&example_script(), 1, 1, "");
+    inst.wait_ready();
+    let slices: Vec<(String, u64)> = std::fs::read_dir(format!("/proc/{}/task", inst.pid()))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_owned();
+            let sched = std::fs::read_to_string(t.path().join("sched")).unwrap_or_default();
+            let slice = sched
+                .lines()
+                .find(|l| l.starts_with("se.slice"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            (comm, slice)
+        })
+        .collect();
+    for name in ["probe-guard", "probes-kubelet"] {
+        assert!(slices.iter().any(|(c, s)| c == name && *s == 100_000), "{name}: {slices:?}");
+    }
+}

@@ -329,6 +329,46 @@ pub fn edit_env_single_threaded(remove: &[&str], set: &[(&str, &str)]) {
     }
 }
 
+/// Asks the scheduler for a short time slice for the calling thread
+/// (`sched_setattr` with `SCHED_OTHER` and `sched_runtime`, Linux ≥ 6.12's
+/// EEVDF): same priority and share of the CPU, but when it wakes up it gets
+/// an earlier deadline and so runs sooner, instead of waiting behind busy
+/// workers' full slices. For the threads that answer probes. False when the
+/// kernel does not support it (nothing changes then).
+pub fn request_short_slice(slice: std::time::Duration) -> bool {
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+        util_min: u32,
+        util_max: u32,
+    }
+    // SAFETY: getpriority reads this thread's nice value (errno-based error
+    // reporting is not needed: a failure leaves nice 0, the default).
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice,
+        priority: 0,
+        runtime: slice.as_nanos() as u64,
+        deadline: 0,
+        period: 0,
+        util_min: 0,
+        util_max: 0,
+    };
+    // SAFETY: sched_setattr(0 = this thread, a fully initialised attr of
+    // the size it declares, flags 0).
+    unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) == 0 }
+}
+
 /// The names (`comm`) of this process's threads, one per thread, the
 /// calling thread included; empty if `/proc` cannot be read.
 pub fn thread_names() -> Vec<String> {
