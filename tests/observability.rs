@@ -302,3 +302,17 @@ fn worker_memory_is_reported_as_rss_pss_and_uss() {
         assert!(uss > 0 && uss <= pss && pss <= rss, "{w}");
     }
 }
+
+/// `RUST_LOG` filters by level (and per target, `info,app=debug`); a value
+/// that does not parse falls back to `log-level`.
+#[test]
+fn rust_log_filters_by_level_and_bad_values_fall_back() {
+    for (value, info_shown) in [("warn", false), ("info,app=debug", true), ("((not a filter", true)] {
+        let mut inst = Instance::start_with(&example_script(), 1, 1, "", &[("RUST_LOG", value)], |c| c);
+        inst.wait_ready();
+        inst.signal(libc::SIGTERM);
+        assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0));
+        let logs = inst.logs();
+        assert_eq!(logs.contains(" INFO "), info_shown, "RUST_LOG={value}:\n{logs}");
+    }
+}
