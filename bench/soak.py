@@ -13,49 +13,24 @@ threads equal. Also counts probe failures.
 Run on demand (it takes the time it says); not part of bench/run.sh.
 """
 import argparse
+import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-import json
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url, timeout=2):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except Exception:
-        return 0, ""
-
-
-def field(pid, name, path="status"):
-    with open(f"/proc/{pid}/{path}") as f:
-        for line in f:
-            if line.startswith(name):
-                return int(line.split()[1])
-    return 0
+from bench import ROOT, free_port, proc_field
+from bench import http as get
 
 
 def sample(pid):
     return {
-        "rss_kb": field(pid, "VmRSS:"),
-        "pss_kb": field(pid, "Pss:", "smaps_rollup"),
+        "rss_kb": proc_field(pid, "VmRSS:"),
+        "pss_kb": proc_field(pid, "Pss:", "smaps_rollup"),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "threads": len(os.listdir(f"/proc/{pid}/task")),
     }

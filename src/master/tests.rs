@@ -534,6 +534,27 @@ fn a_drain_stops_the_zygote_at_once() {
     assert!(matches!(c.phase, MasterPhase::Exited { code: 0 }), "{:?}", c.phase);
 }
 
+/// Drives a rollout to its end: each replacement reports ready, each old
+/// worker exits. Returns the requests of the replacements, in order.
+fn run_rollout(c: &mut Core<Fake>) -> Vec<WorkerRequest> {
+    let mut done = Vec::new();
+    while let Some((pid, req)) = c.os.spawned.last().cloned() {
+        if !c.table.find(pid).is_some_and(|p| p.state == ProcState::Starting) {
+            break;
+        }
+        done.push(req);
+        c.on_notice(pid.as_raw(), Notice::Ready);
+        let old: Vec<Pid> = c.table.retiring().map(|p| p.pid).collect();
+        for o in old {
+            exited(c, o, 0);
+        }
+        if c.phase == MasterPhase::Running {
+            break;
+        }
+    }
+    done
+}
+
 /// Found in review: a restart of the old code's zygote still pending when
 /// a reload promoted the new one started a third zygote over it; slots
 /// waiting for the old one were never forked.
@@ -555,20 +576,8 @@ fn a_reload_promoting_its_zygote_cancels_a_pending_restart_and_forks_waiting_slo
     assert!(c.slots[0].awaiting_zygote);
     // The new code's zygote is ready: the rollout runs, slot 1 (down) is skipped.
     c.on_zygote_ready(z2);
-    while let Some((pid, req)) = c.os.spawned.last().cloned() {
-        if !c.table.find(pid).is_some_and(|p| p.state == ProcState::Starting) {
-            break;
-        }
-        assert_eq!(req.zygote, Some(z2));
-        c.on_notice(pid.as_raw(), Notice::Ready);
-        let old: Vec<Pid> = c.table.retiring().map(|p| p.pid).collect();
-        for o in old {
-            exited(&mut c, o, 0);
-        }
-        if c.phase == MasterPhase::Running {
-            break;
-        }
-    }
+    let replacements = run_rollout(&mut c);
+    assert!(replacements.iter().all(|r| r.zygote == Some(z2)), "{replacements:?}");
     assert_eq!(c.phase, MasterPhase::Running);
     assert_eq!(c.zygotes.current, 2);
     assert_eq!(c.zygotes.restart_at, None, "the pending restart is moot");
@@ -595,23 +604,7 @@ fn a_reload_during_a_recycle_replaces_the_recycled_slot_again() {
     let first = last_spawn(&c);
     assert_eq!(c.table.replacement(1).map(|p| p.pid), Some(first));
     c.request_reload("SIGHUP");
-    let mut replaced_slot1 = 0;
-    for _ in 0..6 {
-        let Some((pid, req)) = c.os.spawned.last().cloned() else { break };
-        if c.table.find(pid).is_some_and(|p| p.state == ProcState::Starting) {
-            if req.slot == 1 {
-                replaced_slot1 += 1;
-            }
-            c.on_notice(pid.as_raw(), Notice::Ready);
-            let old: Vec<Pid> = c.table.retiring().map(|p| p.pid).collect();
-            for o in old {
-                exited(&mut c, o, 0);
-            }
-        }
-        if c.phase == MasterPhase::Running {
-            break;
-        }
-    }
+    let replaced_slot1 = run_rollout(&mut c).iter().filter(|r| r.slot == 1).count();
     assert_eq!(c.phase, MasterPhase::Running);
     assert_eq!(replaced_slot1, 2, "slot 1: the recycle's replacement, then the reload's");
 }
