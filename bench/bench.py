@@ -242,6 +242,30 @@ def row_startup(reps, workers=4):
     return out
 
 
+class LowestAccepting:
+    """Samples server.accepting() every 10 ms on a thread from creation
+    until finish(), which returns the lowest count seen."""
+
+    def __init__(self, server, workers):
+        self.lowest = workers
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, args=(server,))
+        self.thread.start()
+
+    def run(self, server):
+        while not self.stop.is_set():
+            try:
+                self.lowest = min(self.lowest, server.accepting())
+            except Exception:
+                pass
+            time.sleep(0.01)
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        return self.lowest
+
+
 def wrk(url, seconds=10, conns=64):
     r = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency", url], capture_output=True, text=True)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))
@@ -274,31 +298,18 @@ def row_reload(reps, workers=4):
             t = threading.Thread(target=lambda: result.update(r=wrk(s.url + "/World", seconds=8)))
             t.start()
             time.sleep(1)
-            lowest = [workers]
-            stop = threading.Event()
-
-            def sample():
-                while not stop.is_set():
-                    try:
-                        lowest[0] = min(lowest[0], s.accepting())
-                    except Exception:
-                        pass
-                    time.sleep(0.01)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
+            sampler = LowestAccepting(s, workers)
             since = time.time()
             t0 = time.monotonic()
             s.reload()
             wait(lambda: s.reload_done(since), timeout=60, step=0.01)
             durs.append(time.monotonic() - t0)
-            stop.set()
-            sampler.join()
+            lowest = sampler.finish()
             t.join()
             failed.append(result["r"][2])
-            mins.append(lowest[0])
+            mins.append(lowest)
             s.stop()
-        out[cls.name] = dict(reload_s=med(durs), failed=med(failed), min_accepting=min(mins))
+        out[cls.name] = dict(reload_s=med(durs), failed_requests=med(failed), min_accepting=min(mins))
     return out
 
 
@@ -862,31 +873,18 @@ def row_heavy_reload(reps, workers=4, seconds=10):
         t = threading.Thread(target=load)
         t.start()
         time.sleep(1)
-        lowest = [workers]
-        stop = threading.Event()
-
-        def sample():
-            while not stop.is_set():
-                try:
-                    lowest[0] = min(lowest[0], s.accepting())
-                except Exception:
-                    pass
-                time.sleep(0.01)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+        sampler = LowestAccepting(s, workers)
         t0 = time.monotonic()
         try:
             s.reload()
             wait(s.reload_done, timeout=60, step=0.01)
             took = time.monotonic() - t0
         finally:
-            stop.set()
-            sampler.join()
+            lowest = sampler.finish()
             t.join()
         if "err" in result:
             raise RuntimeError(f"wrk: {result['err']}")
-        return dict(failed_requests=float(result["r"][2]), min_accepting=float(lowest[0]), reload_s=took, rps=result["r"][0])
+        return dict(failed_requests=float(result["r"][2]), min_accepting=float(lowest), reload_s=took, rps=result["r"][0])
     measure.reps = reps_of(reps)
     cols = ["failed_requests", "min_accepting", "reload_s", "rps"]
     res = summarize(each_server(heavy_servers(), workers, measure), cols)

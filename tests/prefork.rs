@@ -338,9 +338,10 @@ fn a_worker_forked_by_a_failed_request_is_killed_and_no_fd_leaks() {
         known.extend(st["zygotes"].as_array()?.iter().filter_map(|z| z["pid"].as_i64()).map(|p| p as i32));
         children_of(master).iter().all(|c| known.contains(c) || proc_state(*c) == Some('Z')).then_some(())
     });
-    // The dead zygote's control socket was closed (polled: a probe
-    // connection of this test may still be closing).
-    wait_for("the master's fds back to their count", DEADLINE, || (open_fds(master) == fds_before).then_some(()));
+    // The dead zygotes' control sockets were closed: no more fds than
+    // before (polled, and not "equal": a probe connection of this test may
+    // have been open, lingering, when the first count was taken).
+    wait_for("the master's fds back to their count", DEADLINE, || (open_fds(master) <= fds_before).then_some(()));
 }
 
 /// Code that breaks on disk after startup: the zygote keeps failing to
