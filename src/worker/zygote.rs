@@ -78,6 +78,11 @@ pub fn serve(py: Python<'_>, generation: u64, control: RawFd) -> Outcome {
         );
         return Outcome::Exit(exit::SOFTWARE);
     }
+    requests(py, generation, control)
+}
+
+/// Forks a worker per request until the master closes the socket.
+fn requests(py: Python<'_>, generation: u64, control: RawFd) -> Outcome {
     let mut buf = vec![0u8; CONTROL_MAX];
     loop {
         // Children the app forked and left: not ours to keep as zombies.
