@@ -459,20 +459,10 @@ def mem_kb(pid):
     return vals.get("Pss", 0), vals.get("Private_Clean", 0) + vals.get("Private_Dirty", 0)
 
 
-class HeavyServer:
+class HeavyServer(Server):
     """start() returns the seconds from exec until every worker accepts."""
 
     label = "?"
-
-    def __init__(self, workers):
-        self.workers = workers
-        self.port = free_port()
-        self.proc = None
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout=90):
         t0 = time.monotonic()
