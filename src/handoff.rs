@@ -90,6 +90,8 @@ pub struct WorkerSettings {
     template: WorkerSpec,
     /// Python workers get the scoreboard fds after the sockets.
     pub with_board: bool,
+    /// `worker-nice`, for workers and zygotes.
+    pub nice: i32,
 }
 
 impl WorkerSettings {
@@ -117,7 +119,7 @@ impl WorkerSettings {
             sockets,
             is_a_reload: false,
         };
-        WorkerSettings { template, with_board }
+        WorkerSettings { template, with_board, nice: cfg.worker_nice }
     }
 
     /// What the zygote of code generation `generation` is started with.

@@ -72,6 +72,7 @@ pub fn run(opts: InitOptions) -> u8 {
         new_process_group: !tty,
         die_with_master: false,
         creds: None,
+        nice: 0,
     }) {
         Ok(pid) => pid,
         Err(e) => {

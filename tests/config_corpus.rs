@@ -68,6 +68,8 @@ fn corpus() -> Vec<Case> {
         ini("harakiri", "harakiri = 30", "not supported by podmaster"),
         ini("processes zero", "processes = 0", "expected 1 to 1024 workers"),
         ini("processes negative", "processes = -1", "expected a whole number"),
+        ini("worker-nice 20", "worker-nice = 20", "expected a nice increment from 0 to 19"),
+        ini("worker-nice negative", "worker-nice = -5", "worker-nice: expected a whole number"),
         ini("processes overflow", "processes = 99999999999999999999999", "expected a whole number"),
         ini("listen not a number", "listen = lots", "listen: expected a whole number"),
         ini("negative drain-delay", "drain-delay = -5", "expected seconds"),

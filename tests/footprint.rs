@@ -189,3 +189,34 @@ fn probe_threads_run_with_a_short_slice() {
         assert!(slices.iter().any(|(c, s)| c == name && *s == 100_000), "{name}: {slices:?}");
     }
 }
+
+/// The nice value of `pid` (field 19 of /proc/PID/stat).
+fn nice_of(pid: i32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("a live process");
+    stat[stat.rfind(')').unwrap() + 2..].split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+/// Workers and zygotes run `worker-nice` (default 5) nicer than the master,
+/// so the probe threads win a busy CPU; `worker-nice = 0` turns it off, and
+/// command workers follow the same setting.
+#[test]
+fn workers_run_nicer_than_the_master_unless_turned_off() {
+    let master_nice = nice_of(std::process::id() as i32);
+    let cases: [(&str, &str, i64); 3] = [
+        (&example_script(), "", 5),
+        (&example_script(), "worker-nice = 0\n", 0),
+        ("", "worker-exec = sleep 60\nworker-ready-mode = spawn\nworker-nice = 3\n", 3),
+    ];
+    for (script, extra, increment) in cases {
+        let inst = Instance::start(script, 2, 1, extra);
+        inst.wait_ready();
+        assert_eq!(nice_of(inst.pid()), master_nice, "the master keeps its priority ({extra:?})");
+        let expected = (master_nice + increment).min(19);
+        for (id, pid) in inst.worker_pids() {
+            assert_eq!(nice_of(pid), expected, "worker {id} ({extra:?})");
+        }
+        if let Some(z) = inst.status()["zygotes"][0]["pid"].as_i64() {
+            assert_eq!(nice_of(z as i32), expected, "the zygote ({extra:?})");
+        }
+    }
+}

@@ -113,6 +113,9 @@ pub struct Config {
     pub shared_imports: Vec<String>,
     /// `lazy-apps = true`: no zygote, one fork+exec per Python worker.
     pub lazy_apps: bool,
+    /// `worker-nice`: how much lower than the master's the workers' (and
+    /// zygotes') scheduling priority is; 0 keeps the master's.
+    pub worker_nice: i32,
     /// Every option as set (canonical name, value), for `uwsgi.opt`.
     pub opt: Vec<(String, String)>,
     /// uWSGI options accepted and ignored, with where they were set.
@@ -166,6 +169,7 @@ impl Config {
             pyargv: Vec::new(),
             shared_imports: Vec::new(),
             lazy_apps: false,
+            worker_nice: 0,
             opt: Vec::new(),
             ignored: Vec::new(),
             set_at: Vec::new(),

@@ -81,6 +81,7 @@ impl Os for RealOs {
             new_process_group: true,
             die_with_master: true,
             creds: self.creds.as_ref(),
+            nice: self.settings.nice,
         })
     }
 
@@ -100,6 +101,7 @@ impl Os for RealOs {
             new_process_group: true,
             die_with_master: true,
             creds: self.creds.as_ref(),
+            nice: self.settings.nice,
         })?;
         self.zygotes.add(pid, ours);
         Ok(pid)
@@ -125,6 +127,8 @@ impl Os for RealOs {
             new_process_group: true,
             die_with_master: true,
             creds: self.creds.as_ref(),
+            // Side processes keep the master's priority, as init mode's child does.
+            nice: 0,
         })
     }
 

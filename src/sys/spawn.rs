@@ -36,6 +36,9 @@ pub struct SpawnSpec<'a> {
     pub die_with_master: bool,
     /// Drop to these credentials before exec.
     pub creds: Option<&'a Credentials>,
+    /// Added to the master's nice value in the child (capped at 19); 0
+    /// leaves it. Never negative: a child is never given more priority.
+    pub nice: i32,
 }
 
 /// Who a child runs as; resolved by the parent (name lookups allocate).
@@ -98,6 +101,7 @@ pub fn spawn(spec: SpawnSpec<'_>) -> io::Result<Pid> {
         new_process_group: spec.new_process_group,
         die_with_master: spec.die_with_master,
         creds: spec.creds,
+        nice: child_nice(spec.nice),
     };
     let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     // SAFETY: sigfillset/pthread_sigmask on stack-local sets; fork in a
@@ -188,6 +192,26 @@ struct ChildSetup<'a> {
     new_process_group: bool,
     die_with_master: bool,
     creds: Option<&'a Credentials>,
+    /// Absolute nice value for the child, or `None` to keep the master's.
+    nice: Option<i32>,
+}
+
+/// The child's absolute nice value: the master's plus `increment`, at most
+/// 19. Read here, in the parent (getpriority's -1 is ambiguous: errno says).
+fn child_nice(increment: i32) -> Option<i32> {
+    if increment <= 0 {
+        return None;
+    }
+    // SAFETY: plain syscall; errno is cleared first to tell -1 from an error.
+    let current = unsafe {
+        *libc::__errno_location() = 0;
+        let v = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if v == -1 && *libc::__errno_location() != 0 {
+            return None;
+        }
+        v
+    };
+    Some((current + increment).min(19))
 }
 
 impl ChildSetup<'_> {
@@ -224,6 +248,13 @@ impl ChildSetup<'_> {
                     return errno();
                 }
                 libc::close(*fd);
+            }
+            // Before dropping privileges: lowering a priority needs none,
+            // but the order keeps one story whatever the target uid.
+            if let Some(n) = self.nice {
+                if libc::setpriority(libc::PRIO_PROCESS, 0, n) != 0 {
+                    return errno();
+                }
             }
             if let Some(c) = self.creds {
                 if let Err(e) = drop_privileges(c) {

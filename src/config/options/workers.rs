@@ -74,6 +74,14 @@ pub(super) const OPTIONS: &[OptDef] = &[
     )
     .default("false"),
     OptDef::new(
+        "worker-nice",
+        Kind::Uint,
+        "workers and zygotes run this much nicer than the master (0 to 19; 0: the same priority), \
+         so probes and supervision win the CPU from busy workers",
+        |c, e| whole_in(e, 0..=19, "a nice increment from 0 to 19").map(|n| c.worker_nice = n as i32),
+    )
+    .default("5"),
+    OptDef::new(
         "metric",
         Kind::Text,
         "app metric, uWSGI syntax: name=NAME[,type=counter|gauge][,initial_value=N] (repeatable)",
