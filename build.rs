@@ -122,6 +122,11 @@ fn test_environment() {
         ("have_ipv6_loopback", std::net::TcpListener::bind("[::1]:0").is_ok()),
         // EEVDF's per-thread slice request (sched_setattr runtime for SCHED_OTHER).
         ("have_sched_slice", kernel_at_least(6, 12)),
+        // Child cgroups with a CPU quota and a memory limit (tests/pod_resources.rs).
+        (
+            "have_cgroup_v1",
+            root && ["cpu", "memory"].iter().all(|c| Path::new(&format!("/sys/fs/cgroup/{c}/cgroup.procs")).exists()),
+        ),
         ("have_venv", runs("python3", &["-c", "import venv, ensurepip"], &[])),
         ("have_helm", runs(tools.join("helm"), &["version", "--short"], &[])),
         ("have_kubernetes_validate", runs(tools.join("kubernetes-validate"), &["--help"], &[])),

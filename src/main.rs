@@ -95,9 +95,18 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
 
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     cfg.finalize(&cwd).map_err(config_error)?;
+    let cgroup = podmaster::cgroup::Cgroup::discover(&podmaster::cgroup::Roots::system());
+    cfg.size_workers(&cgroup, podmaster::cgroup::affinity_cpus()).map_err(config_error)?;
+    if let Some(how) = &cfg.processes_source {
+        tracing::info!(processes = cfg.processes, source = how.as_str(), "processes = auto");
+    }
     if check_only {
         // Like `nginx -t`: the effective value of every option and where it came from.
         print!("{}", config::effective(&entries));
+        if let Some(how) = &cfg.processes_source {
+            println!("processes = auto: {} workers ({how})", cfg.processes);
+        }
+        println!("{}", cgroup.describe());
         println!("configuration OK");
         return Ok(exit::OK);
     }
@@ -121,7 +130,7 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
 
     let (listeners, probe) = bind(&cfg, &mut adopted)?;
     let config_hash = config::entries_hash(&entries);
-    let setup = MasterSetup { config: cfg, listeners, sources, env, cwd, probe, config_hash, python_worker };
+    let setup = MasterSetup { config: cfg, listeners, sources, env, cwd, probe, config_hash, python_worker, cgroup };
     let master = Master::new(setup).map_err(|e| Fatal { code: exit::SOFTWARE, message: e.to_string() })?;
     Ok(master.run())
 }

@@ -157,6 +157,7 @@ impl Collector for MasterCollector {
         if s.preforked {
             zygote_metrics(&mut enc, &s)?;
         }
+        pod_metrics(&mut enc, &s)?;
         let results = |pairs: &[(&str, u64)]| -> Vec<(String, i64)> {
             pairs.iter().map(|(k, v)| (k.to_string(), *v as i64)).collect()
         };
@@ -228,6 +229,62 @@ impl Collector for MasterCollector {
         )?;
         Ok(())
     }
+}
+
+/// The pod's resources: OOM kills and recycles (always), and what the
+/// container's cgroup provides, read at scrape time (absent when it
+/// provides nothing: no controller, or no limit).
+fn pod_metrics(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
+    ConstCounter::new(s.oom_kills).encode(enc.encode_descriptor(
+        "podmaster_worker_oom_kills",
+        "workers killed by the kernel's OOM killer (SIGKILL while the cgroup's oom_kill counter rose)",
+        None,
+        MetricType::Counter,
+    )?)?;
+    let recycles: Vec<(String, i64)> = s.recycles.iter().map(|(k, v)| ((*k).to_owned(), *v as i64)).collect();
+    labelled(
+        enc,
+        ("podmaster_worker_recycles", "workers replaced by reason: lifetime, rss, cgroup_memory", None),
+        true,
+        "reason",
+        &recycles,
+    )?;
+    let Some(cg) = &s.cgroup else { return Ok(()) };
+    let bytes = Some(&prometheus_client::registry::Unit::Bytes);
+    if let Some(m) = cg.memory() {
+        let usage = "the container's memory use minus inactive file cache (kubelet's working set)";
+        ConstGauge::new(m.working_set as i64).encode(enc.encode_descriptor(
+            "podmaster_cgroup_memory_usage",
+            usage,
+            bytes,
+            MetricType::Gauge,
+        )?)?;
+        if let Some(limit) = m.limit {
+            ConstGauge::new(limit as i64).encode(enc.encode_descriptor(
+                "podmaster_cgroup_memory_limit",
+                "the container's memory limit",
+                bytes,
+                MetricType::Gauge,
+            )?)?;
+        }
+    }
+    if let Some(q) = cg.cpu_quota() {
+        ConstGauge::new(q.cores()).encode(enc.encode_descriptor(
+            "podmaster_cgroup_cpu_quota_cores",
+            "the container's CPU limit in cores (CFS quota / period)",
+            None,
+            MetricType::Gauge,
+        )?)?;
+    }
+    if let Some(t) = cg.cpu_throttled() {
+        ConstCounter::new(t.as_secs_f64()).encode(enc.encode_descriptor(
+            "podmaster_cgroup_cpu_throttled",
+            "time the container's processes were throttled by its CPU quota",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            MetricType::Counter,
+        )?)?;
+    }
+    Ok(())
 }
 
 /// The zygotes (preforked mode only): restarts, the current one's

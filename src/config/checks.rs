@@ -153,6 +153,25 @@ impl Config {
         Ok(())
     }
 
+    /// `processes = auto`: the workers sized from `cgroup`'s CPU quota
+    /// (see [`crate::cgroup::auto_processes`]), capped by `max-processes`;
+    /// the sentence saying how lands in `processes_source`. An explicit
+    /// `processes` above `max-processes` is refused.
+    pub fn size_workers(&mut self, cgroup: &crate::cgroup::Cgroup, affinity: usize) -> Result<(), ConfigError> {
+        if !self.processes_auto {
+            if let Some(max) = self.max_processes.filter(|m| self.processes > *m) {
+                let msg = format!("processes = {} is above max-processes = {max}", self.processes);
+                return Err(self.error_at("max-processes", msg));
+            }
+            return Ok(());
+        }
+        let (n, why) = crate::cgroup::auto_processes(cgroup, affinity);
+        let capped = self.max_processes.map_or(n, |m| n.min(m));
+        self.processes = capped;
+        self.processes_source = Some(if capped < n { format!("{why}; capped by max-processes = {capped}") } else { why });
+        Ok(())
+    }
+
     /// The worker script, checked to be a readable regular file.
     pub fn check_script(path: &Path) -> Result<(), ScriptError> {
         match std::fs::metadata(path) {

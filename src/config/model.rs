@@ -36,6 +36,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// `reload-on-cgroup-memory`: where the container's working set is too high.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryMark {
+    /// A share of the cgroup's memory limit (inert without a limit).
+    Percent(u32),
+    Bytes(u64),
+}
+
+impl MemoryMark {
+    /// The mark in bytes for a cgroup with `limit` (None: no mark).
+    pub fn bytes(self, limit: Option<u64>) -> Option<u64> {
+        match self {
+            MemoryMark::Percent(p) => limit.map(|l| (u128::from(l) * u128::from(p) / 100) as u64),
+            MemoryMark::Bytes(b) => Some(b),
+        }
+    }
+}
+
 /// The user and group workers run as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Creds {
@@ -69,6 +87,13 @@ pub struct SocketEntry {
 pub struct Config {
     pub sockets: Vec<SocketEntry>,
     pub processes: u32,
+    /// `processes = auto`: `processes` is sized from the cgroup's CPU quota.
+    pub processes_auto: bool,
+    /// How `processes` was sized when `auto` (for logs and `--check-config`).
+    pub processes_source: Option<String>,
+    pub max_processes: Option<u32>,
+    pub cgroup_memory_mark: Option<MemoryMark>,
+    pub cgroup_check_interval: Duration,
     pub script: Option<PathBuf>,
     pub probe_socket: Option<String>,
     pub ready_workers: ReadyWorkers,
@@ -134,6 +159,11 @@ impl Config {
         Config {
             sockets: Vec::new(),
             processes: 0,
+            processes_auto: false,
+            processes_source: None,
+            max_processes: None,
+            cgroup_memory_mark: None,
+            cgroup_check_interval: Duration::ZERO,
             script: None,
             probe_socket: None,
             ready_workers: ReadyWorkers::Count(0),

@@ -163,6 +163,43 @@ pub struct Counters {
     pub reloads_aborted: u64,
     /// Rollouts that ran to the end (sockets retired before can close).
     pub rollouts_finished: u64,
+    /// Workers recycled, by reason ([`Recycle::label`]).
+    pub recycles: [u64; Recycle::ALL.len()],
+    /// Workers the kernel's OOM killer took (the cgroup's counter rose).
+    pub oom_kills: u64,
+}
+
+/// Why one worker is replaced although nothing is wrong with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recycle {
+    /// `max-worker-lifetime`.
+    Lifetime,
+    /// `reload-on-rss`.
+    Rss,
+    /// `reload-on-cgroup-memory`.
+    CgroupMemory,
+}
+
+impl Recycle {
+    pub const ALL: [Recycle; 3] = [Recycle::Lifetime, Recycle::Rss, Recycle::CgroupMemory];
+
+    /// The `reason` label of `podmaster_worker_recycles_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Recycle::Lifetime => "lifetime",
+            Recycle::Rss => "rss",
+            Recycle::CgroupMemory => "cgroup_memory",
+        }
+    }
+
+    /// The option that asked for it, for logs.
+    pub fn option(self) -> &'static str {
+        match self {
+            Recycle::Lifetime => "max-worker-lifetime",
+            Recycle::Rss => "reload-on-rss",
+            Recycle::CgroupMemory => "reload-on-cgroup-memory",
+        }
+    }
 }
 
 pub struct Core<O: Os> {
@@ -332,7 +369,7 @@ impl<O: Os> Core<O> {
                 .collect();
             for (id, pid) in overdue {
                 self.table.clear_retire_at(pid);
-                self.request_replace(id, "max-worker-lifetime");
+                self.recycle(id, Recycle::Lifetime);
             }
         }
         if let Some((id, deadline)) = self.rollout.as_ref().and_then(|r| r.current) {

@@ -24,6 +24,7 @@ pub mod core;
 mod drain;
 mod fswatch;
 pub mod os;
+mod pod;
 mod reap;
 mod rollout;
 pub mod slots;
@@ -84,6 +85,8 @@ pub struct MasterSetup {
     /// `podmaster-worker`, for Python workers and zygotes (None: command
     /// workers only).
     pub python_worker: Option<PathBuf>,
+    /// The container's cgroup (`processes = auto`, memory, OOM kills).
+    pub cgroup: crate::cgroup::Cgroup,
 }
 
 pub struct Master {
@@ -109,6 +112,7 @@ pub struct Master {
     config_reloads_failed: u64,
     watch: Watch,
     fswatch: fswatch::FsWatch,
+    pod: pod::Pod,
     /// Test hook (test builds only, see [`crate::test_hooks`]): SIGUSR2
     /// blocks the main loop this long.
     #[cfg(any(debug_assertions, feature = "test-hooks"))]
@@ -155,6 +159,7 @@ impl Master {
             config_reloads_failed: 0,
             watch,
             fswatch: fswatch::FsWatch::new(),
+            pod: pod::Pod::new(setup.cgroup, &cfg),
             #[cfg(any(debug_assertions, feature = "test-hooks"))]
             wedge_on_usr2: crate::test_hooks::wedge_on_usr2(),
             sources: setup.sources,
@@ -185,6 +190,7 @@ impl Master {
         self.watch.touch = self.cfg.touch_reload.iter().map(|p| (p.clone(), watch::mtime(p))).collect();
         self.refresh_watches();
         self.schedule_watch(now);
+        self.pod.schedule(now, false);
         loop {
             self.close_retired_listeners();
             self.publish();
@@ -195,6 +201,10 @@ impl Master {
             self.shared.heartbeat.beat();
             if self.fswatch.drain() {
                 self.on_file_event(Instant::now());
+            }
+            if self.pod.drain_threshold() {
+                tracing::debug!("the container's memory use crossed the reload-on-cgroup-memory mark");
+                self.check_pod(Instant::now());
             }
             for sig in self.signals.pending().collect::<Vec<_>>() {
                 self.on_signal(sig);
@@ -215,13 +225,14 @@ impl Master {
     fn wait(&mut self) {
         let mut deadline = self.core.next_deadline();
         if matches!(self.core.phase, MasterPhase::Starting) || self.core.serving() {
-            deadline = [deadline, self.watch.next].into_iter().flatten().min();
+            deadline = [deadline, self.watch.next, self.pod.next].into_iter().flatten().min();
         }
         let wakeups = [self.signal_wake.as_fd(), self.probe_wake.as_fd()];
         let mut fds = vec![wakeups[0], self.notify.fd().as_fd(), wakeups[1]];
         // Starting zygotes: their `Ready`.
         fds.extend(self.core.os.zygotes.starting_fds());
         fds.extend(self.fswatch.fd());
+        fds.extend(self.pod.fd());
         sys::poll_with_deadline(&fds, &wakeups, deadline);
     }
 
@@ -256,6 +267,7 @@ impl Master {
         let now = Instant::now();
         let mut orphans = 0u64;
         for (pid, status) in sys::reap_all() {
+            self.note_oom_kill(pid, &status);
             if !self.core.on_exit(pid, &status, now) {
                 orphans += 1;
                 tracing::debug!(pid = pid.as_raw(), status = slots::exit_reason(&status), "orphan reaped");
@@ -278,6 +290,9 @@ impl Master {
             self.refresh_watches();
             self.schedule_watch(now);
             self.core.settle(now);
+        }
+        if self.core.serving() && self.pod.next.is_some_and(|t| now >= t) {
+            self.check_pod(now);
         }
     }
 
@@ -358,6 +373,10 @@ impl Master {
             preforked: core.zygotes.enabled,
             zygotes: core.zygote_views(),
             zygote_restarts: core.zygotes.restarts,
+            oom_kills: core.counters.oom_kills,
+            recycles: core::Recycle::ALL.map(|r| (r.label(), core.counters.recycles[r as usize])).to_vec(),
+            processes_source: self.cfg.processes_source.clone(),
+            cgroup: Some(self.pod.cgroup.clone()),
         }
     }
 }

@@ -18,13 +18,16 @@ impl<O: Os> Core<O> {
     pub fn on_exit(&mut self, pid: Pid, status: &WaitStatus, now: Instant) -> bool {
         let Some(p) = self.table.remove(pid) else { return false };
         match p.role {
-            Role::Retiring { slot } => tracing::info!(
-                worker = slot,
-                pid = pid.as_raw(),
-                status = exit_reason(status),
-                runtime_s = now.duration_since(p.started).as_secs_f64(),
-                "old worker exited"
-            ),
+            Role::Retiring { slot } => {
+                tracing::info!(
+                    worker = slot,
+                    pid = pid.as_raw(),
+                    status = exit_reason(status),
+                    runtime_s = now.duration_since(p.started).as_secs_f64(),
+                    "old worker exited"
+                );
+                self.refill(slot, now);
+            }
             Role::Replacement { slot } => {
                 let reason = exit_reason(status);
                 if let Some(i) = self.slot_index(slot) {
@@ -56,6 +59,17 @@ impl<O: Os> Core<O> {
             }
         }
         true
+    }
+
+    /// A slot left without any process (its worker was stopped before a
+    /// replacement started: a stop-first recycle) starts one at once. A
+    /// slot scaled away no longer exists; a drain is not serving.
+    fn refill(&mut self, id: u32, now: Instant) {
+        let Some(i) = self.slot_index(id) else { return };
+        let empty = self.table.worker(id).is_none() && self.table.replacement(id).is_none();
+        if self.serving() && empty && self.slots[i].respawn_at.is_none() && !self.slots[i].awaiting_zygote {
+            self.slots[i].respawn_at = Some(now);
+        }
     }
 
     fn on_worker_exit(&mut self, id: u32, w: Proc, status: &WaitStatus, now: Instant) {

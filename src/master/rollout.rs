@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::core::{Core, MasterPhase, Os, Rollout};
+use super::core::{Core, MasterPhase, Os, Recycle, Rollout};
 use super::slots::Slot;
 use super::table::Role;
 use super::zygote::Source;
@@ -85,6 +85,28 @@ impl<O: Os> Core<O> {
                 })
             }
         }
+    }
+
+    /// Recycles slot `id`'s worker, replacement first, and counts it.
+    pub fn recycle(&mut self, id: u32, why: Recycle) {
+        if !self.serving() {
+            return;
+        }
+        self.counters.recycles[why as usize] += 1;
+        self.request_replace(id, why.option());
+    }
+
+    /// Recycles slot `id`'s worker when there is no room for a replacement
+    /// next to it: it is stopped gracefully first, and the slot respawns
+    /// once it has exited ([`Core::on_exit`] of a retiring process whose
+    /// slot is empty). Capacity dips by one worker meanwhile.
+    pub fn recycle_stop_first(&mut self, id: u32, why: Recycle, now: Instant) {
+        if !self.serving() || self.rollout.is_some() {
+            return;
+        }
+        let Some(pid) = self.table.worker(id).map(|w| w.pid) else { return };
+        self.counters.recycles[why as usize] += 1;
+        self.retire(pid, now, &format!("{} (no room for a replacement first)", why.option()));
     }
 
     /// Advances the rollout: nothing while a replacement is starting or an

@@ -29,6 +29,8 @@ pub struct Slot {
     pub respawn_count: u64,
     pub spawns: u64,
     pub exits: BTreeMap<String, u64>,
+    /// Its workers the kernel's OOM killer took.
+    pub oom_kills: u64,
 }
 
 impl Slot {
@@ -42,6 +44,7 @@ impl Slot {
             respawn_count: 0,
             spawns: 0,
             exits: BTreeMap::new(),
+            oom_kills: 0,
         }
     }
 
@@ -60,12 +63,14 @@ impl Slot {
                 spawns_total: 0,
                 failed_starts: 0,
                 exits: Vec::new(),
+                oom_kills: 0,
             },
         };
         v.respawn_count = self.respawn_count;
         v.spawns_total = self.spawns;
         v.failed_starts = self.failed_starts;
         v.exits = self.exits.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.oom_kills = self.oom_kills;
         v
     }
 

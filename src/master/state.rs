@@ -54,6 +54,8 @@ pub struct WorkerView {
     pub failed_starts: u32,
     /// Exit reasons (`exit_code=N` / `signal=NAME`) and how often each was seen.
     pub exits: Vec<(String, u64)>,
+    /// Exits that were the kernel's OOM killer (the cgroup's counter rose).
+    pub oom_kills: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +98,15 @@ pub struct Snapshot {
     pub zygotes: Vec<ZygoteView>,
     /// Zygotes started again after one died.
     pub zygote_restarts: u64,
+    /// Workers the kernel's OOM killer took.
+    pub oom_kills: u64,
+    /// Workers recycled, by reason label (`lifetime`, `rss`, `cgroup_memory`).
+    pub recycles: Vec<(&'static str, u64)>,
+    /// How `processes = auto` sized the workers.
+    pub processes_source: Option<String>,
+    /// The container's cgroup, read by the probe thread at scrape time.
+    #[serde(skip)]
+    pub cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +154,10 @@ impl Snapshot {
             preforked: false,
             zygotes: vec![],
             zygote_restarts: 0,
+            oom_kills: 0,
+            recycles: Vec::new(),
+            processes_source: None,
+            cgroup: None,
         }
     }
 

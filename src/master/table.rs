@@ -124,6 +124,7 @@ impl Proc {
             spawns_total: 0,
             failed_starts: 0,
             exits: Vec::new(),
+            oom_kills: 0,
         }
     }
 }

@@ -598,7 +598,7 @@ fn a_reload_promoting_its_zygote_cancels_a_pending_restart_and_forks_waiting_slo
 #[test]
 fn a_reload_during_a_recycle_replaces_the_recycled_slot_again() {
     let mut c = running(2);
-    c.request_replace(1, "max-worker-lifetime");
+    c.recycle(1, super::core::Recycle::Lifetime);
     let now = c.os.now();
     c.settle(now);
     let first = last_spawn(&c);

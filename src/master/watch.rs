@@ -129,7 +129,7 @@ impl Master {
                 .collect();
             for (id, rss) in over {
                 tracing::warn!(worker = id, rss_bytes = rss, limit_bytes = limit, "worker over reload-on-rss");
-                self.core.request_replace(id, "reload-on-rss");
+                self.core.recycle(id, super::core::Recycle::Rss);
             }
         }
         if self.cfg.reload_on_config_change && !self.sources.files.is_empty() {
@@ -155,6 +155,7 @@ impl Master {
         self.watch.config_hash = hash;
         let result = loaded.and_then(|e| Config::resolve(&e)).and_then(|mut c| {
             c.finalize(&self.cwd)?;
+            c.size_workers(&self.pod.cgroup, crate::cgroup::affinity_cpus())?;
             Ok(c)
         });
         match result {
@@ -211,9 +212,19 @@ impl Master {
         new.log_format = self.cfg.log_format;
         self.watch.touch = new.touch_reload.iter().map(|p| (p.clone(), mtime(p))).collect();
         self.cfg = new;
+        self.pod.configure(&self.cfg);
         self.core.set = Settings::from_config(&self.cfg);
         let names = self.core.os.listeners.iter().map(|l| l.name.clone()).collect();
         self.core.os.settings = WorkerSettings::new(&self.cfg, self.core.os.creds.as_ref(), names, self.started_on);
+        self.scale_to(target);
+        tracing::info!("configuration reloaded");
+        self.core.request_reload("config change");
+        Ok(())
+    }
+
+    /// Scales the workers to `target`, one slot at a time: new slots start
+    /// a worker at once, removed ones stop theirs gracefully.
+    pub(super) fn scale_to(&mut self, target: u32) {
         // Each step changes the count by one, or the core refused: stop then.
         while self.core.processes() != target {
             let before = self.core.processes();
@@ -226,9 +237,6 @@ impl Master {
                 break;
             }
         }
-        tracing::info!("configuration reloaded");
-        self.core.request_reload("config change");
-        Ok(())
     }
 
     /// The listeners for `new`'s sockets: those that stay keep their fd (no

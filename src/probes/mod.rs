@@ -224,6 +224,9 @@ fn respond(
                         }
                     }
                 }
+                if let Some(cg) = &snap.cgroup {
+                    v["cgroup"] = cgroup_status(cg);
+                }
                 if let Some(socks) = v.get_mut("sockets").and_then(|s| s.as_array_mut()) {
                     for s in socks {
                         let fd = s.get("fd").and_then(|f| f.as_i64()).unwrap_or(-1) as i32;
@@ -239,4 +242,19 @@ fn respond(
             _ => text(404, format!("not found: {path} (try /livez /readyz /metrics /status)\n")),
         }
     }
+}
+
+/// `/status`'s `cgroup`: what the container's cgroup says now (read here,
+/// on the probe thread). Absent values are null.
+fn cgroup_status(cg: &crate::cgroup::Cgroup) -> serde_json::Value {
+    let m = cg.memory();
+    serde_json::json!({
+        "path": cg.describe(),
+        "cpu_quota_cores": cg.cpu_quota().map(|q| q.cores()),
+        "cpu_throttled_seconds": cg.cpu_throttled().map(|t| t.as_secs_f64()),
+        "memory_usage": m.map(|m| m.usage),
+        "memory_working_set": m.map(|m| m.working_set),
+        "memory_limit": m.and_then(|m| m.limit),
+        "oom_kills": cg.oom_kills(),
+    })
 }

@@ -13,6 +13,8 @@ Routes:
   GET /slow/S          sleep S seconds, then answer
   GET /orphans/N       start N double-forked orphans sleeping 0.3 s; body: their pids
   GET /crash           answer, then raise from the main flow (after accepting)
+  GET /leak/N          keep N more MB (written, so resident) for the worker's life;
+                       body: the MB this worker holds
 """
 
 import asyncio
@@ -56,6 +58,9 @@ def make_protocol():
     return asyncio.StreamReaderProtocol(asyncio.StreamReader(), handle)
 
 
+LEAKED = []
+
+
 def spawn_orphan():
     r, w = os.pipe()
     pid = os.fork()
@@ -89,6 +94,9 @@ async def handle(reader, writer):
             body = f"slept {s:g}"
         elif path.startswith("/orphans/"):
             body = " ".join(str(spawn_orphan()) for _ in range(int(path[9:])))
+        elif path.startswith("/leak/"):
+            LEAKED.append(b"x" * (int(path[6:]) << 20))
+            body = f"holding {sum(len(b) for b in LEAKED) >> 20} MB"
         elif path == "/crash":
             body = "crashing"
             crash.set()

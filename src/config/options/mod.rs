@@ -12,6 +12,7 @@
 
 mod lifecycle;
 mod logging;
+pub mod resources;
 mod sockets;
 mod workers;
 
@@ -73,7 +74,8 @@ impl OptDef {
 }
 
 /// The table, in `--help` order: the concern files one after the other.
-const PARTS: [&[OptDef]; 4] = [sockets::OPTIONS, workers::OPTIONS, lifecycle::OPTIONS, logging::OPTIONS];
+const PARTS: [&[OptDef]; 5] =
+    [sockets::OPTIONS, workers::OPTIONS, resources::OPTIONS, lifecycle::OPTIONS, logging::OPTIONS];
 
 const COUNT: usize = {
     let (mut n, mut i) = (0, 0);

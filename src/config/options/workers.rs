@@ -17,9 +17,20 @@ pub(super) const OPTIONS: &[OptDef] = &[
         |_, _| Ok(()),
     )
     .default("true"),
-    OptDef::new("processes", Kind::Uint, "number of workers", |c, e| {
-        whole_in(e, 1..=1024, "1 to 1024 workers").map(|n| c.processes = n as u32)
-    })
+    OptDef::new(
+        "processes",
+        Kind::Uint,
+        "number of workers, or `auto`: the CPUs the container may use (its cgroup's CPU quota, rounded up)",
+        |c, e| {
+            c.processes_auto = e.value.trim() == "auto";
+            if c.processes_auto {
+                // Sized from the cgroup at startup (`Config::size_workers`).
+                c.processes = 1;
+                return Ok(());
+            }
+            whole_in(e, 1..=1024, "1 to 1024 workers or `auto`").map(|n| c.processes = n as u32)
+        },
+    )
     .default("1"),
     OptDef::new(
         "python-worker-override",
