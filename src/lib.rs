@@ -20,9 +20,12 @@
 //! - [`init`]: init mode (`-- COMMAND`), a tini-compatible PID 1 for one command.
 //! - [`sys`]: process syscalls (spawn, reap, signal, /proc, poll, shared memory); the
 //!   fork/exec boundary and the home of `unsafe`.
+//! - [`cgroup`]: finding and reading the container's own cgroup (v1 and v2): CPU quota,
+//!   memory use and limit, OOM kills, v1 memory thresholds.
 //! - [`logging`]: tracing subscriber setup (text or JSON lines).
 //! - `test_hooks`: fault injection for the tests; in test builds only.
 
+pub mod cgroup;
 pub mod config;
 pub mod handoff;
 pub mod init;
