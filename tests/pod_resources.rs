@@ -94,7 +94,7 @@ impl Drop for TestCgroup {
 fn check_config_output(cg: &TestCgroup, extra: &str) -> String {
     let dir = TempDir::new("auto-check");
     let (text, _, _) = ini(&test_script(), 1, 1, extra);
-    let path = dir.write("p.ini", &text.replace("processes = 1\n", ""));
+    let path = dir.write("p.ini", &text.replace("\nprocesses = 1\n", "\n"));
     let mut c = Command::new(BIN);
     c.arg("--ini").arg(&path).arg("--check-config");
     let out = cg.wrap(c).output().unwrap();
@@ -128,14 +128,10 @@ fn a_changed_cpu_quota_resizes_the_workers() {
     let cg = TestCgroup::new("resize");
     cg.set("cpu.cfs_period_us", "100000");
     cg.set("cpu.cfs_quota_us", "50000");
-    let inst = Instance::start_with(
-        &test_script(),
-        1,
-        1,
-        "processes = auto\ncgroup-check-interval = 0.1\n",
-        &[],
-        |c| cg.wrap(c),
-    );
+    let inst =
+        Instance::start_with(&test_script(), 1, 1, "processes = auto\ncgroup-check-interval = 0.1\n", &[], |c| {
+            cg.wrap(c)
+        });
     inst.wait_ready();
     assert_eq!(inst.worker_pids().len(), 1);
     let m = inst.metrics();
@@ -151,11 +147,16 @@ fn a_changed_cpu_quota_resizes_the_workers() {
 }
 
 /// 2 workers in a 300 MB container, each request keeps 10 MB more in the
-/// worker that serves it: 40 requests would need 400 MB.
+/// worker that serves it: 40 requests would need 400 MB. A request starts
+/// every 20 ms at most (a leak of 500 MB/s: a recycle, which forks a
+/// replacement and stops the old worker, takes about 50 ms).
 fn leak(inst: &Instance, requests: usize) -> (usize, Vec<String>) {
     let addr = format!("127.0.0.1:{}", inst.ports[0]);
     let mut failures = Vec::new();
+    let pace = std::time::Instant::now();
     for i in 0..requests {
+        let due = pace + Duration::from_millis(20) * i as u32;
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
         match http_get(&addr, "/leak/10") {
             Ok(r) if r.status == 200 => {}
             Ok(r) => failures.push(format!("request {i}: status {}", r.status)),
@@ -203,6 +204,8 @@ fn without_a_watermark_the_oom_killer_strikes_and_is_named() {
     assert!(cg.oom_kills() >= 1);
     let logs = inst.logs();
     assert!(logs.contains("worker killed by the kernel's OOM killer"), "{logs}");
+    // Sampled when the container crossed 90 % of its limit (cgroup v1's threshold).
+    assert!(logs.contains("last_rss_bytes="), "{logs}");
     let status = inst.status();
     let named: u64 = status["workers"].as_array().unwrap().iter().map(|w| w["oom_kills"].as_u64().unwrap_or(0)).sum();
     assert!(named >= 1, "{status}");

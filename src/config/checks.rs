@@ -168,7 +168,8 @@ impl Config {
         let (n, why) = crate::cgroup::auto_processes(cgroup, affinity);
         let capped = self.max_processes.map_or(n, |m| n.min(m));
         self.processes = capped;
-        self.processes_source = Some(if capped < n { format!("{why}; capped by max-processes = {capped}") } else { why });
+        self.processes_source =
+            Some(if capped < n { format!("{why}; capped by max-processes = {capped}") } else { why });
         Ok(())
     }
 

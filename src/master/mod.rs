@@ -279,6 +279,7 @@ impl Master {
             tracing::info!(count = orphans, total = self.core.counters.reaped_orphans, "orphans reaped");
         }
         self.core.settle(now);
+        self.after_recycle(now);
     }
 
     fn on_deadlines(&mut self, now: Instant) {

@@ -17,7 +17,7 @@
 //! runs every [`OVER_MARK_RECHECK`] until it is back under.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,9 @@ use crate::cgroup::{self, Cgroup, CpuQuota, MemoryUse};
 use crate::config::{Config, MemoryMark};
 use crate::sys;
 
-/// How soon the memory check runs again while use is above the mark (each
-/// recycle needs its replacement to start and the old worker to exit).
-pub const OVER_MARK_RECHECK: Duration = Duration::from_secs(1);
+/// How soon the memory check runs again while use is above the mark; it
+/// also runs as soon as a recycle is over (the old worker exited).
+pub const OVER_MARK_RECHECK: Duration = Duration::from_millis(250);
 
 /// What the master knows about its cgroup.
 pub struct Pod {
@@ -54,6 +54,8 @@ pub struct Pod {
     oom_seen: Option<u64>,
     /// Each worker's RSS at the last memory check, for naming OOM kills.
     last_rss: HashMap<i32, u64>,
+    /// The last memory check found use above the mark.
+    pub over: bool,
 }
 
 impl Pod {
@@ -69,6 +71,7 @@ impl Pod {
             next: None,
             threshold: None,
             last_rss: HashMap::new(),
+            over: false,
         };
         pod.configure(cfg);
         pod
@@ -82,17 +85,19 @@ impl Pod {
         self.interval = cfg.cgroup_check_interval;
         let limit = self.cgroup.memory().and_then(|m| m.limit);
         let mark = self.mark.and_then(|m| m.bytes(limit));
+        // Without a mark, a threshold at 90 % of the limit still samples
+        // the workers' memory once when the container nears it, so an OOM
+        // kill that follows is logged with the victim's size.
+        let watch = mark.or_else(|| limit.map(|l| l / 10 * 9));
         if self.mark.is_some() && mark.is_none() {
             tracing::warn!(
                 cgroup = self.cgroup.describe(),
                 "reload-on-cgroup-memory is a share of the memory limit, and the container has none: it is inert"
             );
         }
-        if self.threshold.as_ref().map(|(b, _)| *b) != mark {
-            self.threshold = mark.and_then(|b| self.cgroup.memory_threshold_eventfd(b).map(|fd| (b, fd)));
-            if let Some((_, fd)) = &self.threshold {
-                let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
-            }
+        if self.threshold.as_ref().map(|(b, _)| *b) != watch {
+            // Non-blocking and close-on-exec (see `memory_threshold_eventfd`).
+            self.threshold = watch.and_then(|b| self.cgroup.memory_threshold_eventfd(b).map(|fd| (b, fd)));
         }
     }
 
@@ -121,7 +126,8 @@ impl Pod {
     /// Reads the oom_kill counter; true when it rose since the last read.
     fn oom_counter_rose(&mut self) -> bool {
         let now = self.cgroup.oom_kills();
-        let rose = matches!((self.oom_seen, now), (Some(a), Some(b)) if b > a) || (self.oom_seen.is_none() && now > Some(0));
+        let rose =
+            matches!((self.oom_seen, now), (Some(a), Some(b)) if b > a) || (self.oom_seen.is_none() && now > Some(0));
         if now.is_some() {
             self.oom_seen = now;
         }
@@ -141,10 +147,22 @@ impl Master {
         }
         let over = match self.pod.mark {
             Some(mark) => self.check_memory(mark, now),
-            None => false,
+            None => {
+                self.sample_workers();
+                false
+            }
         };
+        self.pod.over = over;
         self.pod.schedule(now, over);
         self.core.settle(now);
+    }
+
+    /// Over the mark and the last recycle is done: look again at once
+    /// rather than at the next scheduled check.
+    pub(super) fn after_recycle(&mut self, now: Instant) {
+        if self.pod.over && self.core.rollout.is_none() && self.core.table.retiring().next().is_none() {
+            self.check_pod(now);
+        }
     }
 
     /// `processes = auto` and the quota changed: scale to the new size.
@@ -171,12 +189,8 @@ impl Master {
     fn check_memory(&mut self, mark: MemoryMark, now: Instant) -> bool {
         let Some(m) = self.pod.cgroup.memory() else { return false };
         let Some(mark_bytes) = mark.bytes(m.limit) else { return false };
-        // Every worker process is sampled (for naming OOM kills); only
-        // serving ones (not replacements, not retiring) are candidates.
-        let all: Vec<(Role, Pid)> = self.core.table.workers().map(|p| (p.role, p.pid)).collect();
-        let sampled: Vec<(Role, Pid, sys::Memory)> =
-            all.into_iter().filter_map(|(role, pid)| Some((role, pid, sys::memory(pid)?))).collect();
-        self.pod.last_rss = sampled.iter().map(|(_, pid, mem)| (pid.as_raw(), mem.rss)).collect();
+        // Only serving workers (not replacements, not retiring) are candidates.
+        let sampled = self.sample_workers();
         let sizes: Vec<(u32, Pid, sys::Memory)> = sampled
             .into_iter()
             .filter_map(|(role, pid, mem)| match role {
@@ -203,6 +217,19 @@ impl Master {
         true
     }
 
+    /// Every worker process's memory, remembered for naming OOM kills.
+    fn sample_workers(&mut self) -> Vec<(Role, Pid, sys::Memory)> {
+        let all: Vec<(Role, Pid)> = self.core.table.workers().map(|p| (p.role, p.pid)).collect();
+        let sampled: Vec<(Role, Pid, sys::Memory)> =
+            all.into_iter().filter_map(|(role, pid)| Some((role, pid, sys::memory(pid)?))).collect();
+        // A worker the OOM killer just took is a zombie until reaped: its
+        // memory can no longer be read, and its last sample must stay.
+        let table = &self.core.table;
+        self.pod.last_rss.retain(|pid, _| table.find(Pid::from_raw(*pid)).is_some());
+        self.pod.last_rss.extend(sampled.iter().map(|(_, pid, mem)| (pid.as_raw(), mem.rss)));
+        sampled
+    }
+
     /// Before the core hears of an exit: a worker killed by SIGKILL that
     /// we did not send, while the cgroup's OOM-kill counter rose, is named.
     pub(super) fn note_oom_kill(&mut self, pid: Pid, status: &WaitStatus) {
@@ -211,6 +238,7 @@ impl Master {
         }
         let Some(p) = self.core.table.find(pid) else { return };
         let ours = matches!(p.state, ProcState::Stopping { killed: true, .. });
+        let last_rss = self.pod.last_rss.remove(&pid.as_raw());
         let Some(id) = p.role.slot() else { return };
         if ours || !self.pod.oom_counter_rose() {
             return;
@@ -223,7 +251,7 @@ impl Master {
         tracing::error!(
             worker = id,
             pid = pid.as_raw(),
-            last_rss_bytes = self.pod.last_rss.get(&pid.as_raw()).copied(),
+            last_rss_bytes = last_rss,
             memory_usage_bytes = m.map(|m| m.usage),
             memory_limit_bytes = m.and_then(|m| m.limit),
             total = self.core.counters.oom_kills,

@@ -257,6 +257,7 @@ mod tests {
                     spawns_total: 1,
                     failed_starts: 0,
                     exits: vec![],
+                    oom_kills: 0,
                 })
                 .collect(),
             ..Snapshot::empty()
