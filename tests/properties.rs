@@ -27,7 +27,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::Config as PtConfig;
 
 use podmaster::config::options::{Kind, OPTIONS};
-use podmaster::config::{self, Config, ConfigError, Entry, ReadyWorkers, Source, Sources, cli, ini, yaml};
+use podmaster::config::{self, Config, ConfigError, Entry, MemoryMark, ReadyWorkers, Source, Sources, cli, ini, yaml};
 use podmaster::sockets::{self, SocketSpec};
 
 use common::TempDir;
@@ -273,7 +273,20 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
                 (format!("{pad}{name}{pad}"), dbg(&name))
             })
             .boxed(),
-        "processes" => (1..=1024u32).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
+        "processes" => prop_oneof![
+            (1..=1024u32).prop_map(move |n| (n.to_string(), dbg(&(n, false)))),
+            Just(("auto".to_string(), dbg(&(1u32, true)))),
+        ]
+        .boxed(),
+        "max-processes" => (1..=1024u32).prop_map(move |n| (n.to_string(), dbg(&Some(n)))).boxed(),
+        "worker-nice" => (0..=19i32).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
+        "reload-on-cgroup-memory" => prop_oneof![
+            (1..=99u32).prop_map(move |p| (format!("{p}%"), dbg(&Some(MemoryMark::Percent(p))))),
+            (1..=1u64 << 20, select(vec![("M", 20u32), ("Mi", 20), ("G", 30), ("Gi", 30)])).prop_map(
+                move |(n, (suffix, shift))| (format!("{n}{suffix}"), dbg(&Some(MemoryMark::Bytes(n << shift))))
+            ),
+        ]
+        .boxed(),
         "listen" => (1..=i32::MAX).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
         "max-failed-starts" => (1..=u32::MAX).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
         "reload-on-rss" => (1..=1u64 << 30).prop_map(move |mb| (mb.to_string(), dbg(&Some(mb << 20)))).boxed(),
@@ -291,7 +304,11 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
         "drain-delay" | "worker-reload-mercy" | "max-worker-lifetime-delta" | "exit-grace" => {
             seconds(false).prop_map(move |(w, d)| (w, dbg(&d))).boxed()
         }
-        "chain-reload-timeout" | "respawn-backoff-max" | "config-check-interval" | "liveness-timeout" => {
+        "chain-reload-timeout"
+        | "respawn-backoff-max"
+        | "config-check-interval"
+        | "cgroup-check-interval"
+        | "liveness-timeout" => {
             seconds(true).prop_map(move |(w, d)| (w, dbg(&d))).boxed()
         }
         "max-worker-lifetime" => seconds(true).prop_map(move |(w, d)| (w, dbg(&Some(d)))).boxed(),
@@ -349,7 +366,11 @@ fn observe(cfg: &Config, name: &str) -> String {
         "forward-to-group" => dbg(&cfg.forward_to_group),
         "lazy-apps" => dbg(&cfg.lazy_apps),
         "shared-import" => dbg(cfg.shared_imports.last().unwrap()),
-        "processes" => dbg(&cfg.processes),
+        "processes" => dbg(&(cfg.processes, cfg.processes_auto)),
+        "max-processes" => dbg(&cfg.max_processes),
+        "worker-nice" => dbg(&cfg.worker_nice),
+        "reload-on-cgroup-memory" => dbg(&cfg.cgroup_memory_mark),
+        "cgroup-check-interval" => dbg(&cfg.cgroup_check_interval),
         "listen" => dbg(&cfg.listen),
         "max-failed-starts" => dbg(&cfg.max_failed_starts),
         "reload-on-rss" => dbg(&cfg.reload_on_rss),

@@ -155,6 +155,7 @@ mod tests {
                 "chmod-socket" => "660",
                 "chown-socket" | "uid" => "0",
                 "metric" => "name=m",
+                "reload-on-cgroup-memory" => "80%",
 
                 "gid" => "0",
                 _ => "x",
