@@ -15,7 +15,6 @@
 //! `tests` (fixture trees, and one test on the real machine as root).
 
 mod parse;
-mod sys;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +30,7 @@ use std::time::Duration;
 use crate::sys::{SysError, context};
 use parse::{Membership, Mount};
 
-pub use sys::affinity_cpus;
+pub use crate::sys::cgroup::affinity_cpus;
 
 /// Largest `/proc/self` file read: the mountinfo of a node with thousands
 /// of mounts is a few MiB; a bound keeps a hostile file from filling memory.
@@ -247,7 +246,7 @@ impl Cgroup {
 }
 
 fn register_threshold(dir: &Path, bytes: u64) -> Result<OwnedFd, SysError> {
-    let efd = sys::eventfd().map_err(context("eventfd"))?;
+    let efd = crate::sys::cgroup::eventfd().map_err(context("eventfd"))?;
     let usage_path = dir.join("memory.usage_in_bytes");
     let usage = File::open(&usage_path).map_err(context(format!("open {}", usage_path.display())))?;
     let control_path = dir.join("cgroup.event_control");

@@ -4,6 +4,7 @@
 //! their own files. Every `unsafe` block of podmaster (outside tests) lives
 //! under `sys/`, each with a `// SAFETY:` line.
 
+pub mod cgroup;
 pub mod prefork;
 pub mod python;
 mod shm;

@@ -1,8 +1,6 @@
-//! The two syscalls the cgroup code needs that neither std nor the nix
-//! features podmaster enables wrap: `sched_getaffinity` and `eventfd`.
-//! They belong in `crate::sys` with the rest of the `unsafe`; they are kept
-//! apart in this file so that move is one `git mv` (the module was written
-//! while `sys/` was being edited elsewhere).
+//! The two syscalls the cgroup code (`crate::cgroup`) needs that neither
+//! std nor the nix features podmaster enables wrap: `sched_getaffinity`
+//! and `eventfd`.
 
 use std::io;
 use std::num::NonZeroUsize;
