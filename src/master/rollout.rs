@@ -101,7 +101,8 @@ impl<O: Os> Core<O> {
     /// once it has exited ([`Core::on_exit`] of a retiring process whose
     /// slot is empty). Capacity dips by one worker meanwhile.
     pub fn recycle_stop_first(&mut self, id: u32, why: Recycle, now: Instant) {
-        if !self.serving() || self.rollout.is_some() {
+        // One at a time: not during a rollout, nor while one stops.
+        if !self.serving() || self.rollout.is_some() || self.table.retiring().next().is_some() {
             return;
         }
         let Some(pid) = self.table.worker(id).map(|w| w.pid) else { return };

@@ -630,3 +630,38 @@ fn a_restarted_zygote_that_hangs_is_killed_and_repeated_failures_are_a_crash_loo
     c.on_zygote_ready(z);
     assert_eq!(c.crash_loop, None);
 }
+
+#[test]
+fn a_stop_first_recycle_stops_the_worker_then_refills_its_slot() {
+    let mut c = running(2);
+    let old = c.table.worker(1).unwrap().pid;
+    let spawns = c.os.spawned.len();
+    let now = c.os.now();
+    c.recycle_stop_first(1, super::core::Recycle::CgroupMemory, now);
+    assert_eq!(signalled(&c, old), vec![Signal::SIGHUP], "stopped gracefully first");
+    assert_eq!(c.os.spawned.len(), spawns, "nothing starts while it stops");
+    assert_eq!(c.counters.recycles[super::core::Recycle::CgroupMemory as usize], 1);
+    // A second request while it stops changes nothing.
+    let p2 = c.table.worker(2).unwrap().pid;
+    c.recycle_stop_first(2, super::core::Recycle::CgroupMemory, now);
+    assert!(signalled(&c, p2).is_empty());
+    exited(&mut c, old, 0);
+    advance(&mut c, Duration::ZERO);
+    assert_eq!(c.os.spawned.len(), spawns + 1, "the slot is refilled once the old worker exited");
+    assert_eq!(c.os.spawned.last().map(|(_, r)| r.slot), Some(1));
+    assert_eq!(c.phase, MasterPhase::Running);
+}
+
+#[test]
+fn recycles_are_counted_by_reason_and_a_scaled_away_slot_is_not_refilled() {
+    let mut c = running(2);
+    c.recycle(2, super::core::Recycle::Rss);
+    assert_eq!(c.counters.recycles, [0, 1, 0]);
+    let mut c = running(2);
+    let p2 = c.table.worker(2).unwrap().pid;
+    c.scale_down();
+    let spawns = c.os.spawned.len();
+    exited(&mut c, p2, 0);
+    advance(&mut c, Duration::from_secs(1));
+    assert_eq!(c.os.spawned.len(), spawns, "slot 2 is gone");
+}
