@@ -31,6 +31,7 @@ const COMBOS: &[&[&str]] = &[
         "serviceAccount.create=true",
         "podDisruptionBudget.enabled=true",
         "autoscaling.enabled=true",
+        "resources.limits.cpu=1500m",
     ],
     &["kind=StatefulSet", "serviceMonitor.enabled=true"],
     &[
@@ -102,7 +103,8 @@ fn rendered_configmap_is_accepted_by_podmaster() {
     let script = example_script();
     let ini = format!("config.ini=[uwsgi]\nsocket = :8080\nprobe-socket = :9191\npython-worker-override = {script}\n");
     let opt = format!("config.options.python-worker-override={script}");
-    for values in [vec![opt.as_str()], vec![ini.as_str()]] {
+    // With a CPU limit the options carry `processes = auto`.
+    for values in [vec![opt.as_str()], vec![ini.as_str()], vec![opt.as_str(), "resources.limits.cpu=1500m"]] {
         let out = template(&values).unwrap();
         let cm = out.split("---").find(|d| d.contains("kind: ConfigMap")).unwrap();
         let d = TempDir::new("cmproj");
@@ -148,4 +150,32 @@ fn k8s_example_configmap_is_accepted_by_podmaster() {
 fn k8s_example_configmap_is_a_valid_kubernetes_manifest() {
     let f = std::path::PathBuf::from(format!("{ROOT}/examples/k8s/configmap.yaml"));
     kubernetes_validate("1.34", &f).unwrap();
+}
+
+/// The options the ConfigMap sets, from a rendered chart.
+fn rendered_options(values: &[&str]) -> serde_yaml::Mapping {
+    let out = template(values).unwrap();
+    let cm = out.split("---").find(|d| d.contains("kind: ConfigMap")).unwrap();
+    let v: serde_yaml::Value = serde_yaml::from_str(cm).unwrap();
+    v["data"].as_mapping().unwrap().clone()
+}
+
+#[test]
+#[cfg_attr(not(have_helm), ignore = "needs helm in .tools/bin: run bash scripts/test-deps.sh")]
+fn processes_is_auto_with_a_cpu_limit_and_the_watermark_follows_the_memory_limit() {
+    let get = |m: &serde_yaml::Mapping, k: &str| m.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let defaults = rendered_options(&[]);
+    assert_eq!(get(&defaults, "processes").as_deref(), Some("2"), "no CPU limit by default");
+    assert_eq!(get(&defaults, "reload-on-cgroup-memory").as_deref(), Some("90%"), "the default has a memory limit");
+    let cpu = rendered_options(&["resources.limits.cpu=1500m"]);
+    assert_eq!(get(&cpu, "processes").as_deref(), Some("auto"));
+    let explicit = rendered_options(&["resources.limits.cpu=1500m", "config.options.processes=4"]);
+    assert_eq!(get(&explicit, "processes").as_deref(), Some("4"));
+    let off = rendered_options(&["memoryWatermark="]);
+    assert_eq!(get(&off, "reload-on-cgroup-memory"), None);
+    let no_limit = rendered_options(&["resources.limits=null"]);
+    assert_eq!(get(&no_limit, "reload-on-cgroup-memory"), None);
+    let mark = rendered_options(&["memoryWatermark=80%"]);
+    assert_eq!(get(&mark, "reload-on-cgroup-memory").as_deref(), Some("80%"));
+    assert!(template(&["memoryWatermark=lots"]).is_err(), "the schema refuses a bad mark");
 }

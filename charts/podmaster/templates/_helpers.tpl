@@ -27,6 +27,9 @@ podmaster.ini: |
 {{- $opts := deepCopy .Values.config.options }}
 {{- if not (hasKey $opts "socket") }}{{ $_ := set $opts "socket" (printf "0.0.0.0:%v" .Values.service.port) }}{{ end }}
 {{- if not (hasKey $opts "probe-socket") }}{{ $_ := set $opts "probe-socket" (printf "0.0.0.0:%v" .Values.probes.port) }}{{ end }}
+{{- $limits := (.Values.resources | default dict).limits | default dict }}
+{{- if not (hasKey $opts "processes") }}{{ $_ := set $opts "processes" (ternary "auto" "2" (hasKey $limits "cpu")) }}{{ end }}
+{{- if and .Values.memoryWatermark (hasKey $limits "memory") (not (hasKey $opts "reload-on-cgroup-memory")) }}{{ $_ := set $opts "reload-on-cgroup-memory" .Values.memoryWatermark }}{{ end }}
 {{- range $k, $v := $opts }}
 {{ $k }}: {{ if kindIs "slice" $v }}{{ join "\n" $v | quote }}{{ else }}{{ $v | toString | quote }}{{ end }}
 {{- end }}
