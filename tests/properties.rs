@@ -308,9 +308,7 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
         | "respawn-backoff-max"
         | "config-check-interval"
         | "cgroup-check-interval"
-        | "liveness-timeout" => {
-            seconds(true).prop_map(move |(w, d)| (w, dbg(&d))).boxed()
-        }
+        | "liveness-timeout" => seconds(true).prop_map(move |(w, d)| (w, dbg(&d))).boxed(),
         "max-worker-lifetime" => seconds(true).prop_map(move |(w, d)| (w, dbg(&Some(d)))).boxed(),
         "worker-stop-signal" => signal().prop_map(move |(w, s)| (w, dbg(&Some(s)))).boxed(),
         "chmod-socket" => prop_oneof![

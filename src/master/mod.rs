@@ -18,6 +18,8 @@
 //! - `spawn.rs`, `reap.rs`, `rollout.rs`, `drain.rs`: the core's concerns;
 //! - [`os`]: the real `Os` (spawn through `sys`, the hand-off);
 //! - `watch.rs`: touch files, config sources, RSS, applying a new config;
+//! - `pod.rs`: the container's cgroup (`processes = auto`, the memory
+//!   watermark, OOM kills);
 //! - [`state`]: what the outside sees ([`state::Snapshot`], the heartbeat).
 
 pub mod core;
