@@ -241,7 +241,7 @@ impl<O: Os> Core<O> {
         }
         let id = self.slots.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         self.slots.push(Slot::new(id));
-        tracing::info!(worker = id, processes = self.processes(), "scaling up (SIGTTIN)");
+        tracing::info!(worker = id, processes = self.processes(), "scaling up");
         let now = self.os.now();
         self.spawn_slot(self.slots.len() - 1, now);
     }
@@ -252,7 +252,7 @@ impl<O: Os> Core<O> {
         }
         let now = self.os.now();
         let Some(slot) = self.slots.pop() else { return };
-        tracing::info!(worker = slot.id, processes = self.processes(), "scaling down (SIGTTOU)");
+        tracing::info!(worker = slot.id, processes = self.processes(), "scaling down");
         let procs = [self.table.worker(slot.id), self.table.replacement(slot.id)];
         for pid in procs.into_iter().flatten().map(|p| p.pid).collect::<Vec<_>>() {
             self.retire(pid, now, "scaled down");
