@@ -40,7 +40,10 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("podmaster: {}", f.message);
+            // Several configuration problems: one line each.
+            for line in f.message.lines() {
+                eprintln!("podmaster: {line}");
+            }
             ExitCode::from(f.code)
         }
     }
@@ -67,10 +70,16 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
         cli::Invocation::Init(s, argv) => (s, false, Some(argv)),
     };
     let env = config::env_text(std::env::vars_os(), &sockets::ACTIVATION_VARS).map_err(config_error)?;
-    let entries = config::load(&sources, env.iter().cloned()).map_err(config_error)?;
-    let mut cfg = Config::resolve(&entries).map_err(config_error)?;
+    // Every problem is collected and reported at once (one line each, exit 78).
+    let (entries, mut problems) = config::load_all(&sources, env.iter().cloned());
+    // A source that could not be read leaves the configuration incomplete:
+    // checks of it as a whole would only report what the source lacked.
+    let all_read = problems.is_empty();
+    let (mut cfg, bad_entries) = Config::resolve_all(&entries);
+    problems.extend(bad_entries);
     if let Some(argv) = init_argv {
-        cfg.check_init_mode().map_err(config_error)?;
+        problems.extend(cfg.check_init_mode().err());
+        config::ConfigError::all(problems).map_err(config_error)?;
         sys::unblock_all_signals();
         return Ok(init::run(init::InitOptions {
             argv,
@@ -83,7 +92,22 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
     // Single-threaded still (the probe thread starts later).
     sys::edit_env_single_threaded(&sockets::ACTIVATION_VARS, &[]);
     let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| !k.starts_with("LISTEN_")).collect();
-    cfg.check_workers(!adopted.is_empty()).map_err(config_error)?;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let cgroup = podmaster::cgroup::Cgroup::discover(&podmaster::cgroup::Roots::system());
+    // Checks of the configuration as a whole; a problem about an option
+    // already reported (its value was refused) is a consequence, left out.
+    let whole = if all_read {
+        vec![
+            cfg.check_workers(!adopted.is_empty()).err(),
+            cfg.finalize(&cwd).err(),
+            cfg.size_workers(&cgroup, podmaster::cgroup::affinity_cpus()).err(),
+        ]
+    } else {
+        Vec::new()
+    };
+    let reported: Vec<Option<String>> = problems.iter().map(|p| p.key.clone()).collect();
+    problems.extend(whole.into_iter().flatten().filter(|p| p.key.is_none() || !reported.contains(&p.key)));
+    config::ConfigError::all(problems).map_err(config_error)?;
     let python_worker = cfg.script.is_some().then(worker::python_worker_exe).transpose().map_err(config_error)?;
     logging::init(cfg.log_format, &cfg.log_level);
     if let Some(n) = &adopt_notice {
@@ -93,10 +117,6 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
         tracing::info!(option = key.as_str(), origin = %origin, "uWSGI option accepted and ignored (podmaster covers it)");
     }
 
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    cfg.finalize(&cwd).map_err(config_error)?;
-    let cgroup = podmaster::cgroup::Cgroup::discover(&podmaster::cgroup::Roots::system());
-    cfg.size_workers(&cgroup, podmaster::cgroup::affinity_cpus()).map_err(config_error)?;
     if let Some(how) = &cfg.processes_source {
         tracing::info!(processes = cfg.processes, source = how.as_str(), "processes = auto");
     }

@@ -60,7 +60,7 @@ fn processes_not_a_number() {
     assert_eq!(code, 78);
     assert_eq!(
         one_line(&err),
-        format!("podmaster: {}:4: processes: expected a whole number, found \"abc\"", p.display())
+        format!("podmaster: {}:4: processes: expected a whole number or `auto`, found \"abc\"", p.display())
     );
 }
 
@@ -69,7 +69,10 @@ fn env_and_cli_errors_name_their_origin() {
     let (code, err) =
         run(&["--socket", ":0", "--python-worker-override", &example_script()], &[("UWSGI_PROCESSES", "x")]);
     assert_eq!(code, 78);
-    assert_eq!(one_line(&err), "podmaster: env UWSGI_PROCESSES: processes: expected a whole number, found \"x\"");
+    assert_eq!(
+        one_line(&err),
+        "podmaster: env UWSGI_PROCESSES: processes: expected a whole number or `auto`, found \"x\""
+    );
     let (code, err) =
         run(&["--socket", ":0", "--python-worker-override", &example_script(), "--drain-delay", "soon"], &[]);
     assert_eq!(code, 78);
@@ -147,4 +150,36 @@ fn argument_not_utf8() {
     let st = inst.wait_exit(DEADLINE);
     assert_eq!(st.code(), Some(78));
     assert_eq!(one_line(&inst.logs()), r#"podmaster: argument "caf\xE9.ini" is not valid UTF-8"#);
+}
+
+/// Every problem of a configuration in one run, one line each in the
+/// order of the file (the checks of the whole configuration last), the
+/// same at startup and with `--check-config`; a value refused once is not
+/// reported again by the checks that follow.
+#[test]
+fn every_problem_is_reported_at_once() {
+    let d = TempDir::new("many");
+    let ini = d.write(
+        "app.ini",
+        "[uwsgi]\nsocket = :99999\nprocesses = lots\nprocesess = 4\nworker-nice = 30\n\
+         python-worker-override = /nonexistent/w.py\nchdir = /nonexistent-dir\ndrain-delay = -1\n",
+    );
+    let p = ini.display();
+    let expected = [
+        format!("podmaster: {p}:2: socket: :99999: port \"99999\" is not a number from 0 to 65535"),
+        format!("podmaster: {p}:3: processes: expected a whole number or `auto`, found \"lots\""),
+        format!("podmaster: {p}:4: procesess: unknown option; did you mean `processes`?"),
+        format!("podmaster: {p}:5: worker-nice: expected a nice increment from 0 to 19, found 30"),
+        format!("podmaster: {p}:8: drain-delay: expected seconds (e.g. 5 or 0.5), found \"-1\""),
+        format!("podmaster: {p}:7: chdir: /nonexistent-dir: No such file or directory (os error 2)"),
+        format!(
+            "podmaster: {p}:6: python-worker-override: worker script /nonexistent/w.py: No such file or directory (os error 2)"
+        ),
+    ];
+    for args in [vec!["--ini", ini.to_str().unwrap()], vec!["--check-config", "--ini", ini.to_str().unwrap()]] {
+        let (code, err) = run(&args, &[]);
+        assert_eq!(code, 78, "{err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines, expected, "{args:?}");
+    }
 }

@@ -127,30 +127,36 @@ impl Config {
     /// virtualenv usable.
     pub fn finalize(&mut self, cwd: &Path) -> Result<(), ConfigError> {
         let base = self.chdir.as_ref().map(|c| cwd.join(c)).unwrap_or_else(|| cwd.to_path_buf());
+        let mut errors = Vec::new();
         if self.chdir.is_some() {
             // Checked here as uWSGI checks it at startup: otherwise every
             // worker fails its chdir and the instance never becomes ready.
             match std::fs::metadata(&base) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(self.error_at("chdir", format!("{}: not a directory", base.display()))),
-                Err(e) => return Err(self.error_at("chdir", format!("{}: {e}", base.display()))),
+                Ok(_) => errors.push(self.error_at("chdir", format!("{}: not a directory", base.display()))),
+                Err(e) => errors.push(self.error_at("chdir", format!("{}: {e}", base.display()))),
             }
         }
-        if let Some(v) = &self.virtualenv {
+        // Paths relative to a bad chdir would only repeat its error.
+        let base_ok = errors.is_empty();
+        if let Some(v) = self.virtualenv.clone().filter(|v| base_ok || v.is_absolute()) {
             let abs = base.join(v);
-            check_virtualenv(&abs).map_err(|err| self.error_at("virtualenv", err.to_string()))?;
-            self.virtualenv = Some(abs);
+            match check_virtualenv(&abs) {
+                Ok(_) => self.virtualenv = Some(abs),
+                Err(err) => errors.push(self.error_at("virtualenv", err.to_string())),
+            }
         }
-
-        if let Some(s) = &self.script {
+        if let Some(s) = self.script.clone().filter(|s| base_ok || s.is_absolute()) {
             let abs = base.join(s);
-            Self::check_script(&abs).map_err(|err| self.error_at("python-worker-override", err.to_string()))?;
-            self.script = Some(abs);
+            match Self::check_script(&abs) {
+                Ok(()) => self.script = Some(abs),
+                Err(err) => errors.push(self.error_at("python-worker-override", err.to_string())),
+            }
         }
         for t in &mut self.touch_reload {
             *t = base.join(&*t);
         }
-        Ok(())
+        ConfigError::all(errors)
     }
 
     /// `processes = auto`: the workers sized from `cgroup`'s CPU quota

@@ -143,17 +143,27 @@ pub struct Sources {
 /// Reads every source, lowest precedence first: `UWSGI_*`/`PODMASTER_*`
 /// environment variables, config files in order, command-line options.
 pub fn load(sources: &Sources, env: impl Iterator<Item = (String, String)>) -> Result<Vec<Entry>, ConfigError> {
+    let (entries, errors) = load_all(sources, env);
+    ConfigError::all(errors).map(|()| entries)
+}
+
+/// [`load`] that goes on past a source it cannot read: the entries of
+/// every source (what a failing one gave before its error, too) and the
+/// errors, in order.
+pub fn load_all(sources: &Sources, env: impl Iterator<Item = (String, String)>) -> (Vec<Entry>, Vec<ConfigError>) {
     let mut entries = env_entries(env);
+    let mut errors = Vec::new();
     for src in &sources.files {
-        match src {
-            Source::Ini(spec) => ini::load_spec(spec, &mut entries)?,
-            Source::Yaml(spec) => yaml::load_yaml_spec(spec, &mut entries)?,
-            Source::Json(spec) => yaml::load_json_spec(spec, &mut entries)?,
-            Source::Dir(dir) => yaml::load_dir(dir, &mut entries)?,
-        }
+        let loaded = match src {
+            Source::Ini(spec) => ini::load_spec(spec, &mut entries),
+            Source::Yaml(spec) => yaml::load_yaml_spec(spec, &mut entries),
+            Source::Json(spec) => yaml::load_json_spec(spec, &mut entries),
+            Source::Dir(dir) => yaml::load_dir(dir, &mut entries),
+        };
+        errors.extend(loaded.err());
     }
     entries.extend(sources.cli.iter().cloned());
-    Ok(entries)
+    (entries, errors)
 }
 
 /// `UWSGI_PROCESSES=4` and `PODMASTER_PROCESSES=4` both mean `processes = 4`.

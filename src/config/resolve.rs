@@ -9,16 +9,26 @@ use super::{Config, ConfigError, Entry, Origin};
 
 impl Config {
     /// Type-checks the raw entries and applies defaults. The last value of a
-    /// scalar wins; repeatable options keep every value in order.
+    /// scalar wins; repeatable options keep every value in order. Every bad
+    /// entry is reported, not only the first (see [`Config::resolve_all`]).
     pub fn resolve(entries: &[Entry]) -> Result<Config, ConfigError> {
+        let (cfg, errors) = Config::resolve_all(entries);
+        ConfigError::all(errors).map(|()| cfg)
+    }
+
+    /// [`Config::resolve`] that goes on past bad entries: the configuration
+    /// built from the good ones, and an error for each bad one, in order.
+    pub fn resolve_all(entries: &[Entry]) -> (Config, Vec<ConfigError>) {
         let mut cfg = Config::blank();
+        let mut errors = Vec::new();
         for e in options::defaults(entries).iter().chain(entries) {
-            match options::lookup(&e.key) {
-                Some(def) => cfg.take(def, e)?,
-                None => cfg.take_unknown(e)?,
-            }
+            let taken = match options::lookup(&e.key) {
+                Some(def) => cfg.take(def, e),
+                None => cfg.take_unknown(e),
+            };
+            errors.extend(taken.err());
         }
-        Ok(cfg)
+        (cfg, errors)
     }
 
     /// Applies one value of a known option and records it (defaults are
@@ -91,7 +101,7 @@ mod tests {
         let mut v = base();
         v.push(Entry::new("processes", "abc", Origin::File { path: "app.ini".into(), line: 7 }));
         let err = Config::resolve(&v).unwrap_err().to_string();
-        assert_eq!(err, r#"app.ini:7: processes: expected a whole number, found "abc""#);
+        assert_eq!(err, r#"app.ini:7: processes: expected a whole number or `auto`, found "abc""#);
     }
 
     #[test]

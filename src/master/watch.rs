@@ -161,7 +161,13 @@ impl Master {
         match result {
             Err(e) => {
                 self.config_reloads_failed += 1;
-                tracing::error!(error = %e, "config changed but is invalid; keeping the running configuration");
+                // Every problem, on the one log line.
+                let problems = e.to_string().replace('\n', "; ");
+                tracing::error!(
+                    error = problems.as_str(),
+                    count = e.count(),
+                    "config changed but is invalid; keeping the running configuration"
+                );
             }
             Ok(new) => {
                 if let Err(e) = self.apply_config(new) {

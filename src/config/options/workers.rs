@@ -28,6 +28,9 @@ pub(super) const OPTIONS: &[OptDef] = &[
                 c.processes = 1;
                 return Ok(());
             }
+            if e.value.trim().parse::<u64>().is_err() {
+                return Err(ConfigError::at(e, format!("expected a whole number or `auto`, found {:?}", e.value)));
+            }
             whole_in(e, 1..=1024, "1 to 1024 workers or `auto`").map(|n| c.processes = n as u32)
         },
     )
