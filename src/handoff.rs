@@ -92,6 +92,8 @@ pub struct WorkerSettings {
     pub with_board: bool,
     /// `worker-nice`, for workers and zygotes.
     pub nice: i32,
+    /// `env = KEY=VALUE`, for workers, zygotes and daemons.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl WorkerSettings {
@@ -119,7 +121,8 @@ impl WorkerSettings {
             sockets,
             is_a_reload: false,
         };
-        WorkerSettings { template, with_board, nice: cfg.worker_nice }
+        let env = cfg.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
+        WorkerSettings { template, with_board, nice: cfg.worker_nice, env }
     }
 
     /// What the zygote of code generation `generation` is started with.

@@ -114,7 +114,11 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
         tracing::info!("{n}");
     }
     for (key, origin) in &cfg.ignored {
-        tracing::info!(option = key.as_str(), origin = %origin, "uWSGI option accepted and ignored (podmaster covers it)");
+        let instead = config::options::uwsgi::ignored(key).unwrap_or("podmaster embeds CPython");
+        tracing::info!(option = key.as_str(), origin = %origin, instead, "uWSGI option accepted and ignored");
+    }
+    for (key, origin, text) in &cfg.notices {
+        tracing::info!(option = key.as_str(), origin = %origin, "{text}");
     }
 
     if let Some(how) = &cfg.processes_source {
@@ -149,10 +153,30 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
     }
 
     let (listeners, probe) = bind(&cfg, &mut adopted)?;
+    let pidfile = cfg.pidfile.as_ref().map(|p| cwd.join(p));
+    if let Some(p) = &pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| config_error(format!("pidfile {}: {e}", p.display())))?;
+    }
     let config_hash = config::entries_hash(&entries);
     let setup = MasterSetup { config: cfg, listeners, sources, env, cwd, probe, config_hash, python_worker, cgroup };
     let master = Master::new(setup).map_err(|e| Fatal { code: exit::SOFTWARE, message: e.to_string() })?;
-    Ok(master.run())
+    let code = master.run();
+    if let Some(p) = &pidfile {
+        remove_own_pidfile(p);
+    }
+    Ok(code)
+}
+
+/// Removes the pidfile if it still names this process (another instance
+/// may have taken the path over meanwhile).
+fn remove_own_pidfile(p: &std::path::Path) {
+    let ours = std::fs::read_to_string(p).is_ok_and(|s| s.trim() == std::process::id().to_string());
+    if ours {
+        if let Err(e) = std::fs::remove_file(p) {
+            tracing::warn!(path = %p.display(), error = %e, "cannot remove the pidfile");
+        }
+    }
 }
 
 /// Binds the configured sockets (or takes over every activated one) and

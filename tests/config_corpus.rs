@@ -78,7 +78,7 @@ fn corpus() -> Vec<Case> {
         ini("SIGKILL as stop signal", "worker-stop-signal = KILL", "cannot be a graceful stop signal"),
         ini("ready-workers 150%", "ready-workers = 150%", "expected a percentage"),
         ini("ready-workers words", "ready-workers = most", "expected a number of workers"),
-        ini("log-format xml", "log-format = xml", "expected `text` or `json`"),
+        ini("ready mode maybe", "worker-ready-mode = maybe", "expected `notify` or `spawn`"),
         ini("port out of range", "socket = 1.2.3.4:99999", "is not a number from 0 to 65535"),
         ini("unclosed IPv6", "socket = [::1", "expected [IPv6-address]:port"),
         ini("empty socket", "socket =", "empty socket address"),
@@ -125,7 +125,7 @@ fn corpus() -> Vec<Case> {
             input: Input::Dir(vec![("processes", "abc\n")]),
             expect: "processes:1: processes: expected a whole number",
         },
-        Case { name: "config dir unknown key", input: Input::Dir(vec![("workers", "4\n")]), expect: "unknown option" },
+        Case { name: "config dir unknown key", input: Input::Dir(vec![("wrokers", "4\n")]), expect: "unknown option" },
         Case {
             name: "unknown extension",
             input: Input::Args(vec!["app.conf".into()]),

@@ -154,17 +154,23 @@ fn load_doc(ext: &str, text: &str, sel: Option<&str>, load: Loader) -> (PathBuf,
 /// ini files: an error inside one of those names that file instead.
 fn assert_doc_origin(err: &ConfigError, doc: &std::path::Path) -> Result<(), TestCaseError> {
     let included = ["inc.ini", "self.ini"].map(|n| fixture().dir.join(n).display().to_string());
-    match included.iter().find(|p| err.to_string().starts_with(p.as_str())) {
-        Some(p) => assert_origin(err, p),
-        None => assert_origin(err, &doc.display().to_string()),
+    for one in err.clone().into_each() {
+        match included.iter().find(|p| one.to_string().starts_with(p.as_str())) {
+            Some(p) => assert_origin(&one, p)?,
+            None => assert_origin(&one, &doc.display().to_string())?,
+        }
     }
+    Ok(())
 }
 
-/// An error must be one line starting with `prefix` (its origin).
+/// Each problem an error reports must be one line starting with `prefix`
+/// (its origin).
 fn assert_origin(err: &ConfigError, prefix: &str) -> Result<(), TestCaseError> {
-    let text = err.to_string();
-    prop_assert!(!text.contains('\n'), "error spans lines: {text:?}");
-    prop_assert!(text.starts_with(prefix), "error {text:?} does not start with {prefix:?}");
+    for one in err.clone().into_each() {
+        let text = one.to_string();
+        prop_assert!(!text.contains('\n'), "error spans lines: {text:?}");
+        prop_assert!(text.starts_with(prefix), "error {text:?} does not start with {prefix:?}");
+    }
     Ok(())
 }
 
@@ -280,6 +286,14 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
         .boxed(),
         "max-processes" => (1..=1024u32).prop_map(move |n| (n.to_string(), dbg(&Some(n)))).boxed(),
         "worker-nice" => (0..=19i32).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
+        "worker-ready-warning" => seconds(false).prop_map(move |(w, d)| (w, dbg(&d))).boxed(),
+        "pidfile" => path().boxed(),
+        "env" => ("[A-Z_][A-Z0-9_]{0,10}", "[a-z0-9 =._-]{0,20}")
+            .prop_map(move |(k, v)| (format!("{k}={v}"), dbg(&(k, v))))
+            .boxed(),
+        "set-placeholder" => ("[a-z][a-z0-9_]{0,10}", "[a-z0-9._-]{0,20}")
+            .prop_map(move |(k, v)| (format!("{k}={v}"), "()".to_string()))
+            .boxed(),
         "reload-on-cgroup-memory" => prop_oneof![
             (1..=99u32).prop_map(move |p| (format!("{p}%"), dbg(&Some(MemoryMark::Percent(p))))),
             (1..=1u64 << 20, select(vec![("M", 20u32), ("Mi", 20), ("G", 30), ("Gi", 30)])).prop_map(
@@ -367,6 +381,10 @@ fn observe(cfg: &Config, name: &str) -> String {
         "processes" => dbg(&(cfg.processes, cfg.processes_auto)),
         "max-processes" => dbg(&cfg.max_processes),
         "worker-nice" => dbg(&cfg.worker_nice),
+        "worker-ready-warning" => dbg(&cfg.worker_ready_warning),
+        "pidfile" => dbg(cfg.pidfile.as_ref().unwrap()),
+        "env" => dbg(cfg.env.last().unwrap()),
+        "set-placeholder" => "()".into(),
         "reload-on-cgroup-memory" => dbg(&cfg.cgroup_memory_mark),
         "cgroup-check-interval" => dbg(&cfg.cgroup_check_interval),
         "listen" => dbg(&cfg.listen),
@@ -765,7 +783,7 @@ proptest! {
                     }
                 }
                 let resolved = bounded("resolve", move || Config::resolve(&entries));
-                if let Err(e) = resolved {
+                for e in resolved.err().map(ConfigError::into_each).unwrap_or_default() {
                     let s = e.to_string();
                     prop_assert!(!s.contains('\n'), "{s:?}");
                     prop_assert!(matches!(e.origin, Some(config::Origin::File { .. })), "{s}");

@@ -77,11 +77,19 @@ pub struct Entry {
     pub origin: Origin,
     /// Referenced by a `%(key)` placeholder: a variable, not necessarily an option.
     pub variable: bool,
+    /// Defined by `set-placeholder` (`set-ph`): a placeholder only, never
+    /// an option, even when its name is one.
+    pub placeholder: bool,
 }
 
 impl Entry {
     pub fn new(key: impl Into<String>, value: impl Into<String>, origin: Origin) -> Entry {
-        Entry { key: key.into(), value: value.into(), origin, variable: false }
+        Entry { key: key.into(), value: value.into(), origin, variable: false, placeholder: false }
+    }
+
+    /// A `set-placeholder` definition: `%(name)` expands to `value`.
+    pub fn placeholder(name: impl Into<String>, value: impl Into<String>, origin: Origin) -> Entry {
+        Entry { variable: true, placeholder: true, ..Entry::new(name, value, origin) }
     }
 }
 
@@ -153,6 +161,14 @@ pub fn load(sources: &Sources, env: impl Iterator<Item = (String, String)>) -> R
 pub fn load_all(sources: &Sources, env: impl Iterator<Item = (String, String)>) -> (Vec<Entry>, Vec<ConfigError>) {
     let mut entries = env_entries(env);
     let mut errors = Vec::new();
+    // `--set-ph NAME=VALUE` on the command line defines %(NAME) for the
+    // files too, as uWSGI reads its command line first.
+    for e in sources.cli.iter().filter(|e| matches!(e.key.as_str(), "set-placeholder" | "set-ph")) {
+        // A malformed one is reported by resolution, with the others.
+        if let Ok((name, value)) = options::workers::placeholder(e) {
+            entries.push(Entry::placeholder(name, value, e.origin.clone()));
+        }
+    }
     for src in &sources.files {
         let loaded = match src {
             Source::Ini(spec) => ini::load_spec(spec, &mut entries),
@@ -228,12 +244,12 @@ pub fn entries_hash(entries: &[Entry]) -> u64 {
 /// (`# default`). Variables used only as placeholders are left out.
 pub fn effective(entries: &[Entry]) -> String {
     let defaults = options::defaults(entries);
-    let entries: Vec<&Entry> = entries.iter().chain(&defaults).collect();
+    let entries: Vec<&Entry> = entries.iter().filter(|e| !e.placeholder).chain(&defaults).collect();
     let mut out = String::new();
     let mut names: Vec<&str> = Vec::new();
     for e in &entries {
         let name = options::lookup(&e.key).map(|d| d.name).unwrap_or(&e.key);
-        if !names.contains(&name) && (options::lookup(name).is_some() || options::HARMLESS.contains(&name)) {
+        if !names.contains(&name) && (options::lookup(name).is_some() || options::uwsgi::ignored(name).is_some()) {
             names.push(name);
         }
     }

@@ -118,6 +118,7 @@ pub struct Config {
     /// `worker-exec`: argv of a command worker (instead of a Python script).
     pub command: Option<Vec<String>>,
     pub ready_mode: ReadyMode,
+    pub worker_ready_warning: Duration,
     pub attach_daemons: Vec<Vec<String>>,
     pub reload_on_config_change: bool,
     pub config_check_interval: Duration,
@@ -132,6 +133,11 @@ pub struct Config {
     pub creds: Option<Creds>,
     /// App metrics declared with `metric =`.
     pub metrics: Vec<MetricDecl>,
+    /// `env = KEY=VALUE`: set for workers, zygotes and daemons, in order
+    /// (a later value of a key replaces the earlier one).
+    pub env: Vec<(String, String)>,
+    /// `pidfile`: written with the master's pid once the sockets are bound.
+    pub pidfile: Option<PathBuf>,
     /// Extra `sys.argv` entries for the worker script.
     pub pyargv: Vec<String>,
     /// `shared-import`: modules the zygote imports before forking workers.
@@ -145,6 +151,9 @@ pub struct Config {
     pub opt: Vec<(String, String)>,
     /// uWSGI options accepted and ignored, with where they were set.
     pub ignored: Vec<(String, Origin)>,
+    /// Notices about how an option was read (a socket alias, a uWSGI
+    /// request-log format): option as written, origin, text. Logged once.
+    pub notices: Vec<(String, Origin, String)>,
     /// Where each option (canonical name) was last set: the origin of the
     /// errors found after resolution (`check_workers`, `finalize`).
     pub set_at: Vec<(&'static str, Origin)>,
@@ -185,6 +194,7 @@ impl Config {
             reload_on_rss: None,
             command: None,
             ready_mode: ReadyMode::Notify,
+            worker_ready_warning: Duration::ZERO,
             attach_daemons: Vec::new(),
             reload_on_config_change: false,
             config_check_interval: Duration::ZERO,
@@ -197,11 +207,14 @@ impl Config {
             creds: None,
             metrics: Vec::new(),
             pyargv: Vec::new(),
+            env: Vec::new(),
+            pidfile: None,
             shared_imports: Vec::new(),
             lazy_apps: false,
             worker_nice: 0,
             opt: Vec::new(),
             ignored: Vec::new(),
+            notices: Vec::new(),
             set_at: Vec::new(),
         }
     }

@@ -4,7 +4,7 @@
 //! option's applier, so the last value of a scalar wins and repeatable
 //! options keep every value in order. Touches no file and no socket.
 
-use super::options::{self, OptDef};
+use super::options::{self, OptDef, uwsgi};
 use super::{Config, ConfigError, Entry, Origin};
 
 impl Config {
@@ -21,7 +21,7 @@ impl Config {
     pub fn resolve_all(entries: &[Entry]) -> (Config, Vec<ConfigError>) {
         let mut cfg = Config::blank();
         let mut errors = Vec::new();
-        for e in options::defaults(entries).iter().chain(entries) {
+        for e in options::defaults(entries).iter().chain(entries).filter(|e| !e.placeholder) {
             let taken = match options::lookup(&e.key) {
                 Some(def) => cfg.take(def, e),
                 None => cfg.take_unknown(e),
@@ -43,21 +43,23 @@ impl Config {
         Ok(())
     }
 
-    /// A key that is not an option: a harmless uWSGI option (noted), an
-    /// unsupported one (an error), a `%(placeholder)` variable (skipped),
-    /// or a mistake (an error with a suggestion).
+    /// A key that is not an option: a uWSGI option podmaster has no use
+    /// for (noted), one it refuses (an error saying why), a
+    /// `%(placeholder)` variable (skipped), or a mistake (an error with a
+    /// suggestion).
     fn take_unknown(&mut self, e: &Entry) -> Result<(), ConfigError> {
-        if options::HARMLESS.contains(&e.key.as_str()) {
+        let key = e.key.as_str();
+        let plugins = matches!(key, "plugin" | "plugins");
+        if plugins {
+            uwsgi::plugins(&e.value).map_err(|m| ConfigError::at(e, m))?;
+        }
+        if uwsgi::ignored(key).is_some() || plugins {
             self.ignored.push((e.key.clone(), e.origin.clone()));
             self.opt.push((e.key.clone(), e.value.clone()));
             return Ok(());
         }
-        if options::UNSUPPORTED.contains(&e.key.as_str()) {
-            return Err(ConfigError::at(
-                e,
-                "this uWSGI option is not supported by podmaster (it would change what runs); \
-                 use python-worker-override with your own server instead",
-            ));
+        if let Some(why) = uwsgi::refused(key) {
+            return Err(ConfigError::at(e, format!("uWSGI option not supported by podmaster: {why}")));
         }
         if e.variable {
             // Used only as a %(placeholder) variable, as uWSGI allows.
@@ -166,6 +168,7 @@ mod tests {
                 "chown-socket" | "uid" => "0",
                 "metric" => "name=m",
                 "reload-on-cgroup-memory" => "80%",
+                "env" | "set-placeholder" => "K=V",
 
                 "gid" => "0",
                 _ => "x",

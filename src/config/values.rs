@@ -11,9 +11,22 @@ use nix::sys::signal::Signal;
 
 use super::{AtEntry, ConfigError, Entry};
 
-/// uWSGI's booleans: false/off/no/0 (any case) are false, anything else true.
+/// uWSGI's booleans: false/off/no/0 (any case) are false, anything else
+/// true; a trailing comment is not part of it (`true  # memory`).
 pub fn parse_bool(value: &str) -> bool {
-    !matches!(value.trim().to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0")
+    !matches!(strip_comment(value).to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0")
+}
+
+/// `value` without a trailing comment: from the first `;` or `#` that
+/// follows a blank (`4 ; per core`), trimmed. Widely copied uWSGI files
+/// write numbers and booleans this way, which uWSGI reads with `atoi`.
+/// Only numbers, seconds and booleans are read so: a path or a command
+/// keeps its `;` and `#`, as uWSGI keeps them.
+pub fn strip_comment(value: &str) -> &str {
+    let v = value.trim();
+    let cut =
+        v.char_indices().find(|&(i, c)| (c == ';' || c == '#') && v[..i].ends_with([' ', '\t']));
+    cut.map_or(v, |(i, _)| v[..i].trim_end())
 }
 
 /// A signal by name (`TERM`, `SIGTERM`, any case) or number.
@@ -43,9 +56,7 @@ pub fn path(entry: &Entry) -> PathBuf {
 
 /// A whole number.
 pub fn whole(entry: &Entry) -> Result<u64, ConfigError> {
-    entry
-        .value
-        .trim()
+    strip_comment(&entry.value)
         .parse::<u64>()
         .map_err(|_| ConfigError::at(entry, format!("expected a whole number, found {:?}", entry.value)))
 }
@@ -62,7 +73,7 @@ pub fn whole_in(entry: &Entry, range: RangeInclusive<u64>, expected: &str) -> Re
 
 /// Seconds, whole or fractional, from 0 to a year.
 pub fn seconds(entry: &Entry) -> Result<Duration, ConfigError> {
-    let v = entry.value.trim();
+    let v = strip_comment(&entry.value);
     v.parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0 * 365.0)

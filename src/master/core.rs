@@ -76,6 +76,9 @@ pub struct Settings {
     pub lifetime_delta: Duration,
     /// Python workers are forked from a zygote (not `lazy-apps`).
     pub preforked: bool,
+    /// `worker-ready-warning`: a worker starting for this long without
+    /// reporting accepting is warned about once (None: never).
+    pub ready_warning: Option<Duration>,
 }
 
 impl Settings {
@@ -92,6 +95,7 @@ impl Settings {
             lifetime: c.max_worker_lifetime,
             lifetime_delta: c.max_worker_lifetime_delta,
             preforked: c.preforked(),
+            ready_warning: Some(c.worker_ready_warning).filter(|d| !d.is_zero()),
         }
     }
 }
@@ -324,7 +328,7 @@ impl<O: Os> Core<O> {
         let procs = self.table.iter().flat_map(|p| {
             let retire = matches!(p.role, super::table::Role::Worker { .. } | super::table::Role::Replacement { .. })
                 && retire_due;
-            [p.kill_deadline(), p.retire_at.filter(|_| retire)]
+            [p.kill_deadline(), p.retire_at.filter(|_| retire), self.slow_start_deadline(p)]
         });
         let drain = match self.phase {
             MasterPhase::Draining { stop_at, .. } => stop_at,
@@ -338,9 +342,40 @@ impl<O: Os> Core<O> {
             .min()
     }
 
+    /// When worker `p` is due a warning for never reporting accepting.
+    fn slow_start_deadline(&self, p: &super::table::Proc) -> Option<Instant> {
+        let slot = matches!(p.role, super::table::Role::Worker { .. } | super::table::Role::Replacement { .. });
+        let waiting = slot && p.state == super::table::ProcState::Starting && !p.slow_start_warned;
+        self.set.ready_warning.filter(|_| waiting).map(|d| p.started + d)
+    }
+
+    /// Warns once about each worker that has run `worker-ready-warning`
+    /// without reporting accepting: the usual cause is a script that never
+    /// calls `uwsgi.accepting()`, which leaves the pod unready for good.
+    fn warn_slow_starts(&mut self, now: Instant) {
+        let due: Vec<(Pid, u32)> = self
+            .table
+            .iter()
+            .filter(|p| self.slow_start_deadline(p).is_some_and(|t| now >= t))
+            .map(|p| (p.pid, p.role.slot().unwrap_or_default()))
+            .collect();
+        for (pid, id) in due {
+            self.table.set_slow_start_warned(pid);
+            let secs = self.set.ready_warning.map_or(0, |d| d.as_secs());
+            tracing::warn!(
+                worker = id,
+                pid = pid.as_raw(),
+                seconds = secs,
+                "worker has not reported accepting: call uwsgi.accepting() once your server listens \
+                 (or send READY=1), or set worker-ready-mode = spawn to count workers as ready when they start"
+            );
+        }
+    }
+
     /// Everything due at `now`: drain stop, SIGKILLs, respawns, recycling
     /// by lifetime, the reload timeout; then the rollout and drain advance.
     pub fn on_deadlines(&mut self, now: Instant) {
+        self.warn_slow_starts(now);
         self.drain_deadlines(now);
         self.zygote_deadlines(now);
         if !self.stopping() {

@@ -380,6 +380,12 @@ impl Master {
             recycles: core::Recycle::ALL.map(|r| (r.label(), core.counters.recycles[r as usize])).to_vec(),
             processes_source: self.cfg.processes_source.clone(),
             cgroup: Some(self.pod.cgroup.clone()),
+            slow_starts: core
+                .table
+                .iter()
+                .filter(|p| p.slow_start_warned && p.state == table::ProcState::Starting)
+                .filter_map(|p| p.role.slot())
+                .collect(),
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct Snapshot {
     pub oom_kills: u64,
     /// Workers recycled, by reason label (`lifetime`, `rss`, `cgroup_memory`).
     pub recycles: Vec<(&'static str, u64)>,
+    /// Slots whose worker has run `worker-ready-warning` without reporting
+    /// accepting (named in `/readyz`).
+    pub slow_starts: Vec<u32>,
     /// How `processes = auto` sized the workers.
     pub processes_source: Option<String>,
     /// The container's cgroup, read by the probe thread at scrape time.
@@ -158,6 +161,7 @@ impl Snapshot {
             recycles: Vec::new(),
             processes_source: None,
             cgroup: None,
+            slow_starts: Vec::new(),
         }
     }
 
@@ -173,7 +177,16 @@ impl Snapshot {
         match self.phase {
             Phase::Running | Phase::Reloading if n >= self.ready_target => (true, format!("ready: {counts}")),
             Phase::Running | Phase::Reloading | Phase::Starting => {
-                (false, format!("not ready: {counts} (need {})", self.ready_target))
+                let mut why = format!("not ready: {counts} (need {})", self.ready_target);
+                if !self.slow_starts.is_empty() {
+                    let ids: Vec<String> = self.slow_starts.iter().take(8).map(u32::to_string).collect();
+                    why += &format!(
+                        "; worker {} never reported accepting: call uwsgi.accepting() once the server listens, \
+                         or set worker-ready-mode = spawn",
+                        ids.join(", ")
+                    );
+                }
+                (false, why)
             }
             Phase::Draining | Phase::Exited => (false, format!("not ready: {} ({counts})", self.phase.name())),
         }

@@ -82,6 +82,8 @@ pub struct Proc {
     /// Accepting ⇄ not accepting transitions reported so far (a worker
     /// that flaps gets its later transitions logged at debug level only).
     pub flips: u32,
+    /// Warned about never reporting accepting (`worker-ready-warning`).
+    pub slow_start_warned: bool,
 }
 
 impl Proc {
@@ -97,6 +99,7 @@ impl Proc {
             ever_accepted: false,
             retire_at: None,
             flips: 0,
+            slow_start_warned: false,
         }
     }
 
@@ -231,6 +234,12 @@ impl Table {
         }
     }
 
+    pub fn set_slow_start_warned(&mut self, pid: Pid) {
+        if let Some(p) = self.procs.iter_mut().find(|p| p.pid == pid) {
+            p.slow_start_warned = true;
+        }
+    }
+
     pub fn clear_retire_at(&mut self, pid: Pid) {
         if let Some(p) = self.get_mut(pid) {
             p.retire_at = None;
@@ -253,6 +262,7 @@ mod tests {
             ever_accepted: false,
             flips: 0,
             retire_at: None,
+            slow_start_warned: false,
         }
     }
 

@@ -91,6 +91,7 @@ fn settings() -> Settings {
         lifetime: None,
         lifetime_delta: Duration::ZERO,
         preforked: false,
+        ready_warning: Some(Duration::from_secs(30)),
     }
 }
 
@@ -664,4 +665,18 @@ fn recycles_are_counted_by_reason_and_a_scaled_away_slot_is_not_refilled() {
     exited(&mut c, p2, 0);
     advance(&mut c, Duration::from_secs(1));
     assert_eq!(c.os.spawned.len(), spawns, "slot 2 is gone");
+}
+
+#[test]
+fn a_worker_that_never_reports_accepting_is_warned_about_once() {
+    let mut c = started(2);
+    let (p1, p2) = (c.os.spawned[0].0, c.os.spawned[1].0);
+    c.on_notice(p1.as_raw(), Notice::Ready);
+    assert_eq!(c.next_deadline(), Some(c.table.find(p2).unwrap().started + Duration::from_secs(30)));
+    advance(&mut c, Duration::from_secs(29));
+    assert!(!c.table.find(p2).unwrap().slow_start_warned);
+    advance(&mut c, Duration::from_secs(1));
+    assert!(c.table.find(p2).unwrap().slow_start_warned);
+    assert!(!c.table.find(p1).unwrap().slow_start_warned, "the accepting one is not");
+    assert_eq!(c.next_deadline(), None, "warned once: nothing more is due");
 }

@@ -233,7 +233,7 @@ fn uwsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for (k, v) in &c.spec.opt {
         // Flags (options that are on or off) given as `true` read as True.
         let flag = v == "true"
-            && (crate::config::options::HARMLESS.contains(&k.as_str())
+            && (crate::config::options::uwsgi::ignored(k).is_some()
                 || crate::config::options::lookup(k).is_some_and(|d| d.kind == crate::config::options::Kind::Bool));
         let value = if flag { true.into_pyobject(py)?.to_owned().into_any() } else { v.into_pyobject(py)?.into_any() };
         match opt.get_item(k)? {

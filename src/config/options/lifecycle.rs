@@ -23,6 +23,7 @@ pub(super) const OPTIONS: &[OptDef] = &[
         "seconds a stopping worker gets before SIGKILL (default fits Kubernetes' 30 s grace period)",
         |c, e| seconds(e).map(|d| c.worker_reload_mercy = d),
     )
+    .aliases(&["reload-mercy"])
     .default("25"),
     OptDef::new(
         "worker-stop-signal",
@@ -76,6 +77,16 @@ pub(super) const OPTIONS: &[OptDef] = &[
         |c, e| seconds(e).map(|d| c.max_worker_lifetime_delta = d),
     )
     .default("0"),
+    OptDef::new(
+        "pidfile",
+        Kind::Text,
+        "file the master writes its pid to once the sockets are bound (removed on exit)",
+        |c, e| {
+            c.pidfile = Some(path(e));
+            Ok(())
+        },
+    )
+    .aliases(&["pidfile2", "safe-pidfile"]),
     OptDef::new(
         "reload-on-rss",
         Kind::Uint,

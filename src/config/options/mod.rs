@@ -14,7 +14,8 @@ mod lifecycle;
 mod logging;
 pub mod resources;
 mod sockets;
-mod workers;
+pub mod uwsgi;
+pub mod workers;
 
 use super::{Config, ConfigError, Entry, Origin};
 
@@ -108,44 +109,6 @@ static ALL: [OptDef; COUNT] = join(&PARTS);
 /// Every option podmaster understands.
 pub static OPTIONS: &[OptDef] = &ALL;
 
-/// uWSGI options podmaster accepts and ignores because its behaviour already
-/// covers them (each is logged once as a notice).
-pub static HARMLESS: &[&str] = &[
-    "vacuum",
-    "die-on-term",
-    "enable-threads",
-    "need-app",
-    "strict",
-    "single-interpreter",
-    "thunder-lock",
-    "py-call-osafterfork",
-    "master-fifo",
-    "memory-report",
-    "auto-procname",
-    "no-orphans",
-];
-
-/// uWSGI options that would change behaviour podmaster does not implement:
-/// accepting them silently would run something other than what was asked.
-pub static UNSUPPORTED: &[&str] = &[
-    "module",
-    "wsgi-file",
-    "wsgi",
-    "callable",
-    "http",
-    "http-socket",
-    "https",
-    "harakiri",
-    "mount",
-    "static-map",
-    "plugin",
-    "plugins",
-    "emperor",
-    "cheaper",
-    "threads",
-    "gevent",
-];
-
 /// Finds an option by its name or one of its aliases.
 pub fn lookup(name: &str) -> Option<&'static OptDef> {
     OPTIONS.iter().find(|o| o.name == name || o.aliases.contains(&name))
@@ -156,7 +119,8 @@ pub fn lookup(name: &str) -> Option<&'static OptDef> {
 /// a source overrides is left out: for a scalar the result is the same,
 /// and a repeatable option's values replace its default, not extend it.)
 pub fn defaults(entries: &[Entry]) -> Vec<Entry> {
-    let set: Vec<&str> = entries.iter().filter_map(|e| lookup(&e.key)).map(|o| o.name).collect();
+    let set: Vec<&str> =
+        entries.iter().filter(|e| !e.placeholder).filter_map(|e| lookup(&e.key)).map(|o| o.name).collect();
     OPTIONS
         .iter()
         .filter(|o| !set.contains(&o.name))
@@ -202,7 +166,7 @@ mod tests {
         for o in OPTIONS {
             for n in std::iter::once(&o.name).chain(o.aliases.iter()) {
                 assert!(seen.insert(*n), "{n} declared twice");
-                assert!(!HARMLESS.contains(n) && !UNSUPPORTED.contains(n), "{n} also listed as uWSGI-only");
+                assert!(uwsgi::ignored(n).is_none() && uwsgi::refused(n).is_none(), "{n} also listed as uWSGI-only");
             }
         }
     }

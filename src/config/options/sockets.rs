@@ -13,6 +13,7 @@ pub(super) const OPTIONS: &[OptDef] = &[
         "listening socket to bind and hand to every worker (repeatable): host:port, :port, [v6]:port, /path.sock, @abstract, fd://N, sd://NAME",
         socket,
     )
+    .aliases(&["http-socket", "uwsgi-socket", "http11-socket", "shared-socket"])
     .repeatable(),
     OptDef::new(
         "probe-socket",
@@ -43,6 +44,14 @@ pub(super) const OPTIONS: &[OptDef] = &[
 
 fn socket(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
     let spec = SocketSpec::parse(e.value.trim()).at(e)?;
+    if e.key != "socket" {
+        let text = format!(
+            "{} {}: bound as a listening socket and handed to the workers, which speak its protocol themselves",
+            e.key,
+            e.value.trim()
+        );
+        c.notices.push((e.key.clone(), e.origin.clone(), text));
+    }
     c.sockets.push(SocketEntry { name: e.value.trim().to_owned(), spec, origin: e.origin.clone() });
     Ok(())
 }

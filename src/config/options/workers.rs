@@ -5,7 +5,7 @@
 
 use super::{Kind, OptDef};
 use crate::config::metric::{MAX_METRICS, parse_metric};
-use crate::config::values::{command, flag, lookup_group, lookup_user, one_of, path, whole_in};
+use crate::config::values::{command, flag, lookup_group, lookup_user, one_of, path, seconds, strip_comment, whole_in};
 use crate::config::{AtEntry, Config, ConfigError, Creds, Entry, ReadyMode, ReadyWorkers};
 
 /// Table-like (one declaration per option), exempt from the 80-line limit.
@@ -22,18 +22,19 @@ pub(super) const OPTIONS: &[OptDef] = &[
         Kind::Uint,
         "number of workers, or `auto`: the CPUs the container may use (its cgroup's CPU quota, rounded up)",
         |c, e| {
-            c.processes_auto = e.value.trim() == "auto";
+            c.processes_auto = strip_comment(&e.value) == "auto";
             if c.processes_auto {
                 // Sized from the cgroup at startup (`Config::size_workers`).
                 c.processes = 1;
                 return Ok(());
             }
-            if e.value.trim().parse::<u64>().is_err() {
+            if strip_comment(&e.value).parse::<u64>().is_err() {
                 return Err(ConfigError::at(e, format!("expected a whole number or `auto`, found {:?}", e.value)));
             }
             whole_in(e, 1..=1024, "1 to 1024 workers or `auto`").map(|n| c.processes = n as u32)
         },
     )
+    .aliases(&["workers"])
     .default("1"),
     OptDef::new(
         "python-worker-override",
@@ -123,6 +124,32 @@ pub(super) const OPTIONS: &[OptDef] = &[
     )
     .default("notify"),
     OptDef::new(
+        "worker-ready-warning",
+        Kind::Seconds,
+        "warn (log and /readyz) about a worker that has run this many seconds without reporting accepting; 0: never",
+        |c, e| seconds(e).map(|d| c.worker_ready_warning = d),
+    )
+    .default("30"),
+    OptDef::new(
+        "env",
+        Kind::Text,
+        "KEY=VALUE set in the environment of every worker, zygote and attach-daemon (repeatable; \
+         not seen by podmaster's own config expansion)",
+        env,
+    )
+    .repeatable(),
+    OptDef::new(
+        "set-placeholder",
+        Kind::Text,
+        "NAME=VALUE: a placeholder %(NAME) for the configuration read after it (repeatable; not an option)",
+        |_, e| {
+            placeholder(e)?;
+            Ok(())
+        },
+    )
+    .aliases(&["set-ph"])
+    .repeatable(),
+    OptDef::new(
         "attach-daemon",
         Kind::Text,
         "supervised side process (repeatable): respawned with backoff, stopped last",
@@ -205,4 +232,25 @@ fn shared_import(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
     }
     c.shared_imports.push(name.to_owned());
     Ok(())
+}
+
+/// `KEY=VALUE`, as the environment takes it: a name without `=` or NUL.
+fn env(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
+    let v = e.value.trim_start();
+    match v.split_once('=') {
+        Some((k, val)) if !k.is_empty() && !k.contains('\0') && !val.contains('\0') => {
+            c.env.retain(|(old, _)| old != k);
+            c.env.push((k.to_owned(), val.to_owned()));
+            Ok(())
+        }
+        _ => Err(ConfigError::at(e, format!("expected KEY=VALUE, found {v:?}"))),
+    }
+}
+
+/// `NAME=VALUE` of a `set-placeholder`: the name and the value.
+pub fn placeholder(e: &Entry) -> Result<(&str, &str), ConfigError> {
+    match e.value.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !k.contains(['(', ')', '%', '$', '@']) => Ok((k.trim(), v.trim())),
+        _ => Err(ConfigError::at(e, format!("expected NAME=VALUE, found {:?}", e.value))),
+    }
 }

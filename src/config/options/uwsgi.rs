@@ -1,0 +1,123 @@
+//! uWSGI options that are not podmaster options: the ones accepted and
+//! ignored because podmaster has no use for them (each with what podmaster
+//! does instead, logged once as a notice and listed in the README), and the
+//! ones refused because they would change what runs and are not
+//! implemented (each with its own message).
+
+/// Accepted and ignored: the option, and what podmaster does instead.
+/// Table-like, exempt from the 80-line limit. The README's table
+/// "uWSGI options accepted and ignored" lists exactly these (a test checks).
+pub static IGNORED: &[(&str, &str)] = &[
+    ("add-header", "podmaster does not handle responses: set headers in your app"),
+    ("auto-procname", "podmaster always names its processes (`podmaster: worker N`)"),
+    ("buffer-size", "podmaster does not parse requests: your server reads them"),
+    ("die-on-term", "SIGTERM is always a graceful drain"),
+    ("disable-logging", "podmaster does not log requests"),
+    ("disable-write-exception", "podmaster does not write responses"),
+    ("enable-threads", "the GIL is always initialised; threads work"),
+    ("harakiri-verbose", "podmaster has no harakiri"),
+    ("http-keepalive", "podmaster does not handle connections: your server does"),
+    ("http-timeout", "podmaster does not handle connections: your server does"),
+    ("ignore-sigpipe", "workers start with SIGPIPE ignored, as Python sets it"),
+    ("ignore-write-errors", "podmaster does not write responses"),
+    ("log-4xx", "podmaster does not log requests"),
+    ("log-5xx", "podmaster does not log requests"),
+    ("log-maxsize", "podmaster logs to stderr for the container runtime; rotation is its job"),
+    ("log-master", "the workers' output goes straight to the container's stdout and stderr"),
+    ("logger", "podmaster logs to stderr (log-format = text or json)"),
+    ("logto", "podmaster logs to stderr for the container runtime (kubectl logs), not to a file"),
+    ("master-fifo", "use signals: HUP reloads, TERM drains, TTIN/TTOU scale"),
+    ("memory-report", "see each worker's memory in /status and /metrics"),
+    ("need-app", "a worker that fails at import stops the instance before it is ready"),
+    ("no-orphans", "workers die with the master (parent-death signal)"),
+    ("post-buffering", "podmaster does not read request bodies"),
+    ("py-call-osafterfork", "forked workers run os.register_at_fork hooks"),
+    ("single-interpreter", "each worker has one interpreter"),
+    ("socket-timeout", "podmaster does not handle connections: your server does"),
+    ("stats", "see /status and /metrics on probe-socket"),
+    ("strict", "podmaster is always strict: unknown options are errors"),
+    ("thunder-lock", "the kernel wakes one accepting worker per connection"),
+    ("vacuum", "UNIX socket files podmaster created are removed on exit"),
+];
+
+/// Refused: the option, and why with what to do instead.
+pub static REFUSED: &[(&str, &str)] = &[
+    ("harakiri", "podmaster has no request timeout yet; enforce it in your server (or a proxy's timeout) for now"),
+    (
+        "max-requests",
+        "podmaster does not count requests yet; use max-worker-lifetime or reload-on-rss to recycle workers",
+    ),
+    ("threads", "podmaster runs one process per worker; run threads inside your worker (e.g. a thread pool)"),
+    ("cheaper", "podmaster keeps `processes` workers; scale with processes = auto, SIGTTIN/SIGTTOU or replicas"),
+    ("static-map", "podmaster does not serve static files yet; serve them from your app or a CDN"),
+    ("http", "podmaster has no HTTP router in front of the workers; serve HTTP in the workers (http-socket)"),
+    ("https", "TLS terminates at the Service or Ingress; serve plain HTTP in the pod"),
+    ("module", "podmaster does not load WSGI apps yet; run your own server with python-worker-override"),
+    ("wsgi-file", "podmaster does not load WSGI apps yet; run your own server with python-worker-override"),
+    ("wsgi", "podmaster does not load WSGI apps yet; run your own server with python-worker-override"),
+    ("callable", "podmaster does not load WSGI apps yet; run your own server with python-worker-override"),
+    ("mount", "podmaster does not load WSGI apps yet; run your own server with python-worker-override"),
+    ("emperor", "one podmaster runs one app per container; use one Deployment per app"),
+    ("gevent", "podmaster has no loop engines; start gevent in your worker script"),
+    ("exec-asap", "podmaster runs no hooks; run the command in the image's entrypoint or as attach-daemon"),
+    ("hook-pre-app", "podmaster runs no hooks; run the command in the image's entrypoint or as attach-daemon"),
+    ("hook-master-start", "podmaster runs no hooks; run the command in the image's entrypoint or as attach-daemon"),
+    ("cron", "podmaster runs no cron jobs; use a Kubernetes CronJob"),
+    ("unique-cron", "podmaster runs no cron jobs; use a Kubernetes CronJob"),
+];
+
+/// What podmaster does instead of ignored uWSGI option `name`.
+pub fn ignored(name: &str) -> Option<&'static str> {
+    IGNORED.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
+}
+
+/// Why uWSGI option `name` is refused.
+pub fn refused(name: &str) -> Option<&'static str> {
+    REFUSED.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
+}
+
+/// `plugin`/`plugins`: podmaster embeds CPython, so loading the Python
+/// plugin is a no-op; any other plugin is refused by name.
+pub fn plugins(value: &str) -> Result<(), String> {
+    let others: Vec<&str> = value
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.starts_with("python") && *p != "0")
+        .collect();
+    if others.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "uWSGI plugin {} not available: podmaster embeds CPython and has no plugins",
+            others.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_sorted_unique_and_disjoint_from_options() {
+        for table in [IGNORED, REFUSED] {
+            let mut names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), table.len());
+            for n in names {
+                assert!(super::super::lookup(n).is_none(), "{n} is a podmaster option too");
+            }
+        }
+        assert!(IGNORED.iter().all(|(n, _)| refused(n).is_none()));
+    }
+
+    #[test]
+    fn python_plugins_are_no_ops_and_others_are_named() {
+        assert_eq!(plugins("python3"), Ok(()));
+        assert_eq!(plugins("python, python311"), Ok(()));
+        assert_eq!(plugins("python3,router_static gevent").unwrap_err(), {
+            "uWSGI plugin `router_static`, `gevent` not available: podmaster embeds CPython and has no plugins"
+        });
+    }
+}
