@@ -13,6 +13,7 @@ Routes:
   GET /slow/S          sleep S seconds, then answer
   GET /orphans/N       start N double-forked orphans sleeping 0.3 s; body: their pids
   GET /crash           answer, then raise from the main flow (after accepting)
+  GET /env/NAME        the worker's environment variable NAME ("<unset>" if it is not)
   GET /leak/N          keep N more MB (written, so resident) for the worker's life;
                        body: the MB this worker holds
 """
@@ -94,6 +95,8 @@ async def handle(reader, writer):
             body = f"slept {s:g}"
         elif path.startswith("/orphans/"):
             body = " ".join(str(spawn_orphan()) for _ in range(int(path[9:])))
+        elif path.startswith("/env/"):
+            body = os.environ.get(path[5:], "<unset>")
         elif path.startswith("/leak/"):
             LEAKED.append(b"x" * (int(path[6:]) << 20))
             body = f"holding {sum(len(b) for b in LEAKED) >> 20} MB"
