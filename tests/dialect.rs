@@ -176,10 +176,55 @@ fn a_worker_that_never_calls_accepting_is_named_and_spawn_mode_is_the_way_out() 
         inst.probe_get("/readyz").filter(|r| r.body.contains("never reported accepting"))
     });
     assert_eq!(r.status, 503);
-    assert!(r.body.starts_with("not ready: 0/2 workers accepting (need 2); worker 1, 2 never reported accepting"), "{}", r.body);
+    assert!(
+        r.body.starts_with("not ready: 0/2 workers accepting (need 2); worker 1, 2 never reported accepting"),
+        "{}",
+        r.body
+    );
     let logs = inst.logs();
     assert_eq!(logs.matches("worker has not reported accepting").count(), 2, "once per worker: {logs}");
     drop(inst);
-    let inst = Instance::start_with(&test_script(), 2, 1, "worker-ready-mode = spawn\n", &[("APP_GATE", gate_s)], |c| c);
+    let inst =
+        Instance::start_with(&test_script(), 2, 1, "worker-ready-mode = spawn\n", &[("APP_GATE", gate_s)], |c| c);
     inst.wait_ready();
+}
+
+/// uWSGI files written the way real deployments write them
+/// (tests/uwsgi_corpus/*.ini): each passes `--check-config` with exactly
+/// the notices its `.expect` file lists (`notice OPTION`), and no error.
+#[test]
+fn the_corpus_of_real_world_style_files_checks_with_exactly_the_expected_notices() {
+    let dir = std::path::Path::new(ROOT).join("tests/uwsgi_corpus");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ini"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4);
+    for ini in files {
+        let out = Command::new(BIN)
+            .arg("--check-config")
+            .arg("--ini")
+            .arg(&ini)
+            .env_remove("PODMASTER_CORPUS_DEBUG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {err}", ini.display());
+        let mut noticed: Vec<String> = err
+            .lines()
+            .filter(|l| l.contains(" INFO ") && !l.contains("processes = auto"))
+            .filter_map(|l| l.split("option=\"").nth(1)?.split('"').next().map(str::to_owned))
+            .collect();
+        let mut expected: Vec<String> = std::fs::read_to_string(ini.with_extension("expect"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("notice ").map(str::to_owned))
+            .collect();
+        noticed.sort();
+        expected.sort();
+        assert_eq!(noticed, expected, "{}:\n{err}", ini.display());
+    }
 }

@@ -24,8 +24,7 @@ pub fn parse_bool(value: &str) -> bool {
 /// keeps its `;` and `#`, as uWSGI keeps them.
 pub fn strip_comment(value: &str) -> &str {
     let v = value.trim();
-    let cut =
-        v.char_indices().find(|&(i, c)| (c == ';' || c == '#') && v[..i].ends_with([' ', '\t']));
+    let cut = v.char_indices().find(|&(i, c)| (c == ';' || c == '#') && v[..i].ends_with([' ', '\t']));
     cut.map_or(v, |(i, _)| v[..i].trim_end())
 }
 

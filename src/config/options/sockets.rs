@@ -1,7 +1,7 @@
 //! Options about the listening sockets and the probe server's address.
 
 use super::{Kind, OptDef};
-use crate::config::values::{flag, lookup_group, lookup_user, text, whole_in};
+use crate::config::values::{flag, lookup_group, lookup_user, strip_comment, text, whole_in};
 use crate::config::{AtEntry, Config, ConfigError, Entry, SocketEntry};
 use crate::sockets::SocketSpec;
 
@@ -43,16 +43,23 @@ pub(super) const OPTIONS: &[OptDef] = &[
 ];
 
 fn socket(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
-    let spec = SocketSpec::parse(e.value.trim()).at(e)?;
+    // `127.0.0.1:3032 ; behind nginx` works in uWSGI (it reads the port
+    // with atoi): a value that parses only without its trailing comment
+    // is taken without it.
+    let bare = strip_comment(&e.value);
+    let value = match SocketSpec::parse(e.value.trim()) {
+        Err(_) if bare != e.value.trim() && SocketSpec::parse(bare).is_ok() => bare,
+        _ => e.value.trim(),
+    };
+    let spec = SocketSpec::parse(value).at(e)?;
     if e.key != "socket" {
         let text = format!(
             "{} {}: bound as a listening socket and handed to the workers, which speak its protocol themselves",
-            e.key,
-            e.value.trim()
+            e.key, value
         );
         c.notices.push((e.key.clone(), e.origin.clone(), text));
     }
-    c.sockets.push(SocketEntry { name: e.value.trim().to_owned(), spec, origin: e.origin.clone() });
+    c.sockets.push(SocketEntry { name: value.to_owned(), spec, origin: e.origin.clone() });
     Ok(())
 }
 
