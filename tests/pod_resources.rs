@@ -215,3 +215,37 @@ fn without_a_watermark_the_oom_killer_strikes_and_is_named() {
     inst.wait_ready();
     assert_eq!(http_get(&format!("127.0.0.1:{}", inst.ports[0]), "/after").unwrap().body, "Hello, after");
 }
+
+/// Utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A due cgroup check while the instance is still Starting (the app takes
+/// longer than `cgroup-check-interval` to become ready) must not turn the
+/// master's poll into a busy loop. Needs no cgroup: `processes = auto`
+/// schedules the check anyway.
+#[test]
+fn a_slow_start_does_not_spin_the_master() {
+    let dir = TempDir::new("slowstart");
+    let gate = dir.path().join("gate");
+    let gate_s = gate.display().to_string();
+    let inst = Instance::start_with(
+        &test_script(),
+        1,
+        1,
+        "processes = auto\nmax-processes = 1\ncgroup-check-interval = 0.2\n",
+        &[("APP_GATE", gate_s.as_str())],
+        |c| c,
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let before = cpu_ticks(inst.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks(inst.pid()) - before;
+    std::fs::write(&gate, "").unwrap();
+    inst.wait_ready();
+    // 200 ticks would be a whole CPU; an idle master spends ~0.
+    assert!(spent < 20, "the master used {spent} clock ticks in 2 s while Starting\n{}", inst.logs());
+}

@@ -227,7 +227,12 @@ impl Master {
     fn wait(&mut self) {
         let mut deadline = self.core.next_deadline();
         if matches!(self.core.phase, MasterPhase::Starting) || self.core.serving() {
-            deadline = [deadline, self.watch.next, self.pod.next].into_iter().flatten().min();
+            deadline = [deadline, self.watch.next].into_iter().flatten().min();
+        }
+        // The cgroup is checked only while serving (`on_deadlines`): a due
+        // check while Starting would be a zero timeout on every turn.
+        if self.core.serving() {
+            deadline = [deadline, self.pod.next].into_iter().flatten().min();
         }
         let wakeups = [self.signal_wake.as_fd(), self.probe_wake.as_fd()];
         let mut fds = vec![wakeups[0], self.notify.fd().as_fd(), wakeups[1]];
