@@ -189,12 +189,16 @@ impl Master {
     fn check_memory(&mut self, mark: MemoryMark, now: Instant) -> bool {
         let Some(m) = self.pod.cgroup.memory() else { return false };
         let Some(mark_bytes) = mark.bytes(m.limit) else { return false };
-        // Only serving workers (not replacements, not retiring) are candidates.
+        // Only serving workers (not replacements, not retiring, not still
+        // starting) are candidates: a worker just forked has almost no
+        // private memory yet, so it is neither worth recycling nor a
+        // measure of what a fresh worker costs.
         let sampled = self.sample_workers();
+        let table = &self.core.table;
         let sizes: Vec<(u32, Pid, sys::Memory)> = sampled
             .into_iter()
             .filter_map(|(role, pid, mem)| match role {
-                Role::Worker { slot } => Some((slot, pid, mem)),
+                Role::Worker { slot } if table.find(pid).is_some_and(|p| p.accepting()) => Some((slot, pid, mem)),
                 _ => None,
             })
             .collect();
