@@ -167,6 +167,33 @@ impl Cgroup {
         Some(CpuQuota { quota_us, period_us })
     }
 
+    /// The CPU limit as a resize decision needs it: `Ok(None)` when the
+    /// cgroup has none (v2 `max`, v1 a negative quota), `Err(())` when it
+    /// cannot be read (no controller, a file gone or garbled), so a caller
+    /// keeps what it had instead of taking "no limit" for every CPU.
+    #[allow(clippy::result_unit_err)]
+    pub fn cpu_limit(&self) -> Result<Option<CpuQuota>, ()> {
+        let cpu = self.cpu.as_ref().ok_or(())?;
+        match cpu.version {
+            Version::V2 => {
+                let text = cpu.read("cpu.max").ok_or(())?;
+                if text.split(u8::is_ascii_whitespace).next() == Some(b"max".as_slice()) {
+                    return Ok(None);
+                }
+                let (quota_us, period_us) = parse::cpu_max(&text).ok_or(())?;
+                Ok(Some(CpuQuota { quota_us, period_us }))
+            }
+            Version::V1 => {
+                let text = cpu.read("cpu.cfs_quota_us").ok_or(())?;
+                let quota: i64 = std::str::from_utf8(text.trim_ascii()).ok().and_then(|t| t.parse().ok()).ok_or(())?;
+                if quota < 0 {
+                    return Ok(None);
+                }
+                self.cpu_quota().map(Some).ok_or(())
+            }
+        }
+    }
+
     /// Total time the cgroup was throttled by its quota, from `cpu.stat`
     /// (v2 `throttled_usec`, v1 `throttled_time` in nanoseconds).
     pub fn cpu_throttled(&self) -> Option<Duration> {

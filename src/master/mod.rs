@@ -204,10 +204,6 @@ impl Master {
             if self.fswatch.drain() {
                 self.on_file_event(Instant::now());
             }
-            if self.pod.drain_threshold() {
-                tracing::debug!("the container's memory use crossed the reload-on-cgroup-memory mark");
-                self.check_pod(Instant::now());
-            }
             for sig in self.signals.pending().collect::<Vec<_>>() {
                 self.on_signal(sig);
             }
@@ -217,6 +213,12 @@ impl Master {
             }
             for (pid, notice) in self.notify.drain() {
                 self.core.on_notice(pid, notice);
+            }
+            // After reaping: a worker the OOM killer took in this turn
+            // claims its kill before the check settles the counter.
+            if self.pod.drain_threshold() {
+                tracing::debug!("the container's memory use crossed the memory threshold");
+                self.check_pod(Instant::now());
             }
             self.on_deadlines(Instant::now());
         }

@@ -36,6 +36,9 @@ use crate::sys;
 /// also runs as soon as a recycle is over (the old worker exited).
 pub const OVER_MARK_RECHECK: Duration = Duration::from_millis(250);
 
+/// How long an OOM kill may wait to be claimed by a death we reap.
+const OOM_CLAIM_WINDOW: Duration = Duration::from_secs(10);
+
 /// What the master knows about its cgroup.
 pub struct Pod {
     pub cgroup: Arc<Cgroup>,
@@ -50,18 +53,32 @@ pub struct Pod {
     threshold: Option<(u64, OwnedFd)>,
     /// The quota `processes` was last sized from.
     quota: Option<CpuQuota>,
-    /// The cgroup's `oom_kill` counter when last read.
+    /// OOM kills accounted for: claimed by a death, or forgotten.
     oom_seen: Option<u64>,
+    /// When the counter was first seen above `oom_seen` (unclaimed kills).
+    oom_pending_since: Option<Instant>,
     /// Each worker's RSS at the last memory check, for naming OOM kills.
     last_rss: HashMap<i32, u64>,
+    /// Each worker's private memory when first sampled accepting.
+    baseline: HashMap<i32, u64>,
     /// The last memory check found use above the mark.
     pub over: bool,
+    /// The CPU quota could not be read at the last check (warned once).
+    quota_unreadable: bool,
+    /// The working set when the last memory recycle was decided, and how
+    /// many recycles in a row did not bring it down (backoff, see
+    /// [`Pod::recycle_pause`]).
+    last_recycle: Option<(Instant, u64)>,
+    fruitless: u32,
+    /// The memory limit the threshold was registered for.
+    limit_seen: Option<u64>,
 }
 
 impl Pod {
     pub fn new(cgroup: Cgroup, cfg: &Config) -> Pod {
         let mut pod = Pod {
             oom_seen: cgroup.oom_kills(),
+            oom_pending_since: None,
             quota: cgroup.cpu_quota(),
             cgroup: Arc::new(cgroup),
             auto: false,
@@ -71,7 +88,12 @@ impl Pod {
             next: None,
             threshold: None,
             last_rss: HashMap::new(),
+            baseline: HashMap::new(),
             over: false,
+            quota_unreadable: false,
+            last_recycle: None,
+            fruitless: 0,
+            limit_seen: None,
         };
         pod.configure(cfg);
         pod
@@ -89,6 +111,14 @@ impl Pod {
         // the workers' memory once when the container nears it, so an OOM
         // kill that follows is logged with the victim's size.
         let watch = mark.or_else(|| limit.map(|l| l / 10 * 9));
+        self.limit_seen = limit;
+        if let (Some(m), Some(l)) = (mark, limit.filter(|l| mark.is_some_and(|m| m >= *l))) {
+            tracing::warn!(
+                mark_bytes = m,
+                limit_bytes = l,
+                "reload-on-cgroup-memory is at or above the memory limit: it can never fire"
+            );
+        }
         if self.mark.is_some() && mark.is_none() {
             tracing::warn!(
                 cgroup = self.cgroup.describe(),
@@ -123,15 +153,50 @@ impl Pod {
         matches!(nix::unistd::read(fd, &mut buf), Ok(8))
     }
 
-    /// Reads the oom_kill counter; true when it rose since the last read.
-    fn oom_counter_rose(&mut self) -> bool {
-        let now = self.cgroup.oom_kills();
-        let rose =
-            matches!((self.oom_seen, now), (Some(a), Some(b)) if b > a) || (self.oom_seen.is_none() && now > Some(0));
-        if now.is_some() {
-            self.oom_seen = now;
+    /// Claims one OOM kill for a process that just died of SIGKILL: true
+    /// when the cgroup's `oom_kill` counter holds an increment no earlier
+    /// death took. Each death takes at most one, so two workers killed and
+    /// reaped together are both named.
+    fn claim_oom_kill(&mut self) -> bool {
+        let Some(now) = self.cgroup.oom_kills() else { return false };
+        let seen = self.oom_seen.unwrap_or(0);
+        if now > seen {
+            self.oom_seen = Some(seen + 1);
+            true
+        } else {
+            self.oom_seen = Some(now);
+            false
         }
-        rose
+    }
+
+    /// Forgets OOM kills nobody claimed within [`OOM_CLAIM_WINDOW`] of
+    /// first seeing them (a worker's own subprocess, reaped by the worker,
+    /// not us), so that a later SIGKILL is not blamed on them. A victim of
+    /// ours is reaped well within the window: the kernel counts the kill
+    /// before the process has freed its memory and exited.
+    fn settle_oom_counter(&mut self, now: Instant) {
+        let Some(count) = self.cgroup.oom_kills() else { return };
+        if count <= self.oom_seen.unwrap_or(0) {
+            self.oom_pending_since = None;
+            return;
+        }
+        match self.oom_pending_since {
+            None => self.oom_pending_since = Some(now),
+            Some(since) if now.duration_since(since) >= OOM_CLAIM_WINDOW => {
+                self.oom_seen = Some(count);
+                self.oom_pending_since = None;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Whether memory recycling is paused after recycles that freed
+    /// nothing: 2^(n-1) check intervals after the n-th fruitless one in a
+    /// row, at most 10 minutes.
+    fn recycle_pause(&self, now: Instant) -> bool {
+        let Some((at, _)) = self.last_recycle.filter(|_| self.fruitless > 0) else { return false };
+        let pause = self.interval.saturating_mul(1 << (self.fruitless - 1).min(16)).min(Duration::from_secs(600));
+        now < at + pause
     }
 }
 
@@ -142,6 +207,7 @@ impl Master {
             self.pod.schedule(now, false);
             return;
         }
+        self.pod.settle_oom_counter(now);
         if self.pod.auto {
             self.follow_cpu_quota();
         }
@@ -165,9 +231,21 @@ impl Master {
         }
     }
 
-    /// `processes = auto` and the quota changed: scale to the new size.
+    /// `processes = auto` and the quota changed: scale to the new size. A
+    /// quota that cannot be read (the cgroup moved or vanished) keeps the
+    /// workers as they are: it is not "no limit".
     fn follow_cpu_quota(&mut self) {
-        let quota = self.pod.cgroup.cpu_quota();
+        let Ok(quota) = self.pod.cgroup.cpu_limit() else {
+            if !self.pod.quota_unreadable {
+                self.pod.quota_unreadable = true;
+                tracing::warn!(
+                    cgroup = self.pod.cgroup.describe(),
+                    "cannot read the CPU quota; keeping the workers as they are"
+                );
+            }
+            return;
+        };
+        self.pod.quota_unreadable = false;
         if quota == self.pod.quota {
             return;
         }
@@ -184,41 +262,99 @@ impl Master {
     }
 
     /// Over the mark: recycle the worker with the most private memory,
-    /// unless a recycle or rollout is still under way. Returns whether use
-    /// is above the mark.
+    /// unless a recycle or rollout is still under way, recycling is paused
+    /// (the last ones freed nothing), or no worker holds clearly more than
+    /// a fresh one (the memory is elsewhere: a daemon, files in tmpfs).
+    /// Returns whether use is above the mark.
     fn check_memory(&mut self, mark: MemoryMark, now: Instant) -> bool {
         let Some(m) = self.pod.cgroup.memory() else { return false };
+        if m.limit != self.pod.limit_seen {
+            // Resized in place: the threshold follows the new limit.
+            self.pod.limit_seen = m.limit;
+            let cfg = self.cfg.clone();
+            self.pod.configure(&cfg);
+        }
         let Some(mark_bytes) = mark.bytes(m.limit) else { return false };
-        // Only serving workers (not replacements, not retiring, not still
-        // starting) are candidates: a worker just forked has almost no
-        // private memory yet, so it is neither worth recycling nor a
-        // measure of what a fresh worker costs.
-        let sampled = self.sample_workers();
-        let table = &self.core.table;
-        let sizes: Vec<(u32, Pid, sys::Memory)> = sampled
-            .into_iter()
-            .filter_map(|(role, pid, mem)| match role {
-                Role::Worker { slot } if table.find(pid).is_some_and(|p| p.accepting()) => Some((slot, pid, mem)),
-                _ => None,
-            })
-            .collect();
+        let sizes = self.sample_candidates();
         if m.working_set < mark_bytes {
+            self.pod.fruitless = 0;
             return false;
         }
+        self.judge_last_recycle(m.working_set);
         let busy = self.core.rollout.is_some() || self.core.table.retiring().next().is_some();
-        let Some(&(id, pid, big)) = sizes.iter().filter(|_| !busy).max_by_key(|(_, _, mem)| mem.uss) else {
+        if busy || self.pod.recycle_pause(now) {
+            return true;
+        }
+        // A fresh worker costs about the least any worker held once it
+        // accepted; a candidate holds clearly more (twice that, and 8 MiB).
+        let fresh = sizes.iter().map(|c| c.baseline).min().unwrap_or(0);
+        let grown = |uss: u64| uss > fresh.saturating_mul(2).max(fresh + (8 << 20));
+        let Some(big) = sizes.iter().filter(|c| grown(c.uss)).max_by_key(|c| c.uss).copied() else {
+            self.note_memory_elsewhere(&m, mark_bytes, fresh);
             return true;
         };
-        // A fresh worker costs about the smallest one's private memory.
-        let fresh = sizes.iter().map(|(_, _, mem)| mem.uss).min().unwrap_or(0);
-        let room = m.limit.is_some_and(|l| l.saturating_sub(m.working_set) > fresh);
-        log_recycle(id, pid, big.uss, &m, mark_bytes, room);
-        if room {
-            self.core.recycle(id, Recycle::CgroupMemory);
+        // Room for a replacement next to it: a starting worker maps more
+        // than it keeps (about twice its private memory), plus a margin.
+        let room = m.limit.is_some_and(|l| l.saturating_sub(m.working_set) > fresh.saturating_mul(2) + (8 << 20));
+        let started = if room {
+            self.core.recycle(big.slot, Recycle::CgroupMemory)
         } else {
-            self.core.recycle_stop_first(id, Recycle::CgroupMemory, now);
+            self.core.recycle_stop_first(big.slot, Recycle::CgroupMemory, now)
+        };
+        if started {
+            log_recycle(big.slot, big.pid, big.uss, &m, mark_bytes, room);
+            self.pod.last_recycle = Some((now, m.working_set.saturating_sub(big.uss / 2)));
         }
         true
+    }
+
+    /// After a recycle: if use did not come down by at least half the
+    /// recycled worker's private memory, the recycle was fruitless.
+    fn judge_last_recycle(&mut self, working_set: u64) {
+        let Some((at, target)) = self.pod.last_recycle.filter(|(_, t)| *t != u64::MAX) else { return };
+        if working_set > target {
+            self.pod.fruitless += 1;
+            tracing::warn!(
+                fruitless = self.pod.fruitless,
+                working_set_bytes = working_set,
+                "recycling a worker did not bring the container's memory down: pausing memory recycles"
+            );
+        } else {
+            self.pod.fruitless = 0;
+        }
+        // Judged once.
+        self.pod.last_recycle = Some((at, u64::MAX));
+    }
+
+    /// Over the mark, yet no worker holds clearly more than a fresh one:
+    /// said once per stretch above the mark.
+    fn note_memory_elsewhere(&mut self, m: &MemoryUse, mark: u64, fresh: u64) {
+        if !self.pod.over {
+            tracing::warn!(
+                working_set_bytes = m.working_set,
+                mark_bytes = mark,
+                fresh_worker_uss_bytes = fresh,
+                "container memory over reload-on-cgroup-memory, but no worker holds much more than a fresh one: \
+                 recycling would not help (the memory is elsewhere: a daemon, a subprocess, files in tmpfs)"
+            );
+        }
+    }
+
+    /// Accepting workers (not replacements, not retiring, not still
+    /// starting: a worker just forked has almost no private memory yet),
+    /// each with its memory now and its first sample once accepting.
+    fn sample_candidates(&mut self) -> Vec<Candidate> {
+        let sampled = self.sample_workers();
+        let mut out = Vec::new();
+        for (role, pid, mem) in sampled {
+            let Role::Worker { slot } = role else { continue };
+            if !self.core.table.find(pid).is_some_and(|p| p.accepting()) {
+                continue;
+            }
+            let baseline = *self.pod.baseline.entry(pid.as_raw()).or_insert(mem.uss);
+            out.push(Candidate { slot, pid, uss: mem.uss, baseline });
+        }
+        out
     }
 
     /// Every worker process's memory, remembered for naming OOM kills.
@@ -230,28 +366,41 @@ impl Master {
         // memory can no longer be read, and its last sample must stay.
         let table = &self.core.table;
         self.pod.last_rss.retain(|pid, _| table.find(Pid::from_raw(*pid)).is_some());
+        self.pod.baseline.retain(|pid, _| table.find(Pid::from_raw(*pid)).is_some());
         self.pod.last_rss.extend(sampled.iter().map(|(_, pid, mem)| (pid.as_raw(), mem.rss)));
         sampled
     }
 
-    /// Before the core hears of an exit: a worker killed by SIGKILL that
-    /// we did not send, while the cgroup's OOM-kill counter rose, is named.
+    /// Before the core hears of an exit: a process that died of SIGKILL
+    /// (not sent by us) while the cgroup's `oom_kill` counter holds an
+    /// unclaimed increment was the OOM killer's. A worker is named, logged
+    /// and counted; a daemon, zygote or orphan is logged, and takes its
+    /// increment so that no worker is blamed for it.
     pub(super) fn note_oom_kill(&mut self, pid: Pid, status: &WaitStatus) {
         if !matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)) {
             return;
         }
-        let Some(p) = self.core.table.find(pid) else { return };
-        let ours = matches!(p.state, ProcState::Stopping { killed: true, .. });
+        let p = self.core.table.find(pid);
+        let ours = p.is_some_and(|p| matches!(p.state, ProcState::Stopping { killed: true, .. }));
+        let (slot, role) = (p.and_then(|p| p.role.slot()), p.map(|p| p.role));
         let last_rss = self.pod.last_rss.remove(&pid.as_raw());
-        let Some(id) = p.role.slot() else { return };
-        if ours || !self.pod.oom_counter_rose() {
+        if ours || !self.pod.claim_oom_kill() {
             return;
         }
+        let m = self.pod.cgroup.memory();
+        let Some(id) = slot else {
+            let what = match role {
+                Some(Role::Daemon { .. }) => "an attach-daemon",
+                Some(Role::Zygote { .. }) => "the zygote",
+                _ => "an orphaned descendant",
+            };
+            tracing::error!(pid = pid.as_raw(), what, "killed by the kernel's OOM killer");
+            return;
+        };
         self.core.counters.oom_kills += 1;
         if let Some(i) = self.core.slot_index(id) {
             self.core.slots[i].oom_kills += 1;
         }
-        let m = self.pod.cgroup.memory();
         tracing::error!(
             worker = id,
             pid = pid.as_raw(),
@@ -265,6 +414,16 @@ impl Master {
     }
 }
 
+/// A worker that may be recycled for memory.
+#[derive(Clone, Copy)]
+struct Candidate {
+    slot: u32,
+    pid: Pid,
+    uss: u64,
+    /// Its private memory when first sampled accepting.
+    baseline: u64,
+}
+
 fn log_recycle(id: u32, pid: Pid, uss: u64, m: &MemoryUse, mark: u64, room: bool) {
     tracing::warn!(
         worker = id,
@@ -276,4 +435,59 @@ fn log_recycle(id: u32, pid: Pid, uss: u64, m: &MemoryUse, mark: u64, room: bool
         order = if room { "replacement first" } else { "stop first" },
         "container memory over reload-on-cgroup-memory: recycling the worker with the most private memory"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::{Controller, Version};
+
+    /// A v1 memory controller in a temp dir whose `oom_kill` the test sets.
+    struct FakeOom(std::path::PathBuf);
+
+    impl FakeOom {
+        fn new() -> FakeOom {
+            let dir = std::env::temp_dir().join(format!("podmaster-pod-oom-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let f = FakeOom(dir);
+            f.set(0);
+            f
+        }
+        fn set(&self, n: u64) {
+            std::fs::write(
+                self.0.join("memory.oom_control"),
+                format!("oom_kill_disable 0\nunder_oom 0\noom_kill {n}\n"),
+            )
+            .unwrap();
+        }
+        fn pod(&self) -> Pod {
+            let cg = Cgroup { cpu: None, memory: Some(Controller { version: Version::V1, dir: self.0.clone() }) };
+            Pod::new(cg, &Config::resolve(&[]).unwrap())
+        }
+    }
+
+    impl Drop for FakeOom {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn each_oom_kill_is_claimed_once_and_stale_ones_are_forgotten() {
+        let f = FakeOom::new();
+        let mut pod = f.pod();
+        assert!(!pod.claim_oom_kill(), "nothing counted yet");
+        f.set(2);
+        assert!(pod.claim_oom_kill() && pod.claim_oom_kill(), "two kills, two victims named");
+        assert!(!pod.claim_oom_kill(), "a third SIGKILL is not the OOM killer's");
+        // A kill nobody of ours claims (a worker's own subprocess) is
+        // forgotten once the claim window has passed.
+        f.set(3);
+        let t0 = Instant::now();
+        pod.settle_oom_counter(t0);
+        pod.settle_oom_counter(t0 + Duration::from_secs(1));
+        assert_eq!(pod.oom_seen, Some(2), "still claimable within the window");
+        pod.settle_oom_counter(t0 + OOM_CLAIM_WINDOW);
+        assert!(!pod.claim_oom_kill(), "an operator's kill -9 later is not blamed on it");
+    }
 }

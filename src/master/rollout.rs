@@ -88,26 +88,30 @@ impl<O: Os> Core<O> {
     }
 
     /// Recycles slot `id`'s worker, replacement first, and counts it.
-    pub fn recycle(&mut self, id: u32, why: Recycle) {
+    /// Returns whether it was started.
+    pub fn recycle(&mut self, id: u32, why: Recycle) -> bool {
         if !self.serving() {
-            return;
+            return false;
         }
         self.counters.recycles[why as usize] += 1;
         self.request_replace(id, why.option());
+        true
     }
 
     /// Recycles slot `id`'s worker when there is no room for a replacement
     /// next to it: it is stopped gracefully first, and the slot respawns
     /// once it has exited ([`Core::on_exit`] of a retiring process whose
     /// slot is empty). Capacity dips by one worker meanwhile.
-    pub fn recycle_stop_first(&mut self, id: u32, why: Recycle, now: Instant) {
+    /// Returns whether it was started.
+    pub fn recycle_stop_first(&mut self, id: u32, why: Recycle, now: Instant) -> bool {
         // One at a time: not during a rollout, nor while one stops.
         if !self.serving() || self.rollout.is_some() || self.table.retiring().next().is_some() {
-            return;
+            return false;
         }
-        let Some(pid) = self.table.worker(id).map(|w| w.pid) else { return };
+        let Some(pid) = self.table.worker(id).map(|w| w.pid) else { return false };
         self.counters.recycles[why as usize] += 1;
         self.retire(pid, now, &format!("{} (no room for a replacement first)", why.option()));
+        true
     }
 
     /// Advances the rollout: nothing while a replacement is starting or an

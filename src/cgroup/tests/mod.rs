@@ -460,3 +460,27 @@ fn discovers_this_machine_without_panicking() {
     }
     eprintln!("{}; {}", cg.describe(), auto_processes(&cg, affinity_cpus()).1);
 }
+
+/// A resize needs "no limit" and "cannot read" told apart: the first
+/// sizes to every CPU, the second keeps the workers as they are.
+#[test]
+fn cpu_limit_tells_no_limit_from_unreadable() {
+    let tree = Tree::new("cpulimit");
+    let cpu = v1(&tree, "/sys/fs/cgroup/cpu");
+    tree.files("/sys/fs/cgroup/cpu", &[("cpu.cfs_quota_us", "-1\n"), ("cpu.cfs_period_us", "100000\n")]);
+    let cg = Cgroup { cpu: Some(cpu.clone()), memory: None };
+    assert_eq!(cg.cpu_limit(), Ok(None));
+    tree.files("/sys/fs/cgroup/cpu", &[("cpu.cfs_quota_us", "50000\n")]);
+    assert_eq!(cg.cpu_limit(), Ok(Some(CpuQuota { quota_us: 50000, period_us: 100000 })));
+    tree.files("/sys/fs/cgroup/cpu", &[("cpu.cfs_quota_us", "garbage\n")]);
+    assert_eq!(cg.cpu_limit(), Err(()));
+    std::fs::remove_file(tree.at("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")).unwrap();
+    assert_eq!(cg.cpu_limit(), Err(()));
+    assert_eq!(Cgroup::default().cpu_limit(), Err(()));
+    let v2dir = v2(&tree, "/sys/fs/cgroup/unified");
+    tree.files("/sys/fs/cgroup/unified", &[("cpu.max", "max 100000\n")]);
+    let cg2 = Cgroup { cpu: Some(v2dir), memory: None };
+    assert_eq!(cg2.cpu_limit(), Ok(None));
+    tree.files("/sys/fs/cgroup/unified", &[("cpu.max", "150000 100000\n")]);
+    assert_eq!(cg2.cpu_limit(), Ok(Some(CpuQuota { quota_us: 150000, period_us: 100000 })));
+}
