@@ -1,10 +1,13 @@
 //! `/metrics` content negotiation against a real podmaster: Prometheus'
 //! classic text by default, OpenMetrics when `Accept` asks for it (as
-//! Prometheus does), the same series in both, HEAD negotiating like GET.
+//! Prometheus does), the same series in both, HEAD negotiating like GET,
+//! and the classic text checked by `promtool check metrics`.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -95,5 +98,26 @@ fn head_negotiates_like_get() {
         assert_eq!(r.header("Vary"), Some("Accept"));
         let length: usize = r.header("Content-Length").and_then(|l| l.parse().ok()).unwrap_or(0);
         assert!(length > 0 && r.body.is_empty(), "HEAD: length {length}, body {:?}", r.body);
+    }
+}
+
+#[test]
+#[cfg_attr(not(have_promtool), ignore = "needs promtool: run bash scripts/test-deps.sh")]
+fn classic_text_passes_promtool() {
+    for extra in ["", APP_METRICS] {
+        let inst = Instance::start(&example_script(), 2, 1, extra);
+        inst.wait_ready();
+        let body = get(&inst, &[]).body;
+        let mut p = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run promtool");
+        p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.is_empty(), "promtool ({}) says:\n{said}\non:\n{body}", out.status);
     }
 }
