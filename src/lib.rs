@@ -13,7 +13,8 @@
 //! - [`master`]: the single-threaded main loop over a state machine (process table,
 //!   phase, rollout, drain) that acts through an `Os` trait; snapshots for the probes.
 //! - [`probes`]: the tiny_http probe server thread (/livez /readyz /metrics /status).
-//! - [`metrics`]: prometheus-client collector over master snapshots.
+//! - [`metrics`]: prometheus-client collector over master snapshots; classic text or
+//!   OpenMetrics by `Accept`.
 //! - [`notify`]: the `NOTIFY_SOCKET` protocol (READY=1 / STOPPING=1).
 //! - [`scoreboard`]: shared memory between master and workers (board, app metrics).
 //! - [`worker`]: worker mode; [`worker::python`] embeds CPython and the `uwsgi` module.

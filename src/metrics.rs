@@ -2,6 +2,11 @@
 //! prometheus-client from a snapshot at scrape time (a [`Collector`]), so
 //! metric values are derived from the same state as readiness and never
 //! stored twice.
+//!
+//! Two formats from one encoding: prometheus-client writes OpenMetrics
+//! text, served to clients whose `Accept` asks for it ([`accept`]);
+//! everyone else gets Prometheus' classic text format, converted from it
+//! ([`classic`]), which `promtool check metrics` and any older reader accept.
 
 use std::sync::Arc;
 
@@ -14,8 +19,37 @@ use prometheus_client::registry::Registry;
 
 use crate::master::state::{Phase, Shared, Snapshot};
 
+pub mod accept;
+pub mod classic;
+
 /// Content type of the OpenMetrics text format prometheus-client writes.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of Prometheus' classic text format.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exposition formats `/metrics` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus' text format 0.0.4: the default (what curl, older
+    /// scrapers and `promtool check metrics` read).
+    Classic,
+    /// OpenMetrics 1.0.0 text, for a client whose `Accept` asks for it.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header value asks for (empty: no header).
+    pub fn negotiate(accept: &str) -> Format {
+        accept::negotiate(accept)
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Classic => CLASSIC_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
 
 #[derive(Debug)]
 struct MasterCollector {
@@ -328,11 +362,14 @@ pub fn registry(shared: Arc<Shared>, app: crate::scoreboard::MetricsReader) -> R
     r
 }
 
-/// Encodes the registry in OpenMetrics text.
-pub fn encode(registry: &Registry) -> String {
+/// Encodes the registry in `format` (empty if a collector fails).
+pub fn encode(registry: &Registry, format: Format) -> String {
     let mut out = String::with_capacity(4096);
     if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
         out.clear();
     }
-    out
+    match format {
+        Format::OpenMetrics => out,
+        Format::Classic => classic::from_openmetrics(&out),
+    }
 }

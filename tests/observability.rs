@@ -88,7 +88,9 @@ fn metrics_parse_with_the_prometheus_parser() {
         "metric = name=requests.total,type=counter\nmetric = name=temp,type=gauge",
     );
     inst.wait_ready();
-    let r = inst.probe_get("/metrics").unwrap();
+    // The parser reads OpenMetrics, which /metrics serves when asked for it.
+    let r =
+        http_request(&inst.probe, "GET", "/metrics", &["Accept: application/openmetrics-text; version=1.0.0"]).unwrap();
     assert_eq!(r.header("Content-Type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     let mut p = Command::new(tools_python())
         .arg(format!("{ROOT}/tests/scripts/parse_metrics.py"))

@@ -34,7 +34,8 @@ fn shipped_example_serves_both_sockets_and_all_workers_answer() {
     assert_eq!(seen, HashSet::from(["1", "2", "3", "4"].map(String::from)));
 
     let m = inst.probe_get("/metrics").unwrap();
-    assert_eq!(m.header("Content-Type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    // Without an Accept header: Prometheus' classic text (tests/metrics_format.rs has the rest).
+    assert_eq!(m.header("Content-Type"), Some("text/plain; version=0.0.4; charset=utf-8"));
     assert_eq!(metric(&m.body, "podmaster_workers_accepting"), Some(4.0));
     assert!(m.body.contains("# TYPE podmaster_workers_accepting gauge"));
     assert_eq!(inst.probe_get("/livez").unwrap().status, 200);

@@ -391,7 +391,7 @@ mod tests {
     use super::*;
 
     fn req(target: &str) -> Parsed {
-        Parsed::Request(Request { method: Method::Get, target: target.into(), version: (1, 1) })
+        Parsed::Request(Request { method: Method::Get, target: target.into(), version: (1, 1), accept: String::new() })
     }
 
     #[test]
@@ -428,6 +428,13 @@ mod tests {
             parse_head(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"),
             Parsed::Reject(400, _)
         ));
+        // Accept fields are kept, several joined as one list.
+        let Parsed::Request(r) =
+            parse_head(b"GET /metrics HTTP/1.1\r\nAccept: text/plain\r\nX: y\r\naccept:  */*;q=0.1 \r\n\r\n")
+        else {
+            panic!("not a request")
+        };
+        assert_eq!(r.accept, "text/plain, */*;q=0.1");
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD));
         assert!(matches!(parse_head(long.as_bytes()), Parsed::Reject(431, _)));
     }

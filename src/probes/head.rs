@@ -22,6 +22,10 @@ pub struct Request {
     pub target: String,
     /// (1, 0) or (1, 1).
     pub version: (u8, u8),
+    /// The `Accept` field values joined with `, ` (RFC 9110 5.3), empty
+    /// when there is none; `/metrics` picks its format from it. Bytes that
+    /// are not UTF-8 (obs-text) become U+FFFD.
+    pub accept: String,
 }
 
 /// What [`parse_head`] made of the bytes received so far.
@@ -74,6 +78,7 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
     }
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
+    let mut accept = String::new();
     for (n, line) in lines.filter(|l| !l.is_empty()).enumerate() {
         if n >= MAX_HEADERS {
             return Parsed::Reject(431, "too many header fields");
@@ -97,6 +102,11 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
             content_length = Some(len);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked = true;
+        } else if name.eq_ignore_ascii_case(b"accept") {
+            if !accept.is_empty() {
+                accept.push_str(", ");
+            }
+            accept.push_str(&String::from_utf8_lossy(value));
         }
     }
     if chunked && content_length.is_some() {
@@ -109,7 +119,7 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
     };
     // Visible ASCII only, so this is valid UTF-8.
     let target = origin_form(&String::from_utf8_lossy(target));
-    Parsed::Request(Request { method, target, version })
+    Parsed::Request(Request { method, target, version, accept })
 }
 
 /// The path and query of a request target: an absolute-form target

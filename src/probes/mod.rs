@@ -147,7 +147,7 @@ fn answer(
     crate::test_hooks::maybe_panic_handler(&req.target);
     // Always Content-Length, never chunked: the body is in memory and the
     // connection closes after it anyway.
-    let resp = respond(&req.target, shared, registry, liveness).with_chunked_threshold(usize::MAX);
+    let resp = respond(req, shared, registry, liveness).with_chunked_threshold(usize::MAX);
     let mut out = Vec::with_capacity(512);
     let version = HTTPVersion(req.version.0, req.version.1);
     // Writing into a Vec cannot fail.
@@ -168,11 +168,12 @@ fn header(k: &str, v: &str) -> Header {
 }
 
 fn respond(
-    url: &str,
+    req: &guard::Request,
     shared: &Shared,
     registry: &prometheus_client::registry::Registry,
     liveness: Duration,
 ) -> Response<std::io::Cursor<Vec<u8>>> {
+    let url = req.target.as_str();
     let path = url.split('?').next().unwrap_or("");
     {
         match path {
@@ -206,8 +207,15 @@ fn respond(
                     text(503, "starting: not ready yet\n".into())
                 }
             }
-            "/metrics" => Response::from_string(crate::metrics::encode(registry))
-                .with_header(header("Content-Type", crate::metrics::CONTENT_TYPE)),
+            // Classic text unless `Accept` asks for OpenMetrics (a HEAD
+            // negotiates alike and gets the same headers); `Vary` tells a
+            // cache in between that the answer depends on `Accept`.
+            "/metrics" => {
+                let format = crate::metrics::Format::negotiate(&req.accept);
+                Response::from_string(crate::metrics::encode(registry, format))
+                    .with_header(header("Content-Type", format.content_type()))
+                    .with_header(header("Vary", "Accept"))
+            }
             "/status" => {
                 let snap = shared.load();
                 let mut v = serde_json::to_value(&*snap).unwrap_or_default();

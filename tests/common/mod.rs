@@ -264,6 +264,19 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<Response> {
     parse_response(&raw).ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {raw:?}")))
 }
 
+/// One HTTP/1.1 request with extra header lines (`"Accept: text/plain"`),
+/// `Connection: close`, 30 s I/O timeouts; a HEAD answer has an empty body.
+pub fn http_request(addr: &str, method: &str, path: &str, headers: &[&str]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw).ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {raw:?}")))
+}
+
 fn parse_response(raw: &[u8]) -> Option<Response> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n")?;
