@@ -5,41 +5,90 @@
 //! a line pass before parsing turns comment lines (`;` or `#`, also
 //! indented) and the lines of other sections into blank lines and a bare
 //! key into `key = true` (line numbers are preserved, and the same pass
-//! records each key's line for error messages); after parsing, values are
-//! expanded by [`super::placeholders`] (`%d %n %p %h`, `%(key)`, `$(VAR)`,
-//! `$(VAR:-default)`, `@(file)`) and `include`/`ini` keys splice other
-//! files in place. An inline `;` stays part of the value, as in uWSGI.
+//! records each key's line for error messages). The lines of the section
+//! then run in order (`walk`): configuration logic (`if-*` ... `endif`,
+//! `for*` ... `endfor`, `logic`) decides which lines apply and how often;
+//! each value that applies is expanded by [`super::placeholders`]; `include`
+//! and `ini` splice other files (or `:section`s of this one) in place,
+//! `set-placeholder`/`set-ph` define variables, `print` prints. An inline
+//! `;` stays part of the value, as in uWSGI.
+//!
+//! A value that cannot be expanded is reported and the next line is read,
+//! so one run reports every such problem of a file; a file that cannot be
+//! read, an include cycle, or a limit stops that file (a limit stops the
+//! whole load). Limits, per load of one source: [`MAX_FILE_BYTES`] per
+//! file, [`MAX_INCLUDE_DEPTH`] and [`MAX_FILES`] for includes, the value
+//! limits of [`super::placeholders`], `logic::MAX_REPETITIONS` and
+//! `logic::MAX_BLOCK_NESTING` for logic, `walk::MAX_LINE_RUNS` lines
+//! run, `walk::MAX_FAILURES` values that fail, `glob::MAX_GLOB_MATCHES`
+//! and the exec:// bounds of [`super::placeholders::exec`].
 
-use std::collections::HashMap;
+mod glob;
+mod logic;
+mod walk;
+
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use ini::{Ini, ParseOption};
 
-use super::placeholders::{FileCtx, expand_into, resolve_relative};
+use super::placeholders::exec::ExecBudget;
+use super::placeholders::magic::FileMagic;
 use super::{ConfigError, Entry, Origin};
+pub use logic::is_logic_key;
 
 /// Files larger than this are refused before reading: a config file is
 /// never megabytes long, and refusing early keeps errors instant.
-const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Includes deeper than this are certainly a mistake (cycles are caught
 /// earlier, this bounds long chains).
-const MAX_INCLUDE_DEPTH: usize = 16;
+pub const MAX_INCLUDE_DEPTH: usize = 16;
 /// Files one configuration may read in all (includes included): a file
 /// that includes another a hundred times, nested, is refused early.
-const MAX_FILES: usize = 256;
+pub const MAX_FILES: usize = 256;
 
-/// The include chain being read (cycle detection) and how many files the
-/// whole load has read.
+/// The state of one load of an ini source: the include chain being read
+/// (cycle detection), and what the whole load has used of its limits.
 #[derive(Debug, Default)]
 pub struct Chain {
-    stack: Vec<PathBuf>,
+    /// (real path, section) of each file being read, outermost first.
+    stack: Vec<(PathBuf, String)>,
     files: usize,
+    /// The first file of the load (the uppercase magic variables).
+    top: Option<FileMagic>,
+    /// `for` bodies run, lines run, values that failed.
+    repetitions: usize,
+    runs: usize,
+    failures: usize,
+    /// Keys whose value failed to expand: a placeholder naming one is a
+    /// consequence of that error, not a new one.
+    failed: HashSet<String>,
+    exec: ExecBudget,
+    /// Bytes of values expanded so far (with those of earlier sources).
+    bytes: Option<usize>,
+    /// A limit was hit: nothing more is read.
+    stopped: bool,
 }
 
-/// Loads `FILE` or `FILE:section` and appends its entries.
+/// One section of one file, as the loader reads it.
+#[derive(Clone, Copy)]
+struct Src<'a> {
+    text: &'a str,
+    /// The name shown in errors.
+    shown: &'a Path,
+    /// Its real path (`%d`, `%p`, relative paths, cycle detection).
+    abs: &'a Path,
+    /// The name as written (`%o`).
+    given: &'a str,
+    section: &'a str,
+}
+
+/// Loads `FILE` or `FILE:section` and appends its entries. Every value
+/// that failed is reported in the one error returned (the entries of the
+/// lines that worked are appended all the same).
 pub fn load_spec(spec: &str, entries: &mut Vec<Entry>) -> Result<(), ConfigError> {
     let (path, section) = split_spec(spec);
-    load_file(&PathBuf::from(path), section.unwrap_or("uwsgi"), entries, &mut Chain::default())
+    load_file(&PathBuf::from(path), path, section.unwrap_or("uwsgi"), entries, &mut Chain::default())
 }
 
 /// `app.ini:prod` names section `prod`; a path that exists as written wins.
@@ -98,11 +147,17 @@ pub fn check_text(bytes: Vec<u8>, shown: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
-fn load_file(path: &Path, section: &str, entries: &mut Vec<Entry>, stack: &mut Chain) -> Result<(), ConfigError> {
+fn load_file(
+    path: &Path,
+    given: &str,
+    section: &str,
+    entries: &mut Vec<Entry>,
+    chain: &mut Chain,
+) -> Result<(), ConfigError> {
     let text = read_text(path)?;
     let abs = std::fs::canonicalize(path)
         .map_err(|e| ConfigError::new(None, None, format!("{}: cannot resolve path: {e}", path.display())))?;
-    load_text(&text, path, &abs, section, entries, stack)
+    load_section(Src { text: &text, shown: path, abs: &abs, given, section }, entries, chain)
 }
 
 /// Parses ini `text` shown as `shown` in errors; `abs` is the real file
@@ -113,28 +168,55 @@ pub fn load_text(
     abs: &Path,
     section: &str,
     entries: &mut Vec<Entry>,
-    stack: &mut Chain,
+    chain: &mut Chain,
 ) -> Result<(), ConfigError> {
-    let at = |line: usize| Some(Origin::File { path: shown.to_owned(), line });
-    stack.files += 1;
-    if stack.files > MAX_FILES {
+    let given = shown.display().to_string();
+    load_section(Src { text, shown, abs, given: &given, section }, entries, chain)
+}
+
+fn load_section(src: Src, entries: &mut Vec<Entry>, chain: &mut Chain) -> Result<(), ConfigError> {
+    let at = |line: usize| Some(Origin::File { path: src.shown.to_owned(), line });
+    if chain.stopped {
+        return Ok(());
+    }
+    chain.files += 1;
+    if chain.files > MAX_FILES {
+        chain.stopped = true;
         return Err(ConfigError::new(
             at(0),
             None,
             format!("more than {MAX_FILES} config files read (includes included)"),
         ));
     }
-    if stack.stack.iter().any(|p| p == abs) {
+    if chain.stack.iter().any(|(p, s)| p == src.abs && s == src.section) {
         return Err(ConfigError::new(
             at(0),
             None,
             "include cycle: this file includes itself (directly or through others)",
         ));
     }
-    if stack.stack.len() >= MAX_INCLUDE_DEPTH {
+    if chain.stack.len() >= MAX_INCLUDE_DEPTH {
         return Err(ConfigError::new(at(0), None, format!("includes nested deeper than {MAX_INCLUDE_DEPTH} levels")));
     }
-    let (prepared, lines) = prepare(text, section, shown)?;
+    let lines = section_lines(&src)?;
+    let this = FileMagic {
+        shown: src.shown.to_owned(),
+        abs: src.abs.to_owned(),
+        given: src.given.to_owned(),
+        section: src.section.to_owned(),
+    };
+    let top = chain.top.get_or_insert_with(|| this.clone()).clone();
+    chain.stack.push((src.abs.to_owned(), src.section.to_owned()));
+    let errors = walk::run(src, &lines, super::placeholders::magic::Magic { this, top }, entries, chain);
+    chain.stack.pop();
+    ConfigError::all(errors)
+}
+
+/// The `key = value` lines of the section `src` names, in order, each
+/// with its line number.
+fn section_lines(src: &Src) -> Result<Vec<logic::Line>, ConfigError> {
+    let at = |line: usize| Some(Origin::File { path: src.shown.to_owned(), line });
+    let (prepared, numbers) = prepare(src.text, src.section, src.shown)?;
     let opt = ParseOption {
         enabled_quote: false,
         enabled_escape: false,
@@ -143,41 +225,26 @@ pub fn load_text(
     };
     let ini =
         Ini::load_from_str_opt(&prepared, opt).map_err(|e| ConfigError::new(at(e.line), None, e.msg.to_string()))?;
-
     let mut found = false;
-    let ctx = FileCtx { path: shown, abs: abs.to_owned() };
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    stack.stack.push(abs.to_owned());
+    let mut lines = Vec::new();
     for props in ini.section_all(Some(WANTED)) {
         found = true;
         for (key, raw) in props.iter() {
             let n = seen.entry(key).or_default();
-            let line = lines.get(key).and_then(|v| v.get(*n)).copied().unwrap_or(0);
+            let line = numbers.get(key).and_then(|v| v.get(*n)).copied().unwrap_or(0);
             *n += 1;
-            let origin = Origin::File { path: shown.to_owned(), line };
-            let value = expand_into(raw, &ctx, entries)
-                .map_err(|m| ConfigError::new(Some(origin.clone()), Some(key), m.to_string()))?;
-            if key == "include" || key == "ini" {
-                let (inc, sec) = split_spec(&value);
-                let inc_path = resolve_relative(&ctx, inc);
-                load_file(&inc_path, sec.unwrap_or(section), entries, stack).map_err(|mut err| {
-                    if err.origin.is_none() {
-                        err.origin = Some(origin.clone());
-                        err.key = Some(key.to_owned());
-                    }
-                    err
-                })?;
-                continue;
-            }
-            entries.push(Entry::new(key, value, origin));
+            lines.push(logic::Line { key: key.to_owned(), raw: raw.to_owned(), line });
         }
     }
-    stack.stack.pop();
     if !found {
-        return Err(ConfigError::new(at(0), None, format!("no [{section}] section in this file")));
+        return Err(ConfigError::new(at(0), None, format!("no [{}] section in this file", src.section)));
     }
-    Ok(())
+    Ok(lines)
 }
+
+/// Per key, the line of each occurrence in order.
+type Lines = HashMap<String, Vec<usize>>;
 
 /// The name the line pass gives the wanted section in the text it hands
 /// to rust-ini, whatever the file calls it.
@@ -195,9 +262,9 @@ const WANTED: &str = "wanted";
 /// joins a line ending in `\` with the next, and ends a line at a lone
 /// `\r`); the pass refuses or rewrites those lines so an entry always
 /// names the line it came from.
-fn prepare(text: &str, section: &str, shown: &Path) -> Result<(String, HashMap<String, Vec<usize>>), ConfigError> {
+fn prepare(text: &str, section: &str, shown: &Path) -> Result<(String, Lines), ConfigError> {
     let mut out = String::with_capacity(text.len() + 64);
-    let mut lines: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut lines: Lines = Lines::new();
     let mut inside = false;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -247,6 +314,11 @@ fn prepare(text: &str, section: &str, shown: &Path) -> Result<(String, HashMap<S
     }
     Ok((out, lines))
 }
+
+#[cfg(test)]
+mod limit_tests;
+#[cfg(test)]
+mod logic_tests;
 
 #[cfg(test)]
 mod tests {

@@ -183,6 +183,7 @@ fn load_docs(
         let key = scalar(k).ok_or_else(|| {
             ConfigError::new(Some(at(shown, section)), None, format!("option names must be strings, found {k:?}"))
         })?;
+        refuse_logic(&key, || at(shown, format!("{section}.{key}")))?;
         let values: Vec<(String, Value)> = match v {
             Value::Sequence(items) => {
                 items.iter().enumerate().map(|(i, it)| (format!("{section}.{key}[{i}]"), it.clone())).collect()
@@ -203,6 +204,20 @@ fn load_docs(
         }
     }
     Ok(())
+}
+
+/// Configuration logic (`if-env`, `for`, `endif`, ...) needs repeated keys
+/// in file order, which a mapping cannot hold: refused, pointing at ini.
+fn refuse_logic(key: &str, origin: impl FnOnce() -> Origin) -> Result<(), ConfigError> {
+    if !ini::is_logic_key(key) {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        Some(origin()),
+        None,
+        "configuration logic (if-*, for, endif, ...) is supported in ini files only; \
+         put these lines in an ini file (a ConfigMap can hold one as uwsgi.ini)",
+    ))
 }
 
 /// A YAML scalar as text (strings as-is, numbers and booleans as written).
@@ -237,6 +252,7 @@ fn load_configmap(
                 "ConfigMap data values must be strings; quote numbers and booleans (processes: \"4\")",
             ));
         };
+        refuse_logic(k, || at(shown, format!("data.{k}")))?;
         pairs.push((k.to_owned(), v.to_owned()));
     }
     let doc_key = match key_sel {
