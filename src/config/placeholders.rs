@@ -104,8 +104,16 @@ pub struct Expander<'a> {
     pub context: Option<&'a str>,
     pub failed: &'a HashSet<String>,
     pub exec: Option<&'a mut ExecBudget>,
+    /// The value is a uWSGI request-log format ([`REQUEST_LOG_KEYS`]): an
+    /// unknown `%(name)` is one of its variables (`%(addr)`, `%(status)`)
+    /// and stays as written, as uWSGI leaves it.
+    pub request_log: bool,
     pub used: Vec<String>,
 }
+
+/// Keys whose value is a uWSGI request-log format, full of `%(var)`s that
+/// are not placeholders.
+pub const REQUEST_LOG_KEYS: &[&str] = &["log-format", "logformat"];
 
 /// Expands `raw` as a value of a YAML/JSON document or ConfigMap (no
 /// logic blocks, no exec://) and marks the entries its `%(key)`
@@ -119,7 +127,8 @@ pub fn expand_into(raw: &str, ctx: &FileCtx, entries: &mut [Entry]) -> Result<St
     let file = FileMagic { shown: ctx.path.to_owned(), abs: ctx.abs.clone(), given, section: "uwsgi".into() };
     let magic = Magic::single(file);
     let failed = HashSet::new();
-    let mut ex = Expander { magic: &magic, context: None, failed: &failed, exec: None, used: Vec::new() };
+    let mut ex =
+        Expander { magic: &magic, context: None, failed: &failed, exec: None, request_log: false, used: Vec::new() };
     let v = ex.expand(raw, entries);
     mark_used(entries, &ex.used);
     let v = v?;
@@ -172,10 +181,16 @@ impl Expander<'_> {
                 let inner =
                     self.expand_at(body, entries, depth + 1, shell || (sigil == b'@' && body.starts_with("exec://")))?;
                 // Maths errors show the expression as written (`%k`, not 8).
-                let piece = self.substitute(sigil, &inner, entries).map_err(|e| match e {
-                    ExpandError::Maths { why, .. } => ExpandError::Maths { expr: body.to_owned(), why },
-                    e => e,
-                })?;
+                let piece = match self.substitute(sigil, &inner, entries) {
+                    Ok(piece) => piece,
+                    Err(ExpandError::UnknownKey(_) | ExpandError::NoContext) if self.request_log && sigil == b'%' => {
+                        format!("%({body})")
+                    }
+                    Err(ExpandError::Maths { why, .. }) => {
+                        return Err(ExpandError::Maths { expr: body.to_owned(), why });
+                    }
+                    Err(e) => return Err(e),
+                };
                 push(&mut out, &piece)?;
                 rest = &tail[close + 1..];
                 continue;
@@ -245,15 +260,34 @@ impl Expander<'_> {
                 return Ok(c.to_owned());
             }
         }
-        if let Some(e) = entries.iter().find(|e| e.key == name) {
+        if let Some(v) = find(entries, name) {
             self.used.push(name.to_owned());
-            return Ok(e.value.clone());
+            return Ok(v.to_owned());
         }
         if self.failed.contains(name) {
             return Err(ExpandError::Consequence(name.to_owned()));
         }
         Err(if name == "_" { ExpandError::NoContext } else { ExpandError::UnknownKey(name.to_owned()) })
     }
+}
+
+/// The value `%(name)` reads: that of the first entry that is `name`, or
+/// that defines it with `set-placeholder`/`set-ph = name=VALUE` (kept as
+/// the option entry it is; its syntax is the option's, checked when the
+/// configuration is resolved), as uWSGI reads the first exported value.
+pub fn find<'e>(entries: &'e [Entry], name: &str) -> Option<&'e str> {
+    entries.iter().find_map(|e| {
+        if e.key == name {
+            return Some(e.value.as_str());
+        }
+        if !matches!(e.key.as_str(), "set-placeholder" | "set-ph") {
+            return None;
+        }
+        match super::options::workers::placeholder(e) {
+            Ok((n, v)) if n == name => Some(v),
+            _ => None,
+        }
+    })
 }
 
 /// Appends what a placeholder or magic variable gave, refusing to grow

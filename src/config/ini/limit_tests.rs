@@ -29,11 +29,11 @@ fn placeholder_doubling_fails_at_once_with_one_line() {
 fn loops_in_loops_are_bounded() {
     let d = fixture("nested-for");
     let p = d.join("c.ini").display().to_string();
-    let text = "[uwsgi]\nfor-times = 200\nfor-times = 100\nset-ph = x=1\nendfor\nendfor\nlisten = 1\n";
+    let text = "[uwsgi]\nfor-times = 200\nfor-times = 100\nif-dir = file.txt\nendif\nendfor\nendfor\nlisten = 1\n";
     let got = load_in(&d, text, None);
     let why = format!("for loops repeat their bodies more than {MAX_REPETITIONS} times in all");
     assert_eq!(got.1, [format!("{p}:3: for-times: {why}")]);
-    assert!(got.0.iter().all(|(k, _, _)| k == "x"), "the load stopped there");
+    assert!(got.0.is_empty(), "the load stopped there: {:?}", got.0);
     // Deeper still: every level multiplies, the same bound holds.
     let deep = format!("[uwsgi]\n{}x = 1\n{}", "for = a b c d e f g h i j\n".repeat(8), "endfor\n".repeat(8));
     let t = Instant::now();

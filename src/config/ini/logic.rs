@@ -22,6 +22,7 @@
 use std::path::Path;
 
 use super::super::Entry;
+use super::super::placeholders::{find, mark_used};
 use super::glob::glob;
 
 /// Bodies of `for` loops run at most this many times in all in one load
@@ -252,11 +253,8 @@ pub fn test(test: Test, negated: bool, arg: &str, dir: &Path, entries: &mut [Ent
             (holds, value.unwrap_or_default())
         }
         Test::Opt => {
-            let found = entries.iter_mut().find(|e| e.key == name);
-            let value = found.map(|e| {
-                e.variable = true;
-                e.value.clone()
-            });
+            let value = find(entries, name).map(str::to_owned);
+            mark_used(entries, &[name.to_owned()]);
             let holds = match (&value, want) {
                 (Some(v), Some(w)) => v == w,
                 (Some(_), None) => true,

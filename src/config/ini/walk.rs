@@ -1,6 +1,8 @@
 //! Runs the lines of one section in order: logic blocks decide which lines
 //! apply and how often, each line that applies is expanded and becomes an
-//! entry, an include, a placeholder (`set-ph`) or a `print`.
+//! entry (a `set-ph = NAME=VALUE` entry defines `%(NAME)` for the lines
+//! after it, see [`super::super::placeholders::find`]), an include or a
+//! `print`.
 //!
 //! A skipped body is not expanded (its placeholders cannot fail). A value
 //! that fails to expand is reported and the walk goes on; a value that
@@ -10,9 +12,10 @@
 
 use std::collections::HashSet;
 
-use super::super::options;
 use super::super::placeholders::magic::Magic;
-use super::super::placeholders::{ExpandError, Expander, MAX_ENTRIES, MAX_TOTAL_BYTES, mark_used, resolve_in};
+use super::super::placeholders::{
+    ExpandError, Expander, MAX_ENTRIES, MAX_TOTAL_BYTES, REQUEST_LOG_KEYS, mark_used, resolve_in,
+};
 use super::logic::{self, Block, Line, MAX_REPETITIONS, Node, Opener};
 use super::{Chain, Src, load_file, load_section, split_spec};
 use crate::config::{ConfigError, Entry, Origin};
@@ -168,10 +171,6 @@ impl Walk<'_> {
         let Some(value) = self.expand(i, context, entries, chain)? else { return Ok(()) };
         match self.lines[i].key.as_str() {
             "include" | "ini" => self.include(i, &value, entries, chain),
-            "set-placeholder" | "set-ph" => {
-                self.set_placeholder(i, &value, entries);
-                Ok(())
-            }
             // uWSGI prints to stdout; here stdout is `--check-config`'s
             // report, so prints go to stderr with podmaster's prefix.
             "print" => {
@@ -196,13 +195,10 @@ impl Walk<'_> {
         if entries.len() >= MAX_ENTRIES {
             return self.stop(i, ExpandError::TooMany.to_string(), chain).map(|()| None);
         }
-        let mut ex = Expander {
-            magic: &self.magic,
-            context,
-            failed: &chain.failed,
-            exec: Some(&mut chain.exec),
-            used: Vec::new(),
-        };
+        let request_log = REQUEST_LOG_KEYS.contains(&self.lines[i].key.as_str());
+        let exec = Some(&mut chain.exec);
+        let mut ex =
+            Expander { magic: &self.magic, context, failed: &chain.failed, exec, request_log, used: Vec::new() };
         let expanded = ex.expand(&self.lines[i].raw, entries);
         let used = std::mem::take(&mut ex.used);
         mark_used(entries, &used);
@@ -270,28 +266,5 @@ impl Walk<'_> {
             }
         }
         if chain.stopped { Err(Stop) } else { Ok(()) }
-    }
-
-    /// `set-placeholder`/`set-ph = NAME=VALUE`: a variable for later
-    /// `%(NAME)`s, not an option.
-    fn set_placeholder(&mut self, i: usize, value: &str, entries: &mut Vec<Entry>) {
-        let Some((name, v)) = value.split_once('=') else {
-            return self.error(i, "expected NAME=VALUE");
-        };
-        let name = name.trim();
-        if name.is_empty() || name.contains([' ', '\t', '(', ')']) {
-            return self
-                .error(i, format!("{name:?} cannot be a placeholder name (empty, or a space or parenthesis in it)"));
-        }
-        if options::lookup(name).is_some() || options::HARMLESS.contains(&name) || options::UNSUPPORTED.contains(&name)
-        {
-            return self.error(
-                i,
-                format!("{name} is an option: set it as one (uWSGI refuses a placeholder named like an option)"),
-            );
-        }
-        let mut e = Entry::new(name, v.trim(), self.origin(i));
-        e.variable = true;
-        entries.push(e);
     }
 }

@@ -25,7 +25,8 @@ fn entries() -> Vec<Entry> {
 /// Expands `raw` with `%(_)` = `context`; exec:// allowed.
 fn ex(raw: &str, context: Option<&str>) -> Result<String, String> {
     let (m, failed, mut budget) = (magic(), HashSet::from(["broken".to_string()]), ExecBudget::default());
-    let mut e = Expander { magic: &m, context, failed: &failed, exec: Some(&mut budget), used: Vec::new() };
+    let mut e =
+        Expander { magic: &m, context, failed: &failed, exec: Some(&mut budget), request_log: false, used: Vec::new() };
     e.expand(raw, &entries()).map_err(|e| e.to_string())
 }
 
@@ -117,7 +118,8 @@ fn growth_is_bounded_but_written_text_is_not() {
     let at = Origin::File { path: "a.ini".into(), line: 1 };
     let big = vec![Entry::new("big", "y".repeat(MAX_VALUE_BYTES / 2 + 1), at)];
     let (m, failed) = (magic(), HashSet::new());
-    let mut e = Expander { magic: &m, context: None, failed: &failed, exec: None, used: Vec::new() };
+    let mut e =
+        Expander { magic: &m, context: None, failed: &failed, exec: None, request_log: false, used: Vec::new() };
     assert_eq!(e.expand("%(big)", &big).map(|v| v.len()).ok(), Some(MAX_VALUE_BYTES / 2 + 1));
     assert_eq!(e.expand("%(big)%(big)", &big).unwrap_err().to_string(), ExpandError::TooLong.to_string());
     assert_eq!(e.expand("%(big big)", &big).unwrap_err().to_string(), ExpandError::TooLong.to_string());
@@ -151,4 +153,18 @@ fn yaml_values_refuse_exec_and_mark_used_keys() {
     assert!(expand_into("%(name)%(nope)", &ctx, &mut e).is_err());
     assert!(e.iter().find(|x| x.key == "name").unwrap().variable, "marked though the value failed");
     assert_eq!(expand_into("%n-%e-%x", &ctx, &mut e).unwrap(), "a-yaml-uwsgi");
+}
+
+/// uWSGI's request-log variables are not placeholders: in `log-format`
+/// an unknown `%(name)` stays as written, a known one still expands.
+#[test]
+fn request_log_formats_keep_their_variables() {
+    let (m, failed) = (magic(), HashSet::new());
+    let mut e = Expander { magic: &m, context: None, failed: &failed, exec: None, request_log: true, used: Vec::new() };
+    let raw = "%(addr) [%(ltime)] \"%(method) %(uri)\" %(status) %(name) %(_) %n";
+    assert_eq!(e.expand(raw, &entries()).unwrap(), "%(addr) [%(ltime)] \"%(method) %(uri)\" %(status) web %(_) app");
+    assert_eq!(
+        e.expand("%q", &entries()).unwrap_err().to_string(),
+        "unknown magic variable %q (write %% for a literal %)"
+    );
 }
