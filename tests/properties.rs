@@ -757,7 +757,8 @@ proptest! {
         let nlines = text.lines().count();
         let line_ok = |line: usize| -> bool { line <= nlines.max(1) };
         match loaded {
-            Err(e) => {
+            // Every problem of the file is reported: each one line.
+            Err(all) => for e in all.into_each() {
                 let s = e.to_string();
                 prop_assert!(!s.contains('\n'), "{s:?}");
                 match &e.origin {
@@ -770,7 +771,7 @@ proptest! {
                     }
                     _ => prop_assert!(s.starts_with(&fixture().dir.display().to_string()), "{s}"),
                 }
-            }
+            },
             Ok(entries) => {
                 let lines: Vec<&str> = text.lines().collect();
                 for e in &entries {
