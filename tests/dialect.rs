@@ -228,3 +228,33 @@ fn the_corpus_of_real_world_style_files_checks_with_exactly_the_expected_notices
         assert_eq!(noticed, expected, "{}:\n{err}", ini.display());
     }
 }
+
+/// `--ini -` and `--yaml -` read the configuration from standard input
+/// (a framework that generates uWSGI command lines pipes it in); errors
+/// name `<stdin>` and the line.
+#[test]
+fn configuration_from_standard_input() {
+    use std::io::Write;
+    let run = |args: &[&str], text: &str| {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = run(&["--ini", "-", "--check-config"], &format!("{}processes = 3\n", base()));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("processes = 3  # <stdin>:4"), "{out}");
+    let (code, out) = run(&["--ini", "-", "--check-config"], &format!("{}procesess = 3\n", base()));
+    assert_eq!(code, Some(78));
+    assert!(out.contains("podmaster: <stdin>:4: procesess: unknown option"), "{out}");
+    let yaml = format!("uwsgi:\n  socket: 127.0.0.1:0\n  python-worker-override: {}\n  workers: 2\n", example_script());
+    let (code, out) = run(&["--yaml", "-", "--check-config"], &yaml);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("processes = 2"), "{out}");
+}

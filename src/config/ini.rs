@@ -88,7 +88,41 @@ struct Src<'a> {
 /// lines that worked are appended all the same).
 pub fn load_spec(spec: &str, entries: &mut Vec<Entry>) -> Result<(), ConfigError> {
     let (path, section) = split_spec(spec);
-    load_file(&PathBuf::from(path), path, section.unwrap_or("uwsgi"), entries, &mut Chain::default())
+    let section = section.unwrap_or("uwsgi");
+    if path == STDIN {
+        // `--ini -`: standard input, placed in the working directory (for
+        // `%d` and relative includes).
+        let text = stdin_text()?;
+        let abs = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")).join(STDIN_SHOWN);
+        return load_text(&text, Path::new(STDIN_SHOWN), &abs, section, entries, &mut Chain::default());
+    }
+    load_file(&PathBuf::from(path), path, section, entries, &mut Chain::default())
+}
+
+/// The source name for standard input (`--ini -`, `--yaml -`).
+pub const STDIN: &str = "-";
+/// How standard input is named in errors.
+pub const STDIN_SHOWN: &str = "<stdin>";
+
+/// Standard input as config text, read once (a second `-` source, or a
+/// reload's re-read, sees the same text), with a config file's checks.
+pub fn stdin_text() -> Result<String, ConfigError> {
+    use std::io::Read;
+    static TEXT: std::sync::OnceLock<Result<String, ConfigError>> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let mut bytes = Vec::new();
+        let read = std::io::stdin().lock().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes);
+        let shown = Path::new(STDIN_SHOWN);
+        if let Err(e) = read {
+            return Err(ConfigError::new(None, None, format!("{STDIN_SHOWN}: cannot read: {e}")));
+        }
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            let msg = format!("{STDIN_SHOWN}: over the {MAX_FILE_BYTES}-byte limit for a config file");
+            return Err(ConfigError::new(None, None, msg));
+        }
+        check_text(bytes, shown)
+    })
+    .clone()
 }
 
 /// `app.ini:prod` names section `prod`; a path that exists as written wins.

@@ -91,6 +91,12 @@ enum Syntax {
 
 fn load_spec(spec: &str, syntax: Syntax, entries: &mut Vec<Entry>) -> Result<(), ConfigError> {
     let (path, sel) = ini::split_spec(spec);
+    if path == ini::STDIN {
+        let text = ini::stdin_text()?;
+        let shown = Path::new(ini::STDIN_SHOWN);
+        let abs = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")).join(ini::STDIN_SHOWN);
+        return load_docs(parse(&text, shown, syntax)?, shown, &abs, sel, entries, 0);
+    }
     let path = Path::new(path);
     let text = ini::read_text(path)?;
     let abs = absolute(path)?;

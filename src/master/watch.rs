@@ -83,6 +83,9 @@ impl Master {
         if self.watches_config() {
             for src in &self.sources.files {
                 match src {
+                    // Standard input is read once: nothing to watch.
+                    config::Source::Ini(spec) | config::Source::Yaml(spec) | config::Source::Json(spec)
+                        if config::ini::split_spec(spec).0 == config::ini::STDIN => {}
                     config::Source::Ini(spec) => files.push(PathBuf::from(config::ini::split_spec(spec).0)),
                     config::Source::Yaml(p) | config::Source::Json(p) => files.push(PathBuf::from(p)),
                     config::Source::Dir(d) => dirs.push(d.clone()),
