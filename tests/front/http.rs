@@ -337,10 +337,16 @@ fn drain_finishes_the_request_in_flight_and_closes_the_rest() {
     let mut busy = connect(srv.addr());
     busy.write_all(&get("/wait")).unwrap();
     assert!(eventually(STEP, || gate.entered.load(Ordering::SeqCst) == 1));
+    // Accepted, nothing sent yet: idle too.
+    let silent = connect(srv.addr());
+    let mut probe = connect(srv.addr());
+    probe.write_all(&get("/hello")).unwrap();
+    read_response(&mut BufReader::new(probe.try_clone().unwrap()), false).unwrap();
 
     srv.drain.store(true, Ordering::Relaxed);
     let drained = Instant::now();
     assert!(closed_within(&idle, Duration::from_secs(2)), "an idle connection stayed open after the drain");
+    assert!(closed_within(&silent, Duration::from_secs(2)), "a silent new connection stayed open after the drain");
     assert!(drained.elapsed() < Duration::from_secs(2));
     gate.open();
     let resp = read_response(&mut BufReader::new(busy.try_clone().unwrap()), false).unwrap();

@@ -65,11 +65,13 @@ fn serve_http(wire: &mut Wire, peer: &Peer, site: &Site<'_>, accepted: Instant) 
     let mut head_buf = Vec::with_capacity(config.buffer_size);
     let mut fields = Vec::new();
     // The first head must be complete within head_timeout of the accept;
-    // later ones may wait keepalive_timeout for their first byte.
+    // later ones may wait keepalive_timeout for their first byte, and then
+    // have head_timeout. Until a first byte comes, the wait is idle (a
+    // drain ends it at once).
     let mut idle_until = accepted + config.head_timeout;
-    let mut head_from = Some(accepted);
+    let mut head_by = Some(accepted + config.head_timeout);
     loop {
-        let head = match read_head(wire, &mut head_buf, &mut fields, config, idle_until, head_from) {
+        let head = match read_head(wire, &mut head_buf, &mut fields, config, idle_until, head_by) {
             Ok(head) => head,
             Err(NoHead::Gone) => return false,
             Err(NoHead::TimedOut) => {
@@ -90,7 +92,7 @@ fn serve_http(wire: &mut Wire, peer: &Peer, site: &Site<'_>, accepted: Instant) 
             return unread || !wire.buffered().is_empty() || written.status >= 400;
         }
         idle_until = Instant::now() + config.keepalive_timeout;
-        head_from = None;
+        head_by = None;
     }
 }
 
@@ -102,13 +104,13 @@ fn read_head(
     fields: &mut Vec<FieldSpan>,
     config: &Config,
     idle_until: Instant,
-    mut head_from: Option<Instant>,
+    mut head_by: Option<Instant>,
 ) -> Result<Head, NoHead> {
     let mut scan = HeadScan::default();
     loop {
         let buf = wire.buffered();
         if !buf.is_empty() {
-            head_from.get_or_insert_with(Instant::now);
+            head_by.get_or_insert_with(|| Instant::now() + config.head_timeout);
             if scan.should_parse(buf) || buf.len() >= config.buffer_size {
                 match http::parse_head(buf, config, fields) {
                     Ok(Some(head)) => {
@@ -122,9 +124,9 @@ fn read_head(
                 }
             }
         }
-        let wait = match head_from {
-            None => Wait::Idle(idle_until),
-            Some(from) => Wait::Head(from + config.head_timeout),
+        let wait = match head_by {
+            Some(by) if !wire.buffered().is_empty() => Wait::Head(by),
+            _ => Wait::Idle(idle_until),
         };
         match wire.fill(wait) {
             Ok(_) => {}

@@ -134,3 +134,39 @@ impl Peer {
         Peer { addr: addr.ip().to_canonical().to_string(), port: addr.port().to_string() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_from_fds_by_family() {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        let l = Listener::from_fd(OwnedFd::from(tcp)).unwrap();
+        assert!(matches!(l, Listener::Tcp(_)));
+        assert_eq!(l.server_name_port(), ("127.0.0.1".to_owned(), port.to_string()));
+
+        let dir = std::env::temp_dir().join(format!("podmaster-front-stream-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let unix = UnixListener::bind(&path).unwrap();
+        let l = Listener::from_fd(OwnedFd::from(unix)).unwrap();
+        assert!(matches!(l, Listener::Unix(_)));
+        assert_eq!(l.server_name_port(), ("localhost".to_owned(), String::new()));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let (a, _) = UnixStream::pair().unwrap();
+        // A socketpair is AF_UNIX too; a pipe is no socket at all.
+        assert!(Listener::from_fd(OwnedFd::from(a)).is_ok());
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        assert!(Listener::from_fd(r).is_err());
+    }
+
+    #[test]
+    fn mapped_ipv4_peers_are_dotted() {
+        let addr: SocketAddr = "[::ffff:10.1.2.3]:8080".parse().unwrap();
+        assert_eq!(Peer::from_addr(addr), Peer { addr: "10.1.2.3".into(), port: "8080".into() });
+    }
+}
