@@ -137,6 +137,9 @@ fn test_environment() {
         // On PATH (Debian's prometheus package); scripts/test-deps.sh lists it
         // in .tools/bin/.installed, so installing it there re-runs this probe.
         ("have_promtool", runs("promtool", &["--version"], &[])),
+        // On PATH (Debian's nginx-light): tests/front runs a private nginx
+        // with uwsgi_pass in front of the WSGI front.
+        ("have_nginx", runs("nginx", &["-v"], &[])),
         (
             "have_docker_image",
             runs("docker", &["image", "inspect", "podmaster:test"], &[("DOCKER_HOST", docker_host.as_str())]),

@@ -7,6 +7,7 @@
 //! runs the Python override script in an embedded interpreter (in
 //! [`PYTHON_WORKER_BIN`], with the zygote: [`python`], [`zygote`]).
 
+pub mod front;
 pub mod python;
 pub mod zygote;
 
