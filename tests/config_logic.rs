@@ -191,21 +191,13 @@ fn yaml_refuses_logic_keys() {
 /// Longest one generated case may take (a debug build on a busy machine).
 const CASE_DEADLINE: Duration = Duration::from_secs(2);
 
+/// [`bounded_within`] [`CASE_DEADLINE`].
 fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(CASE_DEADLINE) {
-        Ok(Ok(v)) => v,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("no answer within {CASE_DEADLINE:?}"),
-    }
+    bounded_within("load", CASE_DEADLINE, f)
 }
 
 fn cases(n: u32) -> PtConfig {
-    let n = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(n);
-    PtConfig { cases: n, failure_persistence: None, ..PtConfig::default() }
+    proptest_cases(n)
 }
 
 /// A directory with a file, a subdirectory and a list for the generated

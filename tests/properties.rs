@@ -17,7 +17,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -30,31 +29,20 @@ use podmaster::config::options::{Kind, OPTIONS};
 use podmaster::config::{self, Config, ConfigError, Entry, MemoryMark, ReadyWorkers, Source, Sources, cli, ini, yaml};
 use podmaster::sockets::{self, SocketSpec};
 
-use common::TempDir;
+use common::{TempDir, bounded_within, proptest_cases};
 
 /// Longest one case may take. Parsing a config takes microseconds to a few
 /// milliseconds; a second means a hang or a blow-up, with room to spare
 /// for a debug build on a loaded CI machine.
 const CASE_DEADLINE: Duration = Duration::from_secs(1);
 
-/// Runs `f` on a helper thread and waits at most [`CASE_DEADLINE`]; a panic
-/// in `f` is re-raised here so proptest sees it and shrinks the input.
+/// [`bounded_within`] [`CASE_DEADLINE`].
 fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(CASE_DEADLINE) {
-        Ok(Ok(v)) => v,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("{what}: no answer within {CASE_DEADLINE:?}"),
-    }
+    bounded_within(what, CASE_DEADLINE, f)
 }
 
 fn cases(n: u32) -> PtConfig {
-    // PROPTEST_CASES, when set, overrides `n` (for a longer soak).
-    let n = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(n);
-    PtConfig { cases: n, failure_persistence: None, ..PtConfig::default() }
+    proptest_cases(n)
 }
 
 /// Files the generated configs point at: includes, `@(file)` targets (a

@@ -478,3 +478,25 @@ pub fn project(dir: &std::path::Path, generation: u32, data: &[(&str, &str)]) {
     std::os::unix::fs::symlink(&ts, &tmp).unwrap();
     std::fs::rename(&tmp, dir.join("..data")).unwrap();
 }
+
+/// Runs `f` on a helper thread and waits at most `deadline` (generated
+/// inputs must neither hang nor blow up); a panic in `f` is re-raised here
+/// so proptest sees it and shrinks the input.
+pub fn bounded_within<T: Send + 'static>(what: &str, deadline: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(Ok(v)) => v,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what}: no answer within {deadline:?}"),
+    }
+}
+
+/// A proptest configuration with `n` cases (PROPTEST_CASES, when set,
+/// overrides it for a longer soak) and no persisted failures.
+pub fn proptest_cases(n: u32) -> proptest::test_runner::Config {
+    let n = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(n);
+    proptest::test_runner::Config { cases: n, failure_persistence: None, ..Default::default() }
+}
