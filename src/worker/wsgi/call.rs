@@ -157,6 +157,17 @@ impl Handler for WsgiHandler {
 /// streams through [`Chunks`].
 fn respond(result: Bound<'_, PyAny>, state: &Shared) -> PyResult<Response> {
     let closer = Closer(Some(result.clone().unbind()));
+    // A list or tuple (the usual `[body]`) is already in memory: one
+    // body with its Content-Length, as PEP 3333 suggests for len() == 1.
+    if result.is_instance_of::<PyList>() || result.is_instance_of::<pyo3::types::PyTuple>() {
+        let mut body = Vec::new();
+        for item in result.try_iter()? {
+            body.extend_from_slice(&chunk_of(&item?)?);
+        }
+        let resp = head_of(state, body)?;
+        drop(closer);
+        return Ok(resp.0.body(resp.1));
+    }
     let mut iter = result.try_iter()?;
     let mut first = Vec::new();
     let mut ended = true;
@@ -169,22 +180,27 @@ fn respond(result: Bound<'_, PyAny>, state: &Shared) -> PyResult<Response> {
             break;
         }
     }
-    let (code, reason, headers) = {
-        let mut st = lock(state);
-        st.sent = true;
-        let mut written = std::mem::take(&mut st.written);
-        written.extend_from_slice(&first);
-        first = written;
-        st.head.take().ok_or_else(|| PyAssertionError::new_err("the app returned without calling start_response"))?
-    };
-    let mut resp = Response::new(code, reason);
-    resp.headers = headers;
+    let (resp, first) = head_of(state, first)?;
     if ended {
         drop(closer);
         return Ok(resp.body(first));
     }
     let rest = Chunks { iter: Some(iter.unbind().into_any()), closer };
     Ok(resp.stream(std::iter::once(Ok(first)).chain(rest), None))
+}
+
+/// The response head `start_response` set, and `first` after what the
+/// app passed to `write()`; from here the head counts as sent.
+fn head_of(state: &Shared, first: Vec<u8>) -> PyResult<(Response, Vec<u8>)> {
+    let mut st = lock(state);
+    st.sent = true;
+    let mut body = std::mem::take(&mut st.written);
+    body.extend_from_slice(&first);
+    let (code, reason, headers) =
+        st.head.take().ok_or_else(|| PyAssertionError::new_err("the app returned without calling start_response"))?;
+    let mut resp = Response::new(code, reason);
+    resp.headers = headers;
+    Ok((resp, body))
 }
 
 /// A chunk of the app's iterable: `bytes` (or another bytes-like object).

@@ -19,7 +19,7 @@ def _raw(environ, start_response):
             body = b"".join(environ["wsgi.input"])
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return [body]
-    if path == "/environ":
+    if path.startswith("/environ"):
         keys = {k: v for k, v in environ.items() if isinstance(v, str)}
         keys["wsgi.multithread"] = environ["wsgi.multithread"]
         keys["wsgi.version"] = list(environ["wsgi.version"])
