@@ -279,3 +279,17 @@ fn wsgi_file_and_callable() {
     let r = get(&addr, "/");
     assert_eq!((r.status, r.body.as_str()), (200, "from a file\n"), "{}", inst.logs());
 }
+
+#[test]
+fn input_after_the_call_raises_exc_info_replaces_headers_and_close_is_called() {
+    let (inst, addr) = wsgi_instance("app:edges", 1, "");
+    assert_eq!(get(&addr, "/keep-input").body, "kept\n", "{}", inst.logs());
+    let r = get(&addr, "/read-kept");
+    assert!(r.body.starts_with("ValueError: wsgi.input read after the app's call returned"), "{r:?}");
+    let r = get(&addr, "/exc-info");
+    assert_eq!((r.status, r.body.as_str()), (503, "replaced\n"));
+    for _ in 0..2 {
+        assert_eq!(get(&addr, "/closing").body, "ab");
+    }
+    assert_eq!(get(&addr, "/closed").body, "closed 2\n");
+}

@@ -272,6 +272,23 @@ mod tests {
     }
 
     #[test]
+    fn an_app_excludes_a_script_a_command_and_another_app() {
+        let both = |a: (&str, &str), b: (&str, &str)| {
+            let c = Config::resolve(&[e("socket", ":0"), e(a.0, a.1), e(b.0, b.1)]).unwrap();
+            c.check_workers(false).unwrap_err().to_string()
+        };
+        let err = both(("python-worker-override", "w.py"), ("module", "app"));
+        assert!(err.contains("keep module to have podmaster serve the WSGI app, or python-worker-override"), "{err}");
+        let err = both(("worker-exec", "gunicorn app"), ("wsgi-file", "app.py"));
+        assert!(err.contains("keep wsgi-file") && err.contains("or worker-exec"), "{err}");
+        let err = both(("module", "app"), ("wsgi-file", "app.py"));
+        assert!(err.contains("module (--module) and wsgi-file are both set"), "{err}");
+        let ok = Config::resolve(&[e("socket", ":0"), e("module", "app:api")]).unwrap();
+        ok.check_workers(false).unwrap();
+        assert!(ok.preforked() && ok.python_worker());
+    }
+
+    #[test]
     fn missing_worker_or_socket() {
         let check = |v: &[Entry]| Config::resolve(v).unwrap().check_workers(false).unwrap_err().to_string();
         assert!(check(&[e("socket", ":1")]).contains("python-worker-override"));

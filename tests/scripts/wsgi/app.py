@@ -52,3 +52,45 @@ def _raw(environ, start_response):
 
 BARRIER = threading.Barrier(4)
 application = validator(_raw)
+
+
+KEPT = {}
+
+
+def edges(environ, start_response):
+    """Not validated: exercises what the validator forbids on purpose."""
+    path = environ["PATH_INFO"]
+    if path == "/keep-input":
+        # Keeps wsgi.input past the call; /read-kept reads it later.
+        KEPT["input"] = environ["wsgi.input"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"kept\n"]
+    if path == "/read-kept":
+        try:
+            KEPT["input"].read(1)
+            result = b"read\n"
+        except ValueError as e:
+            result = b"ValueError: " + str(e).encode() + b"\n"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [result]
+    if path == "/exc-info":
+        # An error page replacing headers not sent yet (PEP 3333).
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise KeyError("late")
+        except KeyError:
+            start_response("503 Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"replaced\n"]
+    if path == "/closing":
+        class Body:
+            def __iter__(self):
+                yield b"a"
+                yield b"b"
+            def close(self):
+                KEPT["closed"] = KEPT.get("closed", 0) + 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+    if path == "/closed":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"closed %d\n" % KEPT.get("closed", 0)]
+    return application(environ, start_response)
