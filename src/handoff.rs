@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, SocketProtocol, WsgiApp};
 use crate::sys::{Credentials, LISTEN_FDS_START};
 
 /// Environment variable carrying the JSON [`WorkerSpec`] from master to worker.
@@ -52,8 +52,41 @@ pub struct WorkerSpec {
 
     /// Socket names, in fd order (fd 3 first).
     pub sockets: Vec<String>,
+    /// The WSGI app this worker serves (`module`/`wsgi-file`), if any.
+    #[serde(default)]
+    pub wsgi: Option<WsgiSpec>,
     /// True when this slot had a process before (a respawn or reload).
     pub is_a_reload: bool,
+}
+
+/// What a WSGI worker serves and how: the app, its threads, the front's
+/// limits, and the protocol of each socket in fd order (as `sockets`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WsgiSpec {
+    pub app: WsgiApp,
+    pub threads: u32,
+    pub buffer_size: usize,
+    pub limit_post: Option<u64>,
+    pub protocols: Vec<SocketProtocol>,
+}
+
+impl WsgiSpec {
+    /// The spec for `cfg`'s app, with the protocol of each socket named
+    /// in `sockets`; a socket no option declared (one passed by socket
+    /// activation and not configured) speaks uwsgi, as uWSGI's `socket`.
+    fn new(cfg: &Config, sockets: &[String]) -> Option<WsgiSpec> {
+        let protocols = sockets
+            .iter()
+            .map(|name| cfg.sockets.iter().find(|s| &s.name == name).map_or(SocketProtocol::Uwsgi, |s| s.protocol))
+            .collect();
+        Some(WsgiSpec {
+            app: cfg.app()?,
+            threads: cfg.threads.max(1),
+            buffer_size: cfg.buffer_size,
+            limit_post: cfg.limit_post,
+            protocols,
+        })
+    }
 }
 
 impl WorkerSpec {
@@ -98,7 +131,7 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     pub fn new(cfg: &Config, creds: Option<&Credentials>, sockets: Vec<String>, started_on: SystemTime) -> Self {
-        let with_board = cfg.script.is_some();
+        let with_board = cfg.python_worker();
         let template = WorkerSpec {
             id: 0,
             generation: 0,
@@ -118,6 +151,7 @@ impl WorkerSettings {
             metrics: cfg.metrics.clone(),
             pyargv: cfg.pyargv.clone(),
             shared_imports: cfg.shared_imports.clone(),
+            wsgi: WsgiSpec::new(cfg, &sockets),
             sockets,
             is_a_reload: false,
         };

@@ -108,7 +108,7 @@ fn run(args: Vec<String>) -> Result<u8, Fatal> {
     let reported: Vec<Option<String>> = problems.iter().map(|p| p.key.clone()).collect();
     problems.extend(whole.into_iter().flatten().filter(|p| p.key.is_none() || !reported.contains(&p.key)));
     config::ConfigError::all(problems).map_err(config_error)?;
-    let python_worker = cfg.script.is_some().then(worker::python_worker_exe).transpose().map_err(config_error)?;
+    let python_worker = cfg.python_worker().then(worker::python_worker_exe).transpose().map_err(config_error)?;
     logging::init(cfg.log_format, &cfg.log_level);
     if let Some(n) = &adopt_notice {
         tracing::info!("{n}");

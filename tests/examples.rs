@@ -109,3 +109,37 @@ fn metrics_example_counts_requests() {
     inst.signal(libc::SIGTERM);
     assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0));
 }
+
+#[test]
+fn wsgi_example_serves_http_and_uwsgi_and_drains() {
+    let (port, uport, probe) = (free_port(), free_port(), free_port());
+    let env = [("PORT", port.to_string()), ("UWSGI_PORT", uport.to_string()), ("PROBE_PORT", probe.to_string())];
+    let mut inst = run_example("examples/wsgi/uwsgi.ini", &env);
+    inst.wait_ready();
+    let r = http_get(&format!("127.0.0.1:{port}"), "/World").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "Hello, World\n"), "{}", inst.logs());
+    // The same app over the uwsgi protocol, as nginx's uwsgi_pass sends it.
+    let vars: &[(&[u8], &[u8])] = &[
+        (b"REQUEST_METHOD", b"GET"),
+        (b"REQUEST_URI", b"/nginx"),
+        (b"PATH_INFO", b"/nginx"),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+        (b"SERVER_NAME", b"example.org"),
+        (b"SERVER_PORT", b"80"),
+    ];
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", uport)).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    std::io::Write::write_all(&mut s, &podmaster::worker::front::uwsgi::encode_packet(vars)).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("Hello, nginx\n"), "{out}");
+    // --check-config accepts the file as its users wrote it.
+    let check = Command::new(BIN)
+        .current_dir(ROOT)
+        .args(["--check-config", "--ini", "examples/wsgi/uwsgi.ini"])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    inst.signal(libc::SIGTERM);
+    assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0), "{}", inst.logs());
+}

@@ -351,6 +351,21 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
         }
         "worker-exec" => argv().prop_map(move |(a, w)| (w, dbg(&Some(a)))).boxed(),
         "attach-daemon" | "pyargv" => argv().prop_map(move |(a, w)| (w, dbg(&a))).boxed(),
+        // `pkg.mod` or `pkg.mod:callable`, as uWSGI's `module` takes them.
+        "module" => {
+            (prop::collection::vec("[A-Za-z_][A-Za-z0-9_]{0,8}", 1..4), prop::option::of("[A-Za-z_][a-z0-9_]{0,6}"))
+                .prop_map(move |(parts, call)| {
+                    let name = parts.join(".");
+                    let written = call.as_ref().map_or(name.clone(), |c| format!("{name}:{c}"));
+                    (written, dbg(&(Some(name), call)))
+                })
+                .boxed()
+        }
+        "wsgi-file" => path().boxed(),
+        "callable" => "[A-Za-z_][A-Za-z0-9_]{0,10}".prop_map(move |c| (c.clone(), c)).boxed(),
+        "threads" => (1..=1024u32).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
+        "buffer-size" => (512..=65535usize).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
+        "limit-post" => (0..=u64::MAX).prop_map(move |n| (n.to_string(), dbg(&(n > 0).then_some(n)))).boxed(),
         other => panic!("option {other} has no value generator: add one to valid_value"),
     }
 }
@@ -406,6 +421,12 @@ fn observe(cfg: &Config, name: &str) -> String {
         "worker-exec" => dbg(&cfg.command),
         "attach-daemon" => dbg(cfg.attach_daemons.last().unwrap()),
         "pyargv" => dbg(&cfg.pyargv),
+        "module" => dbg(&(cfg.module.clone(), cfg.module_callable.clone())),
+        "wsgi-file" => dbg(cfg.wsgi_file.as_ref().unwrap()),
+        "callable" => cfg.callable.clone(),
+        "threads" => dbg(&cfg.threads),
+        "buffer-size" => dbg(&cfg.buffer_size),
+        "limit-post" => dbg(&cfg.limit_post),
         other => panic!("option {other} is not observed: add it to observe"),
     }
 }

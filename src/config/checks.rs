@@ -89,12 +89,14 @@ impl Config {
     /// `activated`: sockets were passed by socket activation (they serve
     /// as the socket list when none is configured).
     pub fn check_workers(&self, activated: bool) -> Result<(), ConfigError> {
+        self.check_app()?;
         match (&self.script, &self.command) {
-            (None, None) => {
+            (None, None) if self.app().is_none() => {
                 return Err(ConfigError::new(
                     None,
                     Some("python-worker-override"),
-                    "no worker configured: set python-worker-override = SCRIPT or worker-exec = COMMAND (see README)",
+                    "no worker configured: set module = PKG.MOD:CALLABLE (or wsgi-file = FILE) for a WSGI app, \
+                     python-worker-override = SCRIPT or worker-exec = COMMAND (see README)",
                 ));
             }
             (Some(_), Some(_)) => {
@@ -117,6 +119,44 @@ impl Config {
         }
         if self.sockets.is_empty() && !activated {
             return Err(ConfigError::new(None, Some("socket"), "no socket configured: add socket = HOST:PORT"));
+        }
+        Ok(())
+    }
+
+    /// The WSGI app options against each other and the other kinds of
+    /// worker: one app, and an app or a script or a command.
+    fn check_app(&self) -> Result<(), ConfigError> {
+        let at = |key: &str| self.origin_of(key).map(|o| format!(" ({o})")).unwrap_or_default();
+        if self.module.is_some() && self.wsgi_file.is_some() {
+            return Err(self.error_at(
+                "wsgi-file",
+                format!("module{} and wsgi-file are both set; a worker serves one app: keep one", at("module")),
+            ));
+        }
+        let Some(app) = self.app() else { return Ok(()) };
+        let key = match app.source {
+            super::AppSource::Module(_) => "module",
+            super::AppSource::File(_) => "wsgi-file",
+        };
+        if self.script.is_some() {
+            return Err(self.error_at(
+                key,
+                format!(
+                    "python-worker-override{} and {key} are both set: keep {key} to have podmaster serve the WSGI \
+                     app, or python-worker-override to run your own server",
+                    at("python-worker-override")
+                ),
+            ));
+        }
+        if self.command.is_some() {
+            return Err(self.error_at(
+                key,
+                format!(
+                    "worker-exec{} and {key} are both set: keep {key} to have podmaster serve the WSGI app, or \
+                     worker-exec to run your own server",
+                    at("worker-exec")
+                ),
+            ));
         }
         Ok(())
     }
@@ -151,6 +191,13 @@ impl Config {
             match Self::check_script(&abs) {
                 Ok(()) => self.script = Some(abs),
                 Err(err) => errors.push(self.error_at("python-worker-override", err.to_string())),
+            }
+        }
+        if let Some(f) = self.wsgi_file.clone().filter(|f| base_ok || f.is_absolute()) {
+            let abs = base.join(f);
+            match Self::check_script(&abs) {
+                Ok(()) => self.wsgi_file = Some(abs),
+                Err(err) => errors.push(self.error_at("wsgi-file", err.to_string())),
             }
         }
         for t in &mut self.touch_reload {
@@ -222,6 +269,23 @@ mod tests {
         assert!(c.finalize(&d).unwrap_err().to_string().ends_with("not a directory"));
         let mut c = Config::resolve(&[e("chdir", d.to_str().unwrap())]).unwrap();
         c.finalize(&d).unwrap();
+    }
+
+    #[test]
+    fn an_app_excludes_a_script_a_command_and_another_app() {
+        let both = |a: (&str, &str), b: (&str, &str)| {
+            let c = Config::resolve(&[e("socket", ":0"), e(a.0, a.1), e(b.0, b.1)]).unwrap();
+            c.check_workers(false).unwrap_err().to_string()
+        };
+        let err = both(("python-worker-override", "w.py"), ("module", "app"));
+        assert!(err.contains("keep module to have podmaster serve the WSGI app, or python-worker-override"), "{err}");
+        let err = both(("worker-exec", "gunicorn app"), ("wsgi-file", "app.py"));
+        assert!(err.contains("keep wsgi-file") && err.contains("or worker-exec"), "{err}");
+        let err = both(("module", "app"), ("wsgi-file", "app.py"));
+        assert!(err.contains("module (--module) and wsgi-file are both set"), "{err}");
+        let ok = Config::resolve(&[e("socket", ":0"), e("module", "app:api")]).unwrap();
+        ok.check_workers(false).unwrap();
+        assert!(ok.preforked() && ok.python_worker());
     }
 
     #[test]

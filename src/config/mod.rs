@@ -35,7 +35,9 @@ use std::path::{Path, PathBuf};
 pub use checks::{PY_VERSION, ScriptError, VirtualenvError, check_virtualenv};
 pub use error::{AtEntry, ConfigError};
 pub use metric::{MetricDecl, parse_metric};
-pub use model::{Config, Creds, LogFormat, MemoryMark, ReadyMode, ReadyWorkers, SocketEntry};
+pub use model::{
+    AppSource, Config, Creds, LogFormat, MemoryMark, ReadyMode, ReadyWorkers, SocketEntry, SocketProtocol, WsgiApp,
+};
 use options::OptDef;
 pub use values::{parse_bool, parse_signal, split_command};
 

@@ -73,6 +73,28 @@ pub enum ReadyMode {
     Spawn,
 }
 
+/// The protocol a socket speaks when podmaster serves a WSGI app on it,
+/// from the option that declared it (uWSGI's meanings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketProtocol {
+    /// `http-socket`, `http11-socket`: HTTP/1.1.
+    Http,
+    /// `socket`, `uwsgi-socket` (and `shared-socket`): the uwsgi binary
+    /// protocol, what nginx's `uwsgi_pass` speaks.
+    Uwsgi,
+}
+
+impl SocketProtocol {
+    /// The protocol of a socket declared with option `key` (as written).
+    pub fn of_key(key: &str) -> SocketProtocol {
+        match key {
+            "http-socket" | "http11-socket" => SocketProtocol::Http,
+            _ => SocketProtocol::Uwsgi,
+        }
+    }
+}
+
 /// A socket spec together with the origin of the line that declared it.
 #[derive(Debug, Clone)]
 pub struct SocketEntry {
@@ -80,6 +102,25 @@ pub struct SocketEntry {
     pub name: String,
     pub spec: SocketSpec,
     pub origin: Origin,
+    /// What a WSGI worker speaks on it (override scripts speak what they like).
+    pub protocol: SocketProtocol,
+}
+
+/// Where the WSGI app comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppSource {
+    /// `module = pkg.mod`: imported by name.
+    Module(String),
+    /// `wsgi-file = path`: loaded from a file.
+    File(PathBuf),
+}
+
+/// The WSGI app a worker serves: where it is and the callable's name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WsgiApp {
+    pub source: AppSource,
+    pub callable: String,
 }
 
 /// The effective, typed configuration.
@@ -144,6 +185,20 @@ pub struct Config {
     pub shared_imports: Vec<String>,
     /// `lazy-apps = true`: no zygote, one fork+exec per Python worker.
     pub lazy_apps: bool,
+    /// `module` (the module part of `pkg.mod:callable`).
+    pub module: Option<String>,
+    /// The callable of `module = pkg.mod:callable`, when given.
+    pub module_callable: Option<String>,
+    /// `wsgi-file`.
+    pub wsgi_file: Option<PathBuf>,
+    /// `callable`: the app's name in its module (default `application`).
+    pub callable: String,
+    /// `threads`: app threads per WSGI worker.
+    pub threads: u32,
+    /// `buffer-size`: largest request head, bytes.
+    pub buffer_size: usize,
+    /// `limit-post`: largest request body, bytes (None: no limit).
+    pub limit_post: Option<u64>,
     /// `worker-nice`: how much lower than the master's the workers' (and
     /// zygotes') scheduling priority is; 0 keeps the master's.
     pub worker_nice: i32,
@@ -211,6 +266,13 @@ impl Config {
             pidfile: None,
             shared_imports: Vec::new(),
             lazy_apps: false,
+            module: None,
+            module_callable: None,
+            wsgi_file: None,
+            callable: String::new(),
+            threads: 0,
+            buffer_size: 0,
+            limit_post: None,
             worker_nice: 0,
             opt: Vec::new(),
             ignored: Vec::new(),
@@ -232,7 +294,25 @@ impl Config {
     /// Python workers are forked from a zygote (the default), not exec'd
     /// one by one (`lazy-apps = true`) — command workers are always exec'd.
     pub fn preforked(&self) -> bool {
-        self.script.is_some() && self.command.is_none() && !self.lazy_apps
+        self.python_worker() && self.command.is_none() && !self.lazy_apps
+    }
+
+    /// Workers run Python: an override script or a WSGI app.
+    pub fn python_worker(&self) -> bool {
+        self.script.is_some() || self.app().is_some()
+    }
+
+    /// The WSGI app to serve (`module` first when both are set: that
+    /// mistake is reported by `check_workers`). A callable given in
+    /// `module = pkg.mod:callable` wins over `callable`.
+    pub fn app(&self) -> Option<WsgiApp> {
+        let source = match (&self.module, &self.wsgi_file) {
+            (Some(m), _) => AppSource::Module(m.clone()),
+            (None, Some(f)) => AppSource::File(f.clone()),
+            (None, None) => return None,
+        };
+        let callable = self.module_callable.clone().filter(|_| self.module.is_some());
+        Some(WsgiApp { source, callable: callable.unwrap_or_else(|| self.callable.clone()) })
     }
 
     /// The signal that asks a worker to stop gracefully: SIGHUP for Python

@@ -28,6 +28,11 @@ impl Config {
             };
             errors.extend(taken.err());
         }
+        if cfg.app().is_some() {
+            // podmaster's WSGI worker speaks each socket's protocol: the
+            // alias notice ("your workers speak it") would be wrong.
+            cfg.notices.retain(|(key, _, _)| options::lookup(key).is_none_or(|o| o.name != "socket"));
+        }
         (cfg, errors)
     }
 
@@ -119,7 +124,7 @@ mod tests {
         let mut v = base();
         v.push(e("vacuum", "true"));
         assert_eq!(Config::resolve(&v).unwrap().ignored.len(), 1);
-        v.push(e("module", "app:application"));
+        v.push(e("mount", "/app=app.py"));
         assert!(Config::resolve(&v).unwrap_err().to_string().contains("not supported"));
     }
 
@@ -154,6 +159,7 @@ mod tests {
     #[test]
     fn every_declared_option_is_wired() {
         let sample = |o: &options::OptDef| match o.kind {
+            _ if o.name == "buffer-size" => "8192",
             Kind::Bool => "true",
             Kind::Uint => "2",
             Kind::Seconds => "1",

@@ -5,6 +5,7 @@
 //! under `sys/`, each with a `// SAFETY:` line.
 
 pub mod cgroup;
+pub mod lend;
 pub mod prefork;
 pub mod python;
 mod shm;

@@ -9,6 +9,7 @@
 
 pub mod front;
 pub mod python;
+mod wsgi;
 pub mod zygote;
 
 pub use crate::handoff::{SPEC_ENV, WorkerSpec};

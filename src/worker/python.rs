@@ -55,7 +55,7 @@ fn board() -> Option<&'static WorkerBoard> {
     worker()?.board.as_ref()
 }
 
-fn notify(msg: &str) -> PyResult<()> {
+pub(super) fn notify(msg: &str) -> PyResult<()> {
     if worker().is_none() {
         return Err(pyo3::exceptions::PyRuntimeError::new_err(
             "called in the zygote, while a shared-import module was imported: call it from the worker script",
@@ -294,7 +294,7 @@ pub fn run(spec: WorkerSpec) -> u8 {
     let code = Python::attach(|py| {
         let imported = prepare_sys(py)
             .and_then(|()| ctx().spec.shared_imports.iter().try_for_each(|m| py.import(m.as_str()).map(drop)));
-        match imported.and_then(|()| exec_script(py)) {
+        match imported.and_then(|()| run_main(py)) {
             Ok(()) => exit::OK,
             Err(err) => exit_code_of(py, err),
         }
@@ -409,7 +409,7 @@ fn forked_worker(py: Python<'_>, stamp: Stamp, control_fd: i32) -> u8 {
         m.setattr("is_a_reload", stamp.is_a_reload)?;
         Ok(())
     };
-    match set_up().and_then(|()| exec_script(py)) {
+    match set_up().and_then(|()| run_main(py)) {
         Ok(()) => exit::OK,
         Err(err) => exit_code_of(py, err),
     }
@@ -428,6 +428,23 @@ fn interpreter_program(venv: Option<&Path>) -> Result<Option<PathBuf>, String> {
     }
     let build = env!("PODMASTER_BUILD_PYTHON");
     Ok((!build.is_empty() && Path::new(build).exists()).then(|| PathBuf::from(build)))
+}
+
+/// What a worker runs once set up: the WSGI app (`module`/`wsgi-file`)
+/// or the override script.
+fn run_main(py: Python<'_>) -> PyResult<()> {
+    let spec = &ctx().spec;
+    match &spec.wsgi {
+        Some(w) => super::wsgi::run(py, w, spec.sockets.len()).inspect_err(|_| {
+            tracing::error!("the WSGI worker failed (traceback below)");
+        }),
+        None => exec_script(py),
+    }
+}
+
+/// The WSGI app to load in the zygote, if workers serve one.
+pub(super) fn wsgi_app() -> Option<&'static crate::config::WsgiApp> {
+    ctx().spec.wsgi.as_ref().map(|w| &w.app)
 }
 
 /// Runs the override script as `__main__` with `sys.argv` set.

@@ -57,6 +57,18 @@ pub fn serve(py: Python<'_>, generation: u64, control: RawFd) -> Outcome {
             return Outcome::Exit(exit::CONFIG);
         }
     }
+    if let Some(app) = super::python::wsgi_app() {
+        // Imported before forking, as uWSGI does without lazy-apps: every
+        // worker shares the app's pages and none imports it again.
+        if let Err(e) = super::wsgi::load(py, app) {
+            tracing::error!(zygote = generation, "the WSGI app failed to load (traceback below)");
+            return Outcome::Exit(exit_code_of(py, e));
+        }
+        if let Some(threads) = other_threads(py) {
+            refuse_threads(generation, "importing the WSGI app", &threads);
+            return Outcome::Exit(exit::CONFIG);
+        }
+    }
     let frozen = match freeze(py, collector_was_on) {
         Ok(n) => n,
         Err(e) => return Outcome::Exit(exit_code_of(py, e)),

@@ -6,7 +6,7 @@
 //! else in the crate spells an option name as a string to parse.
 //!
 //! The declarations are split by concern, one file each: [`sockets`],
-//! [`workers`], [`lifecycle`], [`logging`]. Adding an option is one entry
+//! [`workers`], `wsgi`, [`lifecycle`], [`logging`]. Adding an option is one entry
 //! in one of them (plus a test); the tests below check that every entry
 //! is complete and that its default applies.
 
@@ -16,6 +16,7 @@ pub mod resources;
 mod sockets;
 pub mod uwsgi;
 pub mod workers;
+mod wsgi;
 
 use super::{Config, ConfigError, Entry, Origin};
 
@@ -75,8 +76,8 @@ impl OptDef {
 }
 
 /// The table, in `--help` order: the concern files one after the other.
-const PARTS: [&[OptDef]; 5] =
-    [sockets::OPTIONS, workers::OPTIONS, resources::OPTIONS, lifecycle::OPTIONS, logging::OPTIONS];
+const PARTS: [&[OptDef]; 6] =
+    [sockets::OPTIONS, workers::OPTIONS, wsgi::OPTIONS, resources::OPTIONS, lifecycle::OPTIONS, logging::OPTIONS];
 
 const COUNT: usize = {
     let (mut n, mut i) = (0, 0);

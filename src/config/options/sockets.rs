@@ -2,7 +2,7 @@
 
 use super::{Kind, OptDef};
 use crate::config::values::{flag, lookup_group, lookup_user, strip_comment, text, whole_in};
-use crate::config::{AtEntry, Config, ConfigError, Entry, SocketEntry};
+use crate::config::{AtEntry, Config, ConfigError, Entry, SocketEntry, SocketProtocol};
 use crate::sockets::SocketSpec;
 
 /// Table-like (one declaration per option), exempt from the 80-line limit.
@@ -54,12 +54,14 @@ fn socket(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
     let spec = SocketSpec::parse(value).at(e)?;
     if e.key != "socket" {
         let text = format!(
-            "{} {}: bound as a listening socket and handed to the workers, which speak its protocol themselves",
+            "{} {}: bound as a listening socket and handed to the workers, which speak its protocol themselves \
+             (with module or wsgi-file, podmaster speaks it)",
             e.key, value
         );
         c.notices.push((e.key.clone(), e.origin.clone(), text));
     }
-    c.sockets.push(SocketEntry { name: value.to_owned(), spec, origin: e.origin.clone() });
+    let protocol = SocketProtocol::of_key(&e.key);
+    c.sockets.push(SocketEntry { name: value.to_owned(), spec, origin: e.origin.clone(), protocol });
     Ok(())
 }
 

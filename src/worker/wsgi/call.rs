@@ -1,0 +1,282 @@
+//! One request through the app: the [`Handler`] the front calls on a
+//! serving thread. It takes the GIL to build `environ` and call the app,
+//! then once per chunk of the response (the app's iterable becomes a
+//! [`ResponseBody::Stream`]); its `close()` is always called, when the
+//! response is done or abandoned. `start_response` follows PEP 3333: a
+//! second call needs `exc_info`, and re-raises it once the headers are
+//! sent. An exception from the app is a 500 with its traceback on stderr;
+//! the worker goes on serving.
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use super::environ;
+use crate::sys::lend::lend;
+use crate::worker::front::{Handler, Request, RequestBody, Response};
+
+/// The front's handler for the WSGI app.
+pub(super) struct WsgiHandler {
+    app: Py<PyAny>,
+    multithread: bool,
+}
+
+impl WsgiHandler {
+    pub(super) fn new(app: Py<PyAny>, multithread: bool) -> WsgiHandler {
+        WsgiHandler { app, multithread }
+    }
+}
+
+/// Status code, reason phrase and header fields (latin-1 bytes).
+type Head = (u16, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// What `start_response` was given, shared with the response's iterator.
+#[derive(Default)]
+struct Started {
+    /// Status code, reason, headers (latin-1 bytes).
+    head: Option<Head>,
+    /// The head has gone to the client (the first non-empty chunk was
+    /// taken): a later `start_response(..., exc_info)` re-raises.
+    sent: bool,
+    /// Bytes passed to `write()`, sent before the iterable's.
+    written: Vec<u8>,
+}
+
+type Shared = Arc<Mutex<Started>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Started> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `start_response(status, headers, exc_info=None)`.
+#[pyclass(module = "podmaster")]
+struct StartResponse {
+    state: Shared,
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__(
+        &self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Write> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let st = lock(&self.state);
+            match (&exc_info, st.head.is_some(), st.sent) {
+                (Some(info), _, true) => return Err(reraise(info)),
+                (None, true, _) => {
+                    return Err(PyAssertionError::new_err("start_response called a second time without exc_info"));
+                }
+                _ => {}
+            }
+        }
+        let head = parse_head(status, headers)?;
+        lock(&self.state).head = Some(head);
+        Ok(Write { state: Arc::clone(&self.state) })
+    }
+}
+
+/// `exc_info[1]` with its traceback, as the exception to raise.
+fn reraise(info: &Bound<'_, PyAny>) -> PyErr {
+    match info.get_item(1).and_then(|v| v.call_method1("with_traceback", (info.get_item(2)?,))) {
+        Ok(v) => PyErr::from_value(v),
+        Err(e) => e,
+    }
+}
+
+/// The `write(data)` callable `start_response` returns (PEP 3333's
+/// imperative API): the bytes go out before the iterable's.
+#[pyclass(module = "podmaster")]
+struct Write {
+    state: Shared,
+}
+
+#[pymethods]
+impl Write {
+    fn __call__(&self, data: &Bound<'_, PyBytes>) {
+        lock(&self.state).written.extend_from_slice(data.as_bytes());
+    }
+}
+
+/// The status line and headers as PEP 3333 gives them: `str`s of latin-1.
+fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
+    let status: String = status.extract().map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?;
+    let (code, reason) = status.split_once(' ').unwrap_or((status.as_str(), ""));
+    let code: u16 = code
+        .parse()
+        .ok()
+        .filter(|c| (100..=999).contains(c) && code.len() == 3)
+        .ok_or_else(|| PyValueError::new_err(format!("status must start with a 3-digit code, found {status:?}")))?;
+    let list = headers.cast::<PyList>().map_err(|_| PyTypeError::new_err("headers must be a list of (name, value)"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let (name, value): (String, String) =
+            item.extract().map_err(|_| PyTypeError::new_err("each header must be a (str, str) tuple"))?;
+        out.push((bytes_of(&name)?, bytes_of(&value)?));
+    }
+    Ok((code, bytes_of(reason)?, out))
+}
+
+/// A PEP 3333 "native string" as bytes: latin-1 code points only.
+fn bytes_of(s: &str) -> PyResult<Vec<u8>> {
+    s.chars()
+        .map(|c| u8::try_from(u32::from(c)).map_err(|_| PyValueError::new_err(format!("not latin-1: {s:?}"))))
+        .collect()
+}
+
+impl Handler for WsgiHandler {
+    fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
+        let state: Shared = Arc::default();
+        let outcome = lend(body, |loan| {
+            Python::attach(|py| -> PyResult<Response> {
+                let env = environ::build(py, req, loan, self.multithread)?;
+                let start = Py::new(py, StartResponse { state: Arc::clone(&state) })?;
+                let result = self.app.bind(py).call1((env, start))?;
+                respond(result, &state)
+            })
+        });
+        outcome.unwrap_or_else(|err| {
+            Python::attach(|py| {
+                eprintln!("podmaster: the WSGI app raised an exception; answered 500 (traceback below)");
+                err.print(py);
+            });
+            Response::text(500, "Internal Server Error", "Internal Server Error")
+        })
+    }
+}
+
+/// Pulls the app's iterable up to its first non-empty chunk (a generator
+/// may call `start_response` only then), and makes the response: the rest
+/// streams through [`Chunks`].
+fn respond(result: Bound<'_, PyAny>, state: &Shared) -> PyResult<Response> {
+    let closer = Closer(Some(result.clone().unbind()));
+    // A list or tuple (the usual `[body]`) is already in memory: one
+    // body with its Content-Length, as PEP 3333 suggests for len() == 1.
+    if result.is_instance_of::<PyList>() || result.is_instance_of::<pyo3::types::PyTuple>() {
+        let mut body = Vec::new();
+        for item in result.try_iter()? {
+            body.extend_from_slice(&chunk_of(&item?)?);
+        }
+        let resp = head_of(state, body)?;
+        drop(closer);
+        return Ok(resp.0.body(resp.1));
+    }
+    let mut iter = result.try_iter()?;
+    let mut first = Vec::new();
+    let mut ended = true;
+    for item in iter.by_ref() {
+        let item = item?;
+        let chunk = chunk_of(&item)?;
+        if !chunk.is_empty() {
+            first = chunk;
+            ended = false;
+            break;
+        }
+    }
+    let (resp, first) = head_of(state, first)?;
+    if ended {
+        drop(closer);
+        return Ok(resp.body(first));
+    }
+    let rest = Chunks { iter: Some(iter.unbind().into_any()), closer };
+    Ok(resp.stream(std::iter::once(Ok(first)).chain(rest), None))
+}
+
+/// The response head `start_response` set, and `first` after what the
+/// app passed to `write()`; from here the head counts as sent.
+fn head_of(state: &Shared, first: Vec<u8>) -> PyResult<(Response, Vec<u8>)> {
+    let mut st = lock(state);
+    st.sent = true;
+    let mut body = std::mem::take(&mut st.written);
+    body.extend_from_slice(&first);
+    let (code, reason, headers) =
+        st.head.take().ok_or_else(|| PyAssertionError::new_err("the app returned without calling start_response"))?;
+    let mut resp = Response::new(code, reason);
+    resp.headers = headers;
+    Ok((resp, body))
+}
+
+/// A chunk of the app's iterable: `bytes` (or another bytes-like object).
+fn chunk_of(item: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = item.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    item.extract::<Vec<u8>>()
+        .map_err(|_| PyTypeError::new_err(format!("the app yielded {}, not bytes", type_name(item))))
+}
+
+fn type_name(o: &Bound<'_, PyAny>) -> String {
+    o.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "an object".into())
+}
+
+/// Calls the iterable's `close()` when dropped (PEP 3333: always, also
+/// when the client went away mid-response).
+struct Closer(Option<Py<PyAny>>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if let Some(result) = self.0.take() {
+            Python::attach(|py| {
+                let result = result.bind(py);
+                if result.hasattr("close").unwrap_or(false) {
+                    if let Err(e) = result.call_method0("close") {
+                        eprintln!("podmaster: the WSGI response's close() raised (traceback below)");
+                        e.print(py);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The rest of the app's iterable, one chunk per `next`, each under the GIL.
+struct Chunks {
+    iter: Option<Py<PyAny>>,
+    closer: Closer,
+}
+
+impl Iterator for Chunks {
+    type Item = io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let iter = self.iter.as_ref()?;
+        let next = Python::attach(|py| -> PyResult<Option<Vec<u8>>> {
+            let it = iter.bind(py);
+            loop {
+                let item = match it.call_method0("__next__") {
+                    Ok(item) => item,
+                    Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let chunk = chunk_of(&item)?;
+                if !chunk.is_empty() {
+                    return Ok(Some(chunk));
+                }
+            }
+        });
+        match next {
+            Ok(Some(chunk)) => Some(Ok(chunk)),
+            Ok(None) => {
+                self.iter = None;
+                // close() now, not when the front drops the iterator.
+                drop(Closer(self.closer.0.take()));
+                None
+            }
+            Err(err) => {
+                self.iter = None;
+                Python::attach(|py| {
+                    eprintln!("podmaster: the WSGI app raised while streaming its response (traceback below)");
+                    err.print(py);
+                });
+                Some(Err(io::Error::other("the WSGI app raised while streaming its response")))
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! PEP 3333's `environ` for one request, and the objects in it:
+//! `wsgi.input` (the request body, readable only while the app's call
+//! runs: it borrows the connection) and `wsgi.file_wrapper`.
+//!
+//! Bytes become `str` as PEP 3333 says: each byte is one code point
+//! (latin-1), so `PATH_INFO` round-trips with `.encode('latin-1')`.
+
+use std::io::{BufRead, Read};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use std::sync::OnceLock;
+
+use crate::sys::lend::Loan;
+use crate::worker::front::{Protocol, Request};
+
+/// `wsgi.file_wrapper`: a small Python class (iterating the file in
+/// 64 KiB blocks, closing it with the response), compiled once.
+static FILE_WRAPPER: OnceLock<Py<PyAny>> = OnceLock::new();
+
+const FILE_WRAPPER_SRC: &str = r#"
+class FileWrapper:
+    """wsgi.file_wrapper: iterates a file-like object in blocks."""
+    def __init__(self, filelike, blksize=65536):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+    def __iter__(self):
+        return self
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+"#;
+
+/// Compiles what every `environ` shares; called once, when the app loads.
+pub(super) fn init(py: Python<'_>) -> PyResult<()> {
+    if FILE_WRAPPER.get().is_some() {
+        return Ok(());
+    }
+    let globals = PyDict::new(py);
+    globals.set_item("__name__", "podmaster.wsgi")?;
+    let code = std::ffi::CString::new(FILE_WRAPPER_SRC).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    py.run(&code, Some(&globals), None)?;
+    let class = globals.get_item("FileWrapper")?.ok_or_else(|| PyValueError::new_err("FileWrapper missing"))?;
+    let _ = FILE_WRAPPER.set(class.unbind());
+    Ok(())
+}
+
+/// A `str` whose code points are `bytes` (latin-1 decoding).
+pub(super) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    let s: String = bytes.iter().map(|b| char::from(*b)).collect();
+    PyString::new(py, &s)
+}
+
+/// Builds `environ` for `req`, whose body `input` reads.
+pub(super) fn build<'py>(
+    py: Python<'py>,
+    req: &Request<'_>,
+    input: Loan,
+    multithread: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = PyDict::new(py);
+    // uwsgi: every var nginx sent is the base (as uWSGI does); the fields
+    // below, which the front derived from them, agree with it.
+    for (k, v) in req.vars.iter() {
+        env.set_item(latin1(py, k), latin1(py, v))?;
+    }
+    let s = |b: &[u8]| latin1(py, b);
+    env.set_item("REQUEST_METHOD", s(req.method))?;
+    env.set_item("SCRIPT_NAME", s(req.script_name))?;
+    env.set_item("PATH_INFO", s(&req.path_info))?;
+    env.set_item("QUERY_STRING", s(req.query_string))?;
+    env.set_item("REQUEST_URI", s(req.request_uri))?;
+    env.set_item("SERVER_NAME", s(req.server_name))?;
+    env.set_item("SERVER_PORT", s(req.server_port))?;
+    env.set_item("SERVER_PROTOCOL", s(req.server_protocol))?;
+    env.set_item("REMOTE_ADDR", s(req.remote_addr))?;
+    env.set_item("REMOTE_PORT", s(req.remote_port))?;
+    headers(py, req, &env)?;
+    env.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
+    env.set_item("wsgi.url_scheme", req.scheme.as_str())?;
+    env.set_item("wsgi.input", Input { loan: input })?;
+    // gunicorn's and mod_wsgi's flag: read() ends at the body's end even
+    // without CONTENT_LENGTH (a chunked body).
+    env.set_item("wsgi.input_terminated", true)?;
+    env.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
+    env.set_item("wsgi.multithread", multithread)?;
+    env.set_item("wsgi.multiprocess", true)?;
+    env.set_item("wsgi.run_once", false)?;
+    if let Some(fw) = FILE_WRAPPER.get() {
+        env.set_item("wsgi.file_wrapper", fw.bind(py))?;
+    }
+    Ok(env)
+}
+
+/// The header fields as `HTTP_*` (and bare `CONTENT_TYPE`/`CONTENT_LENGTH`),
+/// repeated ones joined with ", ". An HTTP field whose name has `_` is
+/// dropped: `X_Token` and `X-Token` would both be `HTTP_X_TOKEN`, and a
+/// client must not be able to pass one off as the other behind a proxy
+/// that checks only the dash form (nginx drops them too by default).
+fn headers(py: Python<'_>, req: &Request<'_>, env: &Bound<'_, PyDict>) -> PyResult<()> {
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let raw_names = req.headers.iter().map(|(n, _)| n);
+    for ((key, value), raw) in req.cgi_headers().zip(raw_names) {
+        if req.protocol == Protocol::Http && raw.contains(&b'_') {
+            continue;
+        }
+        let key_str = latin1(py, &key);
+        if seen.iter().any(|k| k.as_slice() == &*key) {
+            let prev: String = env.get_item(&key_str)?.map(|p| p.extract()).transpose()?.unwrap_or_default();
+            let joined: String = prev.chars().chain(", ".chars()).chain(value.iter().map(|b| char::from(*b))).collect();
+            env.set_item(key_str, joined)?;
+        } else {
+            seen.push(key.into_owned());
+            env.set_item(key_str, latin1(py, value))?;
+        }
+    }
+    Ok(())
+}
+
+/// `wsgi.input`: the request body, read from the connection with the GIL
+/// released. Only readable while the app's call runs (the body belongs to
+/// the connection); after that every read raises `ValueError`.
+#[pyclass(module = "podmaster")]
+pub(super) struct Input {
+    loan: Loan,
+}
+
+/// Reads with the GIL released; `ValueError` once the request is over,
+/// `OSError` for a failed read (the front answers the client for it).
+fn with_body<R: Send>(
+    py: Python<'_>,
+    loan: &Loan,
+    f: impl FnOnce(&mut (dyn BufRead + Send)) -> std::io::Result<R> + Send,
+) -> PyResult<R> {
+    match py.detach(|| loan.with(f)) {
+        Some(Ok(r)) => Ok(r),
+        Some(Err(e)) => Err(pyo3::exceptions::PyOSError::new_err(format!("reading the request body: {e}"))),
+        None => Err(PyValueError::new_err(
+            "wsgi.input read after the app's call returned: the request body is readable only during the call",
+        )),
+    }
+}
+
+/// A size argument: None or negative means "all".
+fn limit(size: Option<i64>) -> Option<u64> {
+    size.and_then(|n| u64::try_from(n).ok())
+}
+
+#[pymethods]
+impl Input {
+    /// `read(size=-1)`: up to `size` bytes (fewer only at the end), or all.
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let max = limit(size);
+        let data = with_body(py, &self.loan, move |r| {
+            let mut out = Vec::new();
+            match max {
+                Some(n) => r.take(n).read_to_end(&mut out)?,
+                None => r.read_to_end(&mut out)?,
+            };
+            Ok(out)
+        })?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// `readline(size=-1)`: up to and including the next `\n`.
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let max = limit(size).unwrap_or(u64::MAX);
+        let data = with_body(py, &self.loan, move |r| {
+            let mut out = Vec::new();
+            r.take(max).read_until(b'\n', &mut out)?;
+            Ok(out)
+        })?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// `readlines(hint=-1)`: lines until the end, or until `hint` bytes.
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(&self, py: Python<'py>, hint: Option<i64>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let hint = limit(hint).filter(|h| *h > 0);
+        let mut lines = Vec::new();
+        let mut total = 0u64;
+        loop {
+            let line = self.readline(py, None)?;
+            if line.as_bytes().is_empty() {
+                break;
+            }
+            total += line.as_bytes().len() as u64;
+            lines.push(line);
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.readline(py, None)?;
+        Ok((!line.as_bytes().is_empty()).then_some(line))
+    }
+}
