@@ -10,7 +10,6 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
 use common::*;
 
@@ -254,8 +253,7 @@ fn chain_reload_then_drain_finishes_the_request_in_flight() {
         move || http_get(&a, "/slow?1.5").map(decoded)
     });
     wait_for("the slow request to be in flight", DEADLINE, || {
-        std::thread::sleep(Duration::from_millis(300));
-        Some(())
+        inst.logs().contains("slow request started").then_some(())
     });
     inst.signal(libc::SIGTERM);
     let r = slow.join().unwrap().unwrap();

@@ -35,6 +35,8 @@ def _raw(environ, start_response):
     if path == "/raise":
         raise RuntimeError("boom from the app")
     if path == "/slow":
+        # Tests wait for this line to know the request is in flight.
+        print("slow request started", file=sys.stderr, flush=True)
         time.sleep(float(environ.get("QUERY_STRING") or "1"))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"slow done\n"]
