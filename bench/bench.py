@@ -543,6 +543,49 @@ def row_leak(reps, requests=30):
     return res, cols, notes
 
 
+def wsgi_servers(workers, port, probe):
+    """The same WSGI app under podmaster, uWSGI and gunicorn (sync), each
+    on an HTTP socket with `workers` processes; uWSGI without its request
+    log, as podmaster has none."""
+    bench = os.path.join(ROOT, "bench")
+    addr = f"127.0.0.1:{port}"
+    return {
+        "podmaster": [PODMASTER, "--http-socket", addr, "--processes", str(workers), "--module", "wsgi_hello",
+                      "--pythonpath", bench, "--probe-socket", f"127.0.0.1:{probe}"],
+        "uWSGI": [os.path.join(VENV, "bin", "uwsgi"), "--master", "--processes", str(workers), "--http-socket", addr,
+                  "--module", "wsgi_hello", "--pythonpath", bench, "--home", VENV, "--die-on-term",
+                  "--disable-logging"],
+        "gunicorn sync": [os.path.join(VENV, "bin", "gunicorn"), "-w", str(workers), "-b", addr, "--chdir", bench,
+                          "wsgi_hello:application"],
+    }
+
+
+def row_wsgi(reps):
+    """wrk -t2 -c64 10 s on the hello and the JSON view of bench/wsgi_hello.py,
+    2 and 4 workers: requests/s and p99 per server."""
+    res = {}
+    for workers in (2, 4):
+        for name in ("podmaster", "uWSGI", "gunicorn sync"):
+            port, probe = free_port(), free_port()
+            argv = wsgi_servers(workers, port, probe)[name]
+            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait(lambda: http(f"http://127.0.0.1:{port}/")[0] == 200, timeout=60, step=0.05)
+                time.sleep(1)  # every worker up (the first answer needs only one)
+                for view in ("/", "/json"):
+                    runs = [wrk(f"http://127.0.0.1:{port}{view}") for _ in range(reps)]
+                    key = f"{name}, {workers} workers, {'hello' if view == '/' else 'JSON'}"
+                    res[key] = dict(rps=med([r[0] for r in runs]), p99_ms=med([r[1] for r in runs]),
+                                    errors=float(sum(r[2] for r in runs)))
+            finally:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    return res, ["rps", "p99_ms", "errors"], ["goal (issue 19): podmaster >= 1.2x uWSGI on hello, >= 1.5x gunicorn sync"]
+
+
 def row_orphans(n=10000):
     script = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
     script.write(
@@ -1073,6 +1116,7 @@ def main():
         ("13", "kill -9 of a worker that has run >= 10 s -> its slot accepting again (heavy app)", lambda: row_kill9(a.reps)),
         ("14", "chain reload of 4 heavy workers under wrk", lambda: row_heavy_reload(a.reps)),
         ("15", "a worker leaking 20 MB per request in a 400 MB container (2 workers, 30 requests)", lambda: row_leak(a.reps)),
+        ("16", "WSGI hello and JSON views over HTTP: podmaster's WSGI worker, uWSGI, gunicorn sync", lambda: row_wsgi(a.reps)),
     ]
     lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d')})", "", f"`bench/run.sh --reps {a.reps}`; medians of {a.reps}.", ""]
     for key, title, fn in rows:

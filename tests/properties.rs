@@ -591,10 +591,9 @@ fn configmap(key: &str, value: &str) -> String {
 }
 
 /// Reads `key = value` from `src` into entries, and the origin prefix an
-/// error about it must start with (`key` as written; `canonical` for the
-/// sources that name options by their canonical name). Files are written
+/// error about it must start with (`key` as written, from every source). Files are written
 /// to a scratch directory removed afterwards.
-fn read_from(src: Src, key: &str, canonical: &str, value: &str) -> (Result<Vec<Entry>, ConfigError>, String) {
+fn read_from(src: Src, key: &str, value: &str) -> (Result<Vec<Entry>, ConfigError>, String) {
     let q = |s: &str| serde_json::to_string(s).unwrap();
     match src {
         Src::Ini => {
@@ -649,7 +648,8 @@ fn read_from(src: Src, key: &str, canonical: &str, value: &str) -> (Result<Vec<E
             let var = format!("UWSGI_{}", key.to_ascii_uppercase().replace('-', "_"));
             let sources = Sources::default();
             let r = config::load(&sources, std::iter::once((var.clone(), value.to_string())));
-            (r, format!("env {var}: {canonical}: "))
+            // Errors name the option as written, as for a file.
+            (r, format!("env {var}: {key}: "))
         }
         Src::Cli => {
             let r = match cli::parse(vec![format!("--{key}={value}")]) {
@@ -658,10 +658,10 @@ fn read_from(src: Src, key: &str, canonical: &str, value: &str) -> (Result<Vec<E
                 Err(cli::CliError::Config(e)) => Err(e),
                 // clap's own usage errors name the flag; shown as a ConfigError here.
                 Err(cli::CliError::Clap(e)) => {
-                    Err(ConfigError::new(Some(config::Origin::Cli(canonical.into())), None, e.to_string()))
+                    Err(ConfigError::new(Some(config::Origin::Cli(key.into())), None, e.to_string()))
                 }
             };
-            (r, format!("--{canonical}: "))
+            (r, format!("--{key}: "))
         }
     }
 }
@@ -678,7 +678,7 @@ proptest! {
     ) {
         prop_assume!(representable(src, &written));
         let (k, w) = (key.to_string(), written.clone());
-        let (read, _) = bounded("read", move || read_from(src, &k, canonical, &w));
+        let (read, _) = bounded("read", move || read_from(src, &k, &w));
         let entries = read.map_err(|e| TestCaseError::fail(format!("{src:?} {key} = {written:?}: {e}")))?;
         let cfg = Config::resolve(&entries)
             .map_err(|e| TestCaseError::fail(format!("{src:?} {key} = {written:?}: {e}")))?;
@@ -693,11 +693,10 @@ proptest! {
         value in hostile_value(),
         src in sources(),
     ) {
-        let canonical = config::options::lookup(key).unwrap().name;
         prop_assume!(!matches!(src, Src::YamlBare) && (!value.contains('\n') || matches!(src, Src::Env | Src::Cli)));
         prop_assume!(!value.contains('\0'));
         let (k, v) = (key.to_string(), value.clone());
-        let (read, prefix) = bounded("read", move || read_from(src, &k, canonical, &v));
+        let (read, prefix) = bounded("read", move || read_from(src, &k, &v));
         match read {
             Err(e) => assert_origin(&e, &prefix)?,
             Ok(entries) => {

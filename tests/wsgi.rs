@@ -291,3 +291,23 @@ fn input_after_the_call_raises_exc_info_replaces_headers_and_close_is_called() {
     }
     assert_eq!(get(&addr, "/closed").body, "closed 2\n");
 }
+
+/// The protocol follows the name a socket was given by on the command line
+/// and in the environment too, not only in a file (`--http-socket` and
+/// `UWSGI_HTTP_SOCKET` speak HTTP; bench row 16 found them speaking uwsgi).
+#[test]
+fn http_socket_from_the_command_line_and_the_environment_speaks_http() {
+    let (cli, env) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let probe = format!("127.0.0.1:{}", free_port());
+    let dir = TempDir::new("wsgi-cli");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--module", "app", "--pythonpath", &app_dir(), "--http-socket", &cli, "--probe-socket", &probe]);
+    cmd.env("UWSGI_HTTP_SOCKET", &env);
+    let mut inst = Instance::spawn(cmd, dir.path().join("log"));
+    inst.probe = probe;
+    inst.wait_ready();
+    for addr in [&cli, &env] {
+        let r = get(addr, "/");
+        assert_eq!(r.status, 200, "{addr}: {}", inst.logs());
+    }
+}

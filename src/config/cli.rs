@@ -74,22 +74,33 @@ fn command() -> Command {
                 ),
             );
     for o in OPTIONS {
-        let mut arg = Arg::new(o.name).long(o.name).action(ArgAction::Append).help(o.help);
-        for a in o.aliases {
-            arg = arg.visible_alias(*a);
+        let mut help = o.help.to_owned();
+        if !o.aliases.is_empty() {
+            let also: Vec<String> = o.aliases.iter().map(|a| format!("--{a}")).collect();
+            help += &format!(" (also {})", also.join(", "));
         }
-        arg = match o.kind {
-            Kind::Bool => arg.num_args(0..=1).default_missing_value("true").value_name("BOOL"),
-            Kind::Uint => arg.value_name("N"),
-            Kind::Seconds => arg.value_name("SECONDS"),
-            Kind::Text => arg.value_name("VALUE"),
-        };
         if let Some(d) = o.default {
-            arg = arg.help(format!("{} [default: {d}]", o.help));
+            help += &format!(" [default: {d}]");
         }
-        cmd = cmd.arg(arg);
+        cmd = cmd.arg(option_arg(o.name, o.kind).help(help));
+        // Each alias is an argument of its own, hidden from --help (the
+        // option's help names it): the entry keeps the name as written, as
+        // from a file (`--http-socket` speaks HTTP, `--socket` uwsgi).
+        for a in o.aliases {
+            cmd = cmd.arg(option_arg(a, o.kind).hide(true));
+        }
     }
     cmd
+}
+
+fn option_arg(name: &'static str, kind: Kind) -> Arg {
+    let arg = Arg::new(name).long(name).action(ArgAction::Append);
+    match kind {
+        Kind::Bool => arg.num_args(0..=1).default_missing_value("true").value_name("BOOL"),
+        Kind::Uint => arg.value_name("N"),
+        Kind::Seconds => arg.value_name("SECONDS"),
+        Kind::Text => arg.value_name("VALUE"),
+    }
 }
 
 /// A command-line problem: clap's own (help, version, usage errors) or a
@@ -125,13 +136,18 @@ pub fn parse(args: Vec<String>) -> Result<Invocation, CliError> {
     }
     files.sort_by_key(|(i, _)| *i);
     sources.files = files.into_iter().map(|(_, f)| f).collect();
-    for o in OPTIONS {
-        if let Some(vals) = m.get_many::<String>(o.name) {
-            for v in vals {
-                sources.cli.push(Entry::new(o.name, v.clone(), Origin::Cli(o.name.into())));
+    // Options in command-line order, whatever name each was given by (the
+    // order of `--socket` and `--http-socket` is the sockets' fd order).
+    let mut given: Vec<(usize, Entry)> = Vec::new();
+    for name in OPTIONS.iter().flat_map(|o| std::iter::once(o.name).chain(o.aliases.iter().copied())) {
+        if let (Some(vals), Some(idx)) = (m.get_many::<String>(name), m.indices_of(name)) {
+            for (i, v) in idx.zip(vals) {
+                given.push((i, Entry::new(name, v.clone(), Origin::Cli(name.into()))));
             }
         }
     }
+    given.sort_by_key(|(i, _)| *i);
+    sources.cli.extend(given.into_iter().map(|(_, e)| e));
     if let Some(cmd) = m.get_many::<String>("command") {
         return Ok(Invocation::Init(sources, cmd.cloned().collect()));
     }
@@ -173,8 +189,9 @@ mod tests {
             ]
         );
         let kv: Vec<_> = s.cli.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
-        assert_eq!(kv, vec![("master", "true"), ("processes", "3"), ("virtualenv", "/v")]);
-        assert_eq!(s.cli[1].origin.to_string(), "--processes");
+        // In command-line order, each under the name it was given by.
+        assert_eq!(kv, vec![("processes", "3"), ("master", "true"), ("home", "/v")]);
+        assert_eq!(s.cli[0].origin.to_string(), "--processes");
     }
 
     #[test]

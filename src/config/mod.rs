@@ -191,7 +191,11 @@ fn env_entries(env: impl Iterator<Item = (String, String)>) -> Vec<Entry> {
     let mut out = Vec::new();
     for (var, value) in env {
         if let Some(def) = env_option(&var) {
-            out.push(Entry::new(def.name, value, Origin::Env(var)));
+            // The name as written (`UWSGI_HTTP_SOCKET` is `http-socket`, an
+            // alias that says which protocol the socket speaks).
+            let written = var.split_once('_').map(|(_, r)| r.to_ascii_lowercase().replace('_', "-"));
+            let name = written.filter(|w| def.name == w || def.aliases.contains(&w.as_str()));
+            out.push(Entry::new(name.unwrap_or_else(|| def.name.to_owned()), value, Origin::Env(var)));
         }
     }
     out.sort_by_key(|e| e.origin.to_string());
