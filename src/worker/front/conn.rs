@@ -37,6 +37,20 @@ pub(super) struct Site<'a> {
     /// `SERVER_NAME`/`SERVER_PORT` for HTTP (uwsgi: when the vars lack them).
     pub server_name: &'a str,
     pub server_port: &'a str,
+    /// The listening socket this site's connections come from: while
+    /// connections wait in its queue, a kept-alive connection is closed
+    /// after its response, so a thread is not held by one client while
+    /// others wait (with `threads` connections served at a time, keep-alive
+    /// clients would otherwise keep every other client out for good).
+    pub listener: std::os::fd::BorrowedFd<'a>,
+}
+
+impl Site<'_> {
+    /// Whether connections are waiting to be accepted on this site's socket.
+    fn others_waiting(&self) -> bool {
+        let mut fds = [nix::poll::PollFd::new(self.listener, nix::poll::PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+    }
 }
 
 /// Serves `stream` until it closes, times out, or the worker drains.
@@ -197,7 +211,7 @@ fn exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, head: &Head) ->
         protocol: Protocol::Http,
         version: head.version,
         head: req.method == b"HEAD",
-        keep_alive: keep_alive && head.keep_alive && !wire.draining(),
+        keep_alive: keep_alive && head.keep_alive && !wire.draining() && !site.others_waiting(),
     };
     (write_response(wire, resp, &ctx), unread)
 }

@@ -53,7 +53,14 @@ pub fn serve(
     let sites: Vec<Site<'_>> = listeners
         .iter()
         .zip(&names)
-        .map(|(l, (name, port))| Site { handler, config, protocol: l.protocol, server_name: name, server_port: port })
+        .map(|(l, (name, port))| Site {
+            handler,
+            config,
+            protocol: l.protocol,
+            server_name: name,
+            server_port: port,
+            listener: std::os::fd::AsFd::as_fd(&l.listener),
+        })
         .collect();
     // The accept lock; it guards the round-robin cursor over listeners.
     let cursor = Mutex::new(0usize);

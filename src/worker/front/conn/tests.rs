@@ -87,7 +87,10 @@ impl Handler for Recorder {
 fn run(handler: &dyn Handler, protocol: Protocol, config: &Config, pieces: Vec<Vec<u8>>) -> String {
     let output = Arc::new(Mutex::new(Vec::new()));
     let stream = Scripted { input: pieces.into(), output: Arc::clone(&output) };
-    let site = Site { handler, config, protocol, server_name: "test", server_port: "80" };
+    // A listening socket nobody connects to: no one waits, keep-alive holds.
+    let idle = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::os::fd::AsFd::as_fd(&idle);
+    let site = Site { handler, config, protocol, server_name: "test", server_port: "80", listener };
     serve_connection(Box::new(stream), Peer::default(), &site, &Arc::new(AtomicBool::new(false)));
     let out = output.lock().unwrap().clone();
     String::from_utf8_lossy(&out).into_owned()
