@@ -92,6 +92,17 @@ def ctx_switches(pid):
     return total
 
 
+def stop_process(proc, sig=signal.SIGTERM, timeout=30):
+    """Asks `proc` to stop with `sig`; killed if still there after `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Server:
     """One server under test: start() returns when all workers accept."""
 
@@ -108,13 +119,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc, sig, timeout)
 
     def worker_pids(self):
         return children(self.proc.pid)
@@ -499,11 +505,7 @@ def leak_run(argv, port, requests, pace, limit):
             failed += http(f"http://127.0.0.1:{port}/leak", timeout=10)[0] != 200
         return dict(failed_requests=float(failed), oom_kills=float(cg.oom_kills() - before))
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
+        stop_process(p)
         cg.remove()
 
 
@@ -578,11 +580,7 @@ def row_wsgi(reps):
                     res[key] = dict(rps=med([r[0] for r in runs]), p99_ms=med([r[1] for r in runs]),
                                     errors=float(sum(r[2] for r in runs)))
             finally:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+                stop_process(p)
     return res, ["rps", "p99_ms", "errors"], ["goal (issue 19): podmaster >= 1.2x uWSGI on hello, >= 1.5x gunicorn sync"]
 
 
