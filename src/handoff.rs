@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, LogFormat, SocketProtocol, WsgiApp};
+use crate::config::{Config, LogFormat, MountedApp, SocketProtocol};
 use crate::sys::{Credentials, LISTEN_FDS_START};
 
 /// Environment variable carrying the JSON [`WorkerSpec`] from master to worker.
@@ -63,7 +63,10 @@ pub struct WorkerSpec {
 /// limits, and the protocol of each socket in fd order (as `sockets`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WsgiSpec {
-    pub app: WsgiApp,
+    /// The apps, the default one (mounted at `""`) first.
+    pub apps: Vec<MountedApp>,
+    pub manage_script_name: bool,
+    pub need_app: bool,
     pub threads: u32,
     pub buffer_size: usize,
     pub limit_post: Option<u64>,
@@ -79,8 +82,13 @@ impl WsgiSpec {
             .iter()
             .map(|name| cfg.sockets.iter().find(|s| &s.name == name).map_or(SocketProtocol::Uwsgi, |s| s.protocol))
             .collect();
+        if !cfg.serves_wsgi() {
+            return None;
+        }
         Some(WsgiSpec {
-            app: cfg.app()?,
+            apps: cfg.apps(),
+            manage_script_name: cfg.manage_script_name,
+            need_app: cfg.need_app,
             threads: cfg.threads.max(1),
             buffer_size: cfg.buffer_size,
             limit_post: cfg.limit_post,

@@ -64,7 +64,7 @@ fn corpus() -> Vec<Case> {
         ini("include missing", "include = nope.ini", "cannot read config file"),
         ini("unknown key", "procesess = 4", "unknown option; did you mean `processes`?"),
         ini("unknown key no hint", "zzzzzz = 1", "zzzzzz: unknown option"),
-        ini("unsupported uWSGI option", "mount = /app=app.py", "not supported by podmaster"),
+        ini("unsupported uWSGI option", "emperor = /etc/uwsgi/vassals", "not supported by podmaster"),
         ini("harakiri", "harakiri = 30", "not supported by podmaster"),
         ini("processes zero", "processes = 0", "expected 1 to 1024 workers"),
         ini("processes negative", "processes = -1", "expected a whole number"),

@@ -91,7 +91,7 @@ impl Config {
     pub fn check_workers(&self, activated: bool) -> Result<(), ConfigError> {
         self.check_app()?;
         match (&self.script, &self.command) {
-            (None, None) if self.app().is_none() => {
+            (None, None) if !self.serves_wsgi() => {
                 return Err(ConfigError::new(
                     None,
                     Some("python-worker-override"),
@@ -133,10 +133,12 @@ impl Config {
                 format!("module{} and wsgi-file are both set; a worker serves one app: keep one", at("module")),
             ));
         }
-        let Some(app) = self.app() else { return Ok(()) };
-        let key = match app.source {
-            super::AppSource::Module(_) => "module",
-            super::AppSource::File(_) => "wsgi-file",
+        self.check_mounts()?;
+        let key = match self.app().map(|a| a.source) {
+            Some(super::AppSource::Module(_)) => "module",
+            Some(super::AppSource::File(_)) => "wsgi-file",
+            None if !self.mounts.is_empty() => "mount",
+            None => return Ok(()),
         };
         if self.script.is_some() {
             return Err(self.error_at(
@@ -157,6 +159,24 @@ impl Config {
                     at("worker-exec")
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Each URL prefix serves one app: no prefix twice, and `mount = /=...`
+    /// not together with `module` or `wsgi-file` (both would serve `/`).
+    fn check_mounts(&self) -> Result<(), ConfigError> {
+        let apps = self.apps();
+        for (i, a) in apps.iter().enumerate() {
+            if apps[..i].iter().any(|b| b.mount == a.mount) {
+                let shown = if a.mount.is_empty() { "/" } else { a.mount.as_str() };
+                let also = if i > 0 && apps[0].mount.is_empty() && a.mount.is_empty() {
+                    " (module or wsgi-file is the app at /)"
+                } else {
+                    ""
+                };
+                return Err(self.error_at("mount", format!("two apps are mounted at {shown}{also}: keep one")));
+            }
         }
         Ok(())
     }
@@ -199,6 +219,21 @@ impl Config {
                 Ok(()) => self.wsgi_file = Some(abs),
                 Err(err) => errors.push(self.error_at("wsgi-file", err.to_string())),
             }
+        }
+        if base_ok {
+            let mut mounts = std::mem::take(&mut self.mounts);
+            for m in &mut mounts {
+                let super::AppSource::File(f) = &mut m.source else { continue };
+                *f = base.join(&*f);
+                // need-app = false: a missing file is that app's 500s.
+                if let Err(err) = Self::check_script(f)
+                    .map_err(|e| e.to_string())
+                    .or_else(|e| if self.need_app { Err(e) } else { Ok(()) })
+                {
+                    errors.push(self.error_at("mount", err));
+                }
+            }
+            self.mounts = mounts;
         }
         for t in &mut self.touch_reload {
             *t = base.join(&*t);

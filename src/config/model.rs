@@ -89,7 +89,7 @@ impl SocketProtocol {
     /// The protocol of a socket declared with option `key` (as written).
     pub fn of_key(key: &str) -> SocketProtocol {
         match key {
-            "http-socket" | "http11-socket" => SocketProtocol::Http,
+            "http-socket" | "http11-socket" | "http" => SocketProtocol::Http,
             _ => SocketProtocol::Uwsgi,
         }
     }
@@ -121,6 +121,24 @@ pub enum AppSource {
 pub struct WsgiApp {
     pub source: AppSource,
     pub callable: String,
+}
+
+/// `mount = /prefix=app`: an app served under a URL prefix (its
+/// `callable` is the `callable` option's unless written `mod:callable`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The prefix without a trailing `/` (`""` for `/`).
+    pub prefix: String,
+    pub source: AppSource,
+    pub callable: Option<String>,
+}
+
+/// An app and the URL prefix it is mounted at (`""`: the default app,
+/// `module` or `wsgi-file`, which serves what no mount claims).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MountedApp {
+    pub mount: String,
+    pub app: WsgiApp,
 }
 
 /// The effective, typed configuration.
@@ -193,6 +211,14 @@ pub struct Config {
     pub wsgi_file: Option<PathBuf>,
     /// `callable`: the app's name in its module (default `application`).
     pub callable: String,
+    /// `mount`: apps under URL prefixes, in the order given.
+    pub mounts: Vec<Mount>,
+    /// `manage-script-name`: pick the app by the longest mount prefix of
+    /// the path and move that prefix from `PATH_INFO` to `SCRIPT_NAME`.
+    pub manage_script_name: bool,
+    /// `need-app`: an app that fails to load stops the workers (default);
+    /// false: the worker serves 500s for it and logs why.
+    pub need_app: bool,
     /// `threads`: app threads per WSGI worker.
     pub threads: u32,
     /// `buffer-size`: largest request head, bytes.
@@ -270,6 +296,9 @@ impl Config {
             module_callable: None,
             wsgi_file: None,
             callable: String::new(),
+            mounts: Vec::new(),
+            manage_script_name: false,
+            need_app: true,
             threads: 0,
             buffer_size: 0,
             limit_post: None,
@@ -299,7 +328,25 @@ impl Config {
 
     /// Workers run Python: an override script or a WSGI app.
     pub fn python_worker(&self) -> bool {
-        self.script.is_some() || self.app().is_some()
+        self.script.is_some() || self.serves_wsgi()
+    }
+
+    /// Workers are podmaster's WSGI worker (`module`, `wsgi-file` or `mount`).
+    pub fn serves_wsgi(&self) -> bool {
+        self.app().is_some() || !self.mounts.is_empty()
+    }
+
+    /// Every app a WSGI worker loads: the default app first (mounted at
+    /// `""`), then each `mount` in order.
+    pub fn apps(&self) -> Vec<MountedApp> {
+        let mounts = self.mounts.iter().map(|m| MountedApp {
+            mount: m.prefix.clone(),
+            app: WsgiApp {
+                source: m.source.clone(),
+                callable: m.callable.clone().unwrap_or_else(|| self.callable.clone()),
+            },
+        });
+        self.app().map(|app| MountedApp { mount: String::new(), app }).into_iter().chain(mounts).collect()
     }
 
     /// The WSGI app to serve (`module` first when both are set: that

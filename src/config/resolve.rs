@@ -28,10 +28,11 @@ impl Config {
             };
             errors.extend(taken.err());
         }
-        if cfg.app().is_some() {
+        if cfg.serves_wsgi() {
             // podmaster's WSGI worker speaks each socket's protocol: the
-            // alias notice ("your workers speak it") would be wrong.
-            cfg.notices.retain(|(key, _, _)| options::lookup(key).is_none_or(|o| o.name != "socket"));
+            // alias notice ("your workers speak it") would be wrong; the
+            // one of `http` (no router) stays.
+            cfg.notices.retain(|(key, _, _)| key == "http" || options::lookup(key).is_none_or(|o| o.name != "socket"));
         }
         (cfg, errors)
     }
@@ -124,7 +125,7 @@ mod tests {
         let mut v = base();
         v.push(e("vacuum", "true"));
         assert_eq!(Config::resolve(&v).unwrap().ignored.len(), 1);
-        v.push(e("mount", "/app=app.py"));
+        v.push(e("cron", "0 0 -1 -1 -1 /bin/true"));
         assert!(Config::resolve(&v).unwrap_err().to_string().contains("not supported"));
     }
 
@@ -175,7 +176,7 @@ mod tests {
                 "metric" => "name=m",
                 "reload-on-cgroup-memory" => "80%",
                 "env" | "set-placeholder" => "K=V",
-
+                "mount" => "/app=app",
                 "gid" => "0",
                 _ => "x",
             },

@@ -442,9 +442,9 @@ fn run_main(py: Python<'_>) -> PyResult<()> {
     }
 }
 
-/// The WSGI app to load in the zygote, if workers serve one.
-pub(super) fn wsgi_app() -> Option<&'static crate::config::WsgiApp> {
-    ctx().spec.wsgi.as_ref().map(|w| &w.app)
+/// The WSGI apps to load in the zygote, if workers serve them.
+pub(super) fn wsgi_spec() -> Option<&'static crate::handoff::WsgiSpec> {
+    ctx().spec.wsgi.as_ref()
 }
 
 /// Runs the override script as `__main__` with `sys.argv` set.

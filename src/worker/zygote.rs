@@ -57,10 +57,10 @@ pub fn serve(py: Python<'_>, generation: u64, control: RawFd) -> Outcome {
             return Outcome::Exit(exit::CONFIG);
         }
     }
-    if let Some(app) = super::python::wsgi_app() {
+    if let Some(wsgi) = super::python::wsgi_spec() {
         // Imported before forking, as uWSGI does without lazy-apps: every
         // worker shares the app's pages and none imports it again.
-        if let Err(e) = super::wsgi::load(py, app) {
+        if let Err(e) = super::wsgi::load(py, wsgi) {
             tracing::error!(zygote = generation, "the WSGI app failed to load (traceback below)");
             return Outcome::Exit(exit_code_of(py, e));
         }

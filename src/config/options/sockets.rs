@@ -13,7 +13,7 @@ pub(super) const OPTIONS: &[OptDef] = &[
         "listening socket to bind and hand to every worker (repeatable): host:port, :port, [v6]:port, /path.sock, @abstract, fd://N, sd://NAME",
         socket,
     )
-    .aliases(&["http-socket", "uwsgi-socket", "http11-socket", "shared-socket"])
+    .aliases(&["http-socket", "uwsgi-socket", "http11-socket", "shared-socket", "http"])
     .repeatable(),
     OptDef::new(
         "probe-socket",
@@ -52,7 +52,13 @@ fn socket(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
         _ => e.value.trim(),
     };
     let spec = SocketSpec::parse(value).at(e)?;
-    if e.key != "socket" {
+    if e.key == "http" {
+        let text = format!(
+            "http {value}: podmaster runs no HTTP router process; the workers serve HTTP on this socket \
+             themselves (as with http-socket) and the kernel balances connections across them"
+        );
+        c.notices.push((e.key.clone(), e.origin.clone(), text));
+    } else if e.key != "socket" {
         let text = format!(
             "{} {}: bound as a listening socket and handed to the workers, which speak its protocol themselves \
              (with module or wsgi-file, podmaster speaks it)",

@@ -5,8 +5,8 @@
 //! socket option's name (see `sockets.rs`).
 
 use super::{Kind, OptDef};
-use crate::config::values::{path, strip_comment, whole_in};
-use crate::config::{Config, ConfigError, Entry};
+use crate::config::values::{flag, path, strip_comment, whole_in};
+use crate::config::{AppSource, Config, ConfigError, Entry, Mount};
 
 /// Table-like (one declaration per option), exempt from the 80-line limit.
 pub(super) const OPTIONS: &[OptDef] = &[
@@ -36,6 +36,33 @@ pub(super) const OPTIONS: &[OptDef] = &[
         },
     )
     .default("application"),
+    OptDef::new(
+        "mount",
+        Kind::Text,
+        "an app under a URL prefix (repeatable): /prefix=pkg.mod[:callable] or /prefix=path/to/app.py",
+        mount,
+    )
+    .repeatable(),
+    OptDef::new(
+        "manage-script-name",
+        Kind::Bool,
+        "pick the app by the longest mount prefix of the path, and move the prefix from PATH_INFO to SCRIPT_NAME",
+        |c, e| {
+            c.manage_script_name = flag(e);
+            Ok(())
+        },
+    )
+    .default("false"),
+    OptDef::new(
+        "need-app",
+        Kind::Bool,
+        "true: an app that fails to load stops the workers (exit 69); false: its requests get 500s",
+        |c, e| {
+            c.need_app = flag(e);
+            Ok(())
+        },
+    )
+    .default("true"),
     OptDef::new("threads", Kind::Uint, "app threads per WSGI worker, each serving one connection at a time", |c, e| {
         whole_in(e, 1..=1024, "1 to 1024 threads").map(|n| c.threads = n as u32)
     })
@@ -58,7 +85,14 @@ pub(super) const OPTIONS: &[OptDef] = &[
 
 /// `module = pkg.mod:callable`: the module and, when given, the callable.
 fn module(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
-    let v = strip_comment(&e.value);
+    let (m, callable) = parse_module(e, strip_comment(&e.value))?;
+    c.module = Some(m);
+    c.module_callable = callable;
+    Ok(())
+}
+
+/// `pkg.mod` or `pkg.mod:callable`, both checked to be Python names.
+fn parse_module(e: &Entry, v: &str) -> Result<(String, Option<String>), ConfigError> {
     let (m, callable) = match v.split_once(':') {
         Some((m, call)) => (m, Some(call)),
         None => (v, None),
@@ -71,8 +105,34 @@ fn module(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
             return Err(ConfigError::at(e, format!("expected a Python name after `:`, found {call:?}")));
         }
     }
-    c.module = Some(m.to_owned());
-    c.module_callable = callable.map(str::to_owned);
+    Ok((m.to_owned(), callable.map(str::to_owned)))
+}
+
+/// `mount = /prefix=target`, uWSGI's form: the target is a file when it
+/// looks like a path (has a `/` or ends in `.py` or `.wsgi`), else a
+/// module with an optional `:callable`. The prefix loses its trailing
+/// `/`; `/` itself mounts the app that serves what no other prefix claims.
+fn mount(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
+    let v = e.value.trim();
+    let Some((prefix, target)) = v.split_once('=') else {
+        return Err(ConfigError::at(e, format!("expected /PREFIX=MODULE or /PREFIX=FILE, found {v:?}")));
+    };
+    let (prefix, target) = (prefix.trim(), target.trim());
+    if !prefix.starts_with('/') || prefix.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(ConfigError::at(e, format!("a mount prefix is a URL path starting with `/`, found {prefix:?}")));
+    }
+    let prefix = prefix.trim_end_matches('/').to_owned();
+    if target.is_empty() {
+        return Err(ConfigError::at(e, format!("mount {prefix:?} names no app: /PREFIX=MODULE or /PREFIX=FILE")));
+    }
+    let looks_like_file = target.contains('/') || target.ends_with(".py") || target.ends_with(".wsgi");
+    let (source, callable) = if looks_like_file {
+        (AppSource::File(target.into()), None)
+    } else {
+        let (m, call) = parse_module(e, target)?;
+        (AppSource::Module(m), call)
+    };
+    c.mounts.push(Mount { prefix, source, callable });
     Ok(())
 }
 
@@ -105,6 +165,35 @@ mod tests {
         for bad in ["pkg/app.py", "pkg..app", "app:", "app:a-b", "1app"] {
             assert!(Config::resolve(&[e("module", bad)]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn mounts() {
+        let c = Config::resolve(&[
+            e("mount", "/api=pkg.api:app"),
+            e("mount", "/legacy/=legacy/wsgi.py"),
+            e("mount", "/=site"),
+            e("callable", "wsgi"),
+        ])
+        .unwrap();
+        let got: Vec<(String, AppSource, String)> =
+            c.apps().into_iter().map(|m| (m.mount, m.app.source, m.app.callable)).collect();
+        assert_eq!(
+            got,
+            [
+                ("/api".into(), AppSource::Module("pkg.api".into()), "app".into()),
+                ("/legacy".into(), AppSource::File("legacy/wsgi.py".into()), "wsgi".into()),
+                ("".into(), AppSource::Module("site".into()), "wsgi".into()),
+            ]
+        );
+        assert!(c.serves_wsgi() && c.app().is_none());
+        for bad in ["api=pkg", "/api", "/api=", "/a b=pkg", "/api=pkg:", "/api=1pkg", "=pkg"] {
+            assert!(Config::resolve(&[e("mount", bad)]).is_err(), "{bad}");
+        }
+        let c =
+            Config::resolve(&[e("module", "app"), e("manage-script-name", "true"), e("need-app", "false")]).unwrap();
+        assert!(c.manage_script_name && !c.need_app);
+        assert_eq!(c.apps()[0].mount, "");
     }
 
     #[test]

@@ -8,25 +8,39 @@
 //! the worker goes on serving.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
+use super::Loaded;
 use super::environ;
+use super::route::Router;
 use crate::sys::lend::lend;
 use crate::worker::front::{Handler, Request, RequestBody, Response};
 
-/// The front's handler for the WSGI app.
+/// The front's handler for the WSGI apps.
 pub(super) struct WsgiHandler {
-    app: Py<PyAny>,
+    apps: Vec<Loaded>,
+    router: Router,
     multithread: bool,
+    /// A request for an app that failed to load was logged (once per worker).
+    said_unloaded: AtomicBool,
 }
 
 impl WsgiHandler {
-    pub(super) fn new(app: Py<PyAny>, multithread: bool) -> WsgiHandler {
-        WsgiHandler { app, multithread }
+    pub(super) fn new(apps: Vec<Loaded>, router: Router, multithread: bool) -> WsgiHandler {
+        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false) }
+    }
+
+    /// A 500 for an app that did not load (`need-app = false`).
+    fn unloaded(&self, why: &str) -> Response {
+        if !self.said_unloaded.swap(true, Ordering::Relaxed) {
+            tracing::error!(error = why, "a request for a WSGI app that failed to load: 500 (said once per worker)");
+        }
+        Response::text(500, "Internal Server Error", "Internal Server Error: the app failed to load")
     }
 }
 
@@ -133,12 +147,18 @@ fn bytes_of(s: &str) -> PyResult<Vec<u8>> {
 
 impl Handler for WsgiHandler {
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
+        let routed = self.router.route(req.script_name, &req.path_info);
+        let app = match self.apps.get(routed.app) {
+            Some(Ok(app)) => app,
+            Some(Err(why)) => return self.unloaded(why),
+            None => return self.unloaded("no app is loaded"),
+        };
         let state: Shared = Arc::default();
         let outcome = lend(body, |loan| {
             Python::attach(|py| -> PyResult<Response> {
-                let env = environ::build(py, req, loan, self.multithread)?;
+                let env = environ::build(py, req, &routed, loan, self.multithread)?;
                 let start = Py::new(py, StartResponse { state: Arc::clone(&state) })?;
-                let result = self.app.bind(py).call1((env, start))?;
+                let result = app.bind(py).call1((env, start))?;
                 respond(result, &state)
             })
         });

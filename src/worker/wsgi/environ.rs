@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use std::sync::OnceLock;
 
+use super::route::Routed;
 use crate::sys::lend::Loan;
 use crate::worker::front::{Protocol, Request};
 
@@ -56,10 +57,11 @@ pub(super) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString>
     PyString::new(py, &s)
 }
 
-/// Builds `environ` for `req`, whose body `input` reads.
+/// Builds `environ` for `req` as routed to its app, whose body `input` reads.
 pub(super) fn build<'py>(
     py: Python<'py>,
     req: &Request<'_>,
+    routed: &Routed<'_>,
     input: Loan,
     multithread: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -71,8 +73,8 @@ pub(super) fn build<'py>(
     }
     let s = |b: &[u8]| latin1(py, b);
     env.set_item("REQUEST_METHOD", s(req.method))?;
-    env.set_item("SCRIPT_NAME", s(req.script_name))?;
-    env.set_item("PATH_INFO", s(&req.path_info))?;
+    env.set_item("SCRIPT_NAME", s(routed.script_name))?;
+    env.set_item("PATH_INFO", s(routed.path_info))?;
     env.set_item("QUERY_STRING", s(req.query_string))?;
     env.set_item("REQUEST_URI", s(req.request_uri))?;
     env.set_item("SERVER_NAME", s(req.server_name))?;

@@ -19,6 +19,7 @@
 
 mod call;
 mod environ;
+mod route;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -30,16 +31,46 @@ use super::front::{self, Listener, Listening, Protocol};
 use crate::config::{AppSource, SocketProtocol, WsgiApp};
 use crate::handoff::WsgiSpec;
 
-/// The app's callable, loaded once per process (in the zygote it is
-/// inherited by every forked worker).
-static APP: OnceLock<Py<PyAny>> = OnceLock::new();
+/// One app as loaded: its callable, or (with `need-app = false`) why it
+/// failed to load.
+pub(super) type Loaded = Result<Py<PyAny>, String>;
 
-/// Imports the app and keeps its callable; a failure is the app's
-/// exception (its traceback is printed by the caller). Idempotent.
-pub fn load(py: Python<'_>, app: &WsgiApp) -> PyResult<()> {
-    if APP.get().is_some() {
+/// The apps' callables in the spec's order, loaded once per process (in
+/// the zygote they are inherited by every forked worker).
+static APPS: OnceLock<Vec<Loaded>> = OnceLock::new();
+
+/// Imports every app and keeps its callable. A failure is the app's
+/// exception (its traceback is printed by the caller) — unless
+/// `need-app = false`: then the traceback is printed here and that app's
+/// requests get 500s. Idempotent.
+pub fn load(py: Python<'_>, spec: &WsgiSpec) -> PyResult<()> {
+    if APPS.get().is_some() {
         return Ok(());
     }
+    let mut apps = Vec::with_capacity(spec.apps.len());
+    for m in &spec.apps {
+        match load_one(py, &m.app) {
+            Ok(app) => apps.push(Ok(app)),
+            Err(e) if !spec.need_app => {
+                let at = if m.mount.is_empty() { "/" } else { m.mount.as_str() };
+                tracing::error!(
+                    mount = at,
+                    "the WSGI app failed to load; need-app = false: its requests get 500s (traceback below)"
+                );
+                let why = e.to_string();
+                e.print(py);
+                apps.push(Err(why));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    environ::init(py)?;
+    let _ = APPS.set(apps);
+    Ok(())
+}
+
+/// Imports one app and returns its callable.
+fn load_one(py: Python<'_>, app: &WsgiApp) -> PyResult<Py<PyAny>> {
     let (module, what) = match &app.source {
         AppSource::Module(name) => (py.import(name.as_str())?.into_any(), format!("module {name}")),
         AppSource::File(path) => (load_file(py, path)?, format!("wsgi-file {}", path.display())),
@@ -56,9 +87,7 @@ pub fn load(py: Python<'_>, app: &WsgiApp) -> PyResult<()> {
             app.callable
         )));
     }
-    environ::init(py)?;
-    let _ = APP.set(callable.unbind());
-    Ok(())
+    Ok(callable.unbind())
 }
 
 /// Loads a Python file as a module, as uWSGI's `wsgi-file` does (under a
@@ -72,7 +101,13 @@ fn load_file<'py>(py: Python<'py>, path: &std::path::Path) -> PyResult<Bound<'py
     let name: String = path_str.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let name = format!("uwsgi_file_{name}");
     let util = py.import("importlib.util")?;
-    let spec = util.call_method1("spec_from_file_location", (name.as_str(), path_str.as_str()))?;
+    // An explicit source loader: `app.wsgi` (mod_wsgi's and uWSGI's usual
+    // name) has no suffix importlib would recognise.
+    let loader =
+        py.import("importlib.machinery")?.getattr("SourceFileLoader")?.call1((name.as_str(), path_str.as_str()))?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("loader", loader)?;
+    let spec = util.call_method("spec_from_file_location", (name.as_str(), path_str.as_str()), Some(&kwargs))?;
     if spec.is_none() {
         return Err(pyo3::exceptions::PyImportError::new_err(format!("cannot load wsgi-file {path_str}")));
     }
@@ -85,11 +120,15 @@ fn load_file<'py>(py: Python<'py>, path: &std::path::Path) -> PyResult<Bound<'py
 /// A worker's life: loads the app if the zygote did not, serves until a
 /// stop signal, returns when every request in flight has finished.
 pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
-    load(py, &spec.app)?;
-    let app = APP
+    load(py, spec)?;
+    let apps: Vec<Loaded> = APPS
         .get()
-        .map(|a| a.clone_ref(py))
-        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("the WSGI app is not loaded (a bug in podmaster)"))?;
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("the WSGI app is not loaded (a bug in podmaster)"))?
+        .iter()
+        .map(|a| a.as_ref().map(|a| a.clone_ref(py)).map_err(Clone::clone))
+        .collect();
+    let mounts = spec.apps.iter().map(|m| m.mount.as_bytes().to_vec()).collect();
+    let router = route::Router::new(mounts, spec.manage_script_name);
     let listeners = listeners(spec, nsockets).map_err(pyo3::exceptions::PyOSError::new_err)?;
     let drain = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGHUP, signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -99,7 +138,7 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
     let config =
         front::Config { buffer_size: spec.buffer_size, limit_post: spec.limit_post, ..front::Config::default() };
     let threads = spec.threads.max(1) as usize;
-    let handler = call::WsgiHandler::new(app, threads > 1);
+    let handler = call::WsgiHandler::new(apps, router, threads > 1);
     // The sockets are listening already (the master bound them): from here
     // a connection waits in the backlog until a thread takes it.
     super::python::notify("READY=1")?;
