@@ -67,6 +67,12 @@ pub struct WsgiSpec {
     pub apps: Vec<MountedApp>,
     pub manage_script_name: bool,
     pub need_app: bool,
+    /// `max-requests` with this worker's share of `max-requests-delta`
+    /// (drawn by the worker).
+    pub max_requests: Option<u64>,
+    pub max_requests_delta: u64,
+    pub harakiri: Option<std::time::Duration>,
+    pub harakiri_verbose: bool,
     pub threads: u32,
     pub buffer_size: usize,
     pub limit_post: Option<u64>,
@@ -89,6 +95,10 @@ impl WsgiSpec {
             apps: cfg.apps(),
             manage_script_name: cfg.manage_script_name,
             need_app: cfg.need_app,
+            max_requests: cfg.max_requests,
+            max_requests_delta: cfg.max_requests_delta,
+            harakiri: cfg.harakiri,
+            harakiri_verbose: cfg.harakiri_verbose,
             threads: cfg.threads.max(1),
             buffer_size: cfg.buffer_size,
             limit_post: cfg.limit_post,

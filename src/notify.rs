@@ -1,7 +1,7 @@
 //! The `NOTIFY_SOCKET` datagram protocol between workers and the master,
 //! as systemd defines it: newline-separated `KEY=VALUE` assignments, of
 //! which podmaster reads `READY=1` (the worker accepts) and `STOPPING=1`
-//! (it stopped accepting). The master identifies the sender by the
+//! (it stopped accepting), and podmaster's own (`PODMASTER_*`). The master identifies the sender by the
 //! credentials the kernel attaches (`SO_PASSCRED`: pid and uid), never by
 //! the payload.
 
@@ -34,6 +34,12 @@ pub enum Notice {
     /// master's child, before it runs anything of the app. A sender the
     /// master does not know is a worker whose fork request failed: killed.
     Forked,
+    /// `PODMASTER_RECYCLE=max-requests`: the WSGI worker served its
+    /// `max-requests`; replace it.
+    MaxRequests,
+    /// `PODMASTER_RECYCLE=harakiri`: a request of the WSGI worker ran past
+    /// `harakiri` (the worker logged it and its stacks); replace it.
+    Harakiri,
 }
 
 /// Parses one datagram; the last recognised assignment in it wins.
@@ -46,6 +52,8 @@ pub fn parse(payload: &[u8]) -> Option<Notice> {
             b"PODMASTER_RELOAD=1" => out = Some(Notice::Reload),
             b"PODMASTER_STOP=1" => out = Some(Notice::Stop),
             b"PODMASTER_FORKED=1" => out = Some(Notice::Forked),
+            b"PODMASTER_RECYCLE=max-requests" => out = Some(Notice::MaxRequests),
+            b"PODMASTER_RECYCLE=harakiri" => out = Some(Notice::Harakiri),
             _ => {}
         }
     }

@@ -134,6 +134,19 @@ impl Config {
             ));
         }
         self.check_mounts()?;
+        if !self.serves_wsgi() {
+            for key in ["max-requests", "harakiri"] {
+                if self.origin_of(key).is_some() {
+                    return Err(self.error_at(
+                        key,
+                        format!(
+                            "{key} needs podmaster's WSGI worker (module, wsgi-file or mount), which sees every \
+                             request; an override script's or a command's own server has to enforce it"
+                        ),
+                    ));
+                }
+            }
+        }
         let key = match self.app().map(|a| a.source) {
             Some(super::AppSource::Module(_)) => "module",
             Some(super::AppSource::File(_)) => "wsgi-file",

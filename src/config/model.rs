@@ -216,6 +216,14 @@ pub struct Config {
     /// `manage-script-name`: pick the app by the longest mount prefix of
     /// the path and move that prefix from `PATH_INFO` to `SCRIPT_NAME`.
     pub manage_script_name: bool,
+    /// `max-requests`: recycle a WSGI worker after this many requests.
+    pub max_requests: Option<u64>,
+    /// `max-requests-delta`: random extra requests per worker.
+    pub max_requests_delta: u64,
+    /// `harakiri`: the longest a WSGI request may run.
+    pub harakiri: Option<Duration>,
+    /// `harakiri-verbose`: log the stuck request's headers too.
+    pub harakiri_verbose: bool,
     /// `need-app`: an app that fails to load stops the workers (default);
     /// false: the worker serves 500s for it and logs why.
     pub need_app: bool,
@@ -299,6 +307,10 @@ impl Config {
             mounts: Vec::new(),
             manage_script_name: false,
             need_app: true,
+            max_requests: None,
+            max_requests_delta: 0,
+            harakiri: None,
+            harakiri_verbose: false,
             threads: 0,
             buffer_size: 0,
             limit_post: None,

@@ -182,10 +182,15 @@ pub enum Recycle {
     Rss,
     /// `reload-on-cgroup-memory`.
     CgroupMemory,
+    /// `max-requests`: the worker said it served its share.
+    MaxRequests,
+    /// `harakiri`: the worker said a request of its ran too long.
+    Harakiri,
 }
 
 impl Recycle {
-    pub const ALL: [Recycle; 3] = [Recycle::Lifetime, Recycle::Rss, Recycle::CgroupMemory];
+    pub const ALL: [Recycle; 5] =
+        [Recycle::Lifetime, Recycle::Rss, Recycle::CgroupMemory, Recycle::MaxRequests, Recycle::Harakiri];
 
     /// The `reason` label of `podmaster_worker_recycles_total`.
     pub fn label(self) -> &'static str {
@@ -193,6 +198,8 @@ impl Recycle {
             Recycle::Lifetime => "lifetime",
             Recycle::Rss => "rss",
             Recycle::CgroupMemory => "cgroup_memory",
+            Recycle::MaxRequests => "max_requests",
+            Recycle::Harakiri => "harakiri",
         }
     }
 
@@ -202,6 +209,8 @@ impl Recycle {
             Recycle::Lifetime => "max-worker-lifetime",
             Recycle::Rss => "reload-on-rss",
             Recycle::CgroupMemory => "reload-on-cgroup-memory",
+            Recycle::MaxRequests => "max-requests",
+            Recycle::Harakiri => "harakiri",
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use super::core::{Core, MasterPhase, Os};
+use super::core::{Core, MasterPhase, Os, Recycle};
 use super::slots::exit_reason;
 use super::table::{Proc, ProcState, Role};
 use crate::notify::Notice;
@@ -128,6 +128,19 @@ impl<O: Os> Core<O> {
         }
     }
 
+    /// A worker asked to be replaced (`max-requests`, `harakiri`): once
+    /// per worker, replacement first. Asking is harmless (a worker can
+    /// always exit), so the message needs no more trust than the others.
+    fn recycle_asked(&mut self, id: u32, pid: Pid, why: Recycle) {
+        let queued =
+            self.rollout.as_ref().is_some_and(|r| r.queue.contains(&id) || r.current.is_some_and(|(c, _)| c == id));
+        if queued || self.table.replacement(id).is_some() {
+            tracing::debug!(worker = id, pid = pid.as_raw(), cause = why.option(), "already being replaced");
+            return;
+        }
+        self.recycle(id, why);
+    }
+
     /// A notify message from process `pid` (checked by its credentials).
     pub fn on_notice(&mut self, pid: i32, notice: Notice) {
         let now = self.os.now();
@@ -181,6 +194,10 @@ impl<O: Os> Core<O> {
                 self.end_crash_loop_if_over();
             }
             Notice::Forked => {}
+            Notice::MaxRequests if !is_next => self.recycle_asked(id, pid, Recycle::MaxRequests),
+            Notice::Harakiri if !is_next => self.recycle_asked(id, pid, Recycle::Harakiri),
+            // A replacement is replaced once it has taken over.
+            Notice::MaxRequests | Notice::Harakiri => {}
             Notice::Stopping => {
                 if self.table.find(pid).is_some_and(Proc::accepting) {
                     self.table.set_state(pid, ProcState::Starting);

@@ -657,7 +657,7 @@ fn a_stop_first_recycle_stops_the_worker_then_refills_its_slot() {
 fn recycles_are_counted_by_reason_and_a_scaled_away_slot_is_not_refilled() {
     let mut c = running(2);
     c.recycle(2, super::core::Recycle::Rss);
-    assert_eq!(c.counters.recycles, [0, 1, 0]);
+    assert_eq!(c.counters.recycles, [0, 1, 0, 0, 0]);
     let mut c = running(2);
     let p2 = c.table.worker(2).unwrap().pid;
     c.scale_down();
@@ -679,4 +679,32 @@ fn a_worker_that_never_reports_accepting_is_warned_about_once() {
     assert!(c.table.find(p2).unwrap().slow_start_warned);
     assert!(!c.table.find(p1).unwrap().slow_start_warned, "the accepting one is not");
     assert_eq!(c.next_deadline(), None, "warned once: nothing more is due");
+}
+
+#[test]
+fn a_worker_asking_for_a_replacement_gets_one_once() {
+    use super::core::Recycle;
+    let mut c = running(2);
+    let spawns = c.os.spawned.len();
+    let old = c.table.worker(1).unwrap().pid;
+    c.on_notice(old.as_raw(), Notice::MaxRequests);
+    c.on_notice(old.as_raw(), Notice::MaxRequests);
+    c.on_notice(old.as_raw(), Notice::Harakiri);
+    advance(&mut c, Duration::ZERO);
+    assert_eq!(c.os.spawned.len(), spawns + 1, "one replacement, started first");
+    assert!(signalled(&c, old).is_empty(), "the old worker serves until the replacement accepts");
+    assert_eq!(c.counters.recycles[Recycle::MaxRequests as usize], 1);
+    assert_eq!(c.counters.recycles[Recycle::Harakiri as usize], 0);
+    let new = last_spawn(&c);
+    // The replacement itself asking is not acted on before it took over.
+    c.on_notice(new.as_raw(), Notice::Harakiri);
+    c.on_notice(new.as_raw(), Notice::Ready);
+    assert_eq!(signalled(&c, old), vec![Signal::SIGHUP]);
+    assert_eq!(c.counters.recycles[Recycle::Harakiri as usize], 0);
+    exited(&mut c, old, 0);
+    // Once it serves the slot, it may ask.
+    c.on_notice(new.as_raw(), Notice::Harakiri);
+    advance(&mut c, Duration::ZERO);
+    assert_eq!(c.counters.recycles[Recycle::Harakiri as usize], 1);
+    assert_eq!(c.os.spawned.len(), spawns + 2);
 }

@@ -55,7 +55,7 @@ fn board() -> Option<&'static WorkerBoard> {
     worker()?.board.as_ref()
 }
 
-pub(super) fn notify(msg: &str) -> PyResult<()> {
+pub(crate) fn notify(msg: &str) -> PyResult<()> {
     if worker().is_none() {
         return Err(pyo3::exceptions::PyRuntimeError::new_err(
             "called in the zygote, while a shared-import module was imported: call it from the worker script",

@@ -6,12 +6,13 @@
 //! else in the crate spells an option name as a string to parse.
 //!
 //! The declarations are split by concern, one file each: [`sockets`],
-//! [`workers`], `wsgi`, [`lifecycle`], [`logging`]. Adding an option is one entry
+//! [`workers`], `wsgi`, `requests`, [`lifecycle`], [`logging`]. Adding an option is one entry
 //! in one of them (plus a test); the tests below check that every entry
 //! is complete and that its default applies.
 
 mod lifecycle;
 mod logging;
+mod requests;
 pub mod resources;
 mod sockets;
 pub mod uwsgi;
@@ -76,8 +77,15 @@ impl OptDef {
 }
 
 /// The table, in `--help` order: the concern files one after the other.
-const PARTS: [&[OptDef]; 6] =
-    [sockets::OPTIONS, workers::OPTIONS, wsgi::OPTIONS, resources::OPTIONS, lifecycle::OPTIONS, logging::OPTIONS];
+const PARTS: [&[OptDef]; 7] = [
+    sockets::OPTIONS,
+    workers::OPTIONS,
+    wsgi::OPTIONS,
+    requests::OPTIONS,
+    resources::OPTIONS,
+    lifecycle::OPTIONS,
+    logging::OPTIONS,
+];
 
 const COUNT: usize = {
     let (mut n, mut i) = (0, 0);

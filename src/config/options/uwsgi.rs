@@ -14,7 +14,6 @@ pub static IGNORED: &[(&str, &str)] = &[
     ("disable-logging", "podmaster does not log requests"),
     ("disable-write-exception", "the WSGI worker closes a connection whose write failed; the app sees no exception"),
     ("enable-threads", "the GIL is always initialised; threads work"),
-    ("harakiri-verbose", "podmaster has no harakiri"),
     (
         "http-keepalive",
         "the WSGI worker keeps HTTP/1.1 connections alive (5 s idle); an override script's server decides",
@@ -43,11 +42,6 @@ pub static IGNORED: &[(&str, &str)] = &[
 
 /// Refused: the option, and why with what to do instead.
 pub static REFUSED: &[(&str, &str)] = &[
-    ("harakiri", "podmaster has no request timeout yet; enforce it in your server (or a proxy's timeout) for now"),
-    (
-        "max-requests",
-        "podmaster does not count requests yet; use max-worker-lifetime or reload-on-rss to recycle workers",
-    ),
     ("cheaper", "podmaster keeps `processes` workers; scale with processes = auto, SIGTTIN/SIGTTOU or replicas"),
     ("static-map", "podmaster does not serve static files yet; serve them from your app or a CDN"),
     ("https", "TLS terminates at the Service or Ingress; serve plain HTTP in the pod"),

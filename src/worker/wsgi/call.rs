@@ -18,6 +18,7 @@ use pyo3::types::{PyBytes, PyList};
 use super::Loaded;
 use super::environ;
 use super::route::Router;
+use super::supervise::RequestBudget;
 use crate::sys::lend::lend;
 use crate::worker::front::{Handler, Request, RequestBody, Response};
 
@@ -28,11 +29,12 @@ pub(super) struct WsgiHandler {
     multithread: bool,
     /// A request for an app that failed to load was logged (once per worker).
     said_unloaded: AtomicBool,
+    budget: RequestBudget,
 }
 
 impl WsgiHandler {
-    pub(super) fn new(apps: Vec<Loaded>, router: Router, multithread: bool) -> WsgiHandler {
-        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false) }
+    pub(super) fn new(apps: Vec<Loaded>, router: Router, multithread: bool, budget: RequestBudget) -> WsgiHandler {
+        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false), budget }
     }
 
     /// A 500 for an app that did not load (`need-app = false`).
@@ -147,6 +149,19 @@ fn bytes_of(s: &str) -> PyResult<Vec<u8>> {
 
 impl Handler for WsgiHandler {
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
+        let resp = self.answer(req, body);
+        self.budget.served_one(|msg| {
+            if let Err(e) = crate::worker::python::notify(msg) {
+                tracing::warn!(error = %e, "cannot ask the master for a replacement (max-requests)");
+            }
+        });
+        resp
+    }
+}
+
+impl WsgiHandler {
+    /// The app's response to one request.
+    fn answer(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
         let routed = self.router.route(req.script_name, &req.path_info);
         let app = match self.apps.get(routed.app) {
             Some(Ok(app)) => app,

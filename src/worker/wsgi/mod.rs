@@ -20,6 +20,7 @@
 mod call;
 mod environ;
 mod route;
+mod supervise;
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -138,7 +139,14 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
     let config =
         front::Config { buffer_size: spec.buffer_size, limit_post: spec.limit_post, ..front::Config::default() };
     let threads = spec.threads.max(1) as usize;
-    let handler = call::WsgiHandler::new(apps, router, threads > 1);
+    let budget = supervise::RequestBudget::new(spec.max_requests, spec.max_requests_delta);
+    if let Some(limit) = budget.limit() {
+        tracing::debug!(
+            max_requests = limit,
+            "replaced after this many requests (max-requests and this worker's delta)"
+        );
+    }
+    let handler = call::WsgiHandler::new(apps, router, threads > 1, budget);
     // The sockets are listening already (the master bound them): from here
     // a connection waits in the backlog until a thread takes it.
     super::python::notify("READY=1")?;
