@@ -84,3 +84,54 @@ fn request_options_need_the_wsgi_worker() {
         assert!(err.contains(&format!("{key} needs podmaster's WSGI worker")), "{key}: {err}");
     }
 }
+
+const STUCK_APP: &str = r#"
+import time
+
+def stuck_here(seconds):
+    time.sleep(seconds)
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/stuck":
+        stuck_here(60)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"fine\n"]
+"#;
+
+/// A request stuck past `harakiri`: the client gets a 504, the log has the
+/// request and the Python stack with the stuck line, the worker is
+/// replaced replacement-first and exits, and the service keeps answering.
+#[test]
+fn harakiri_answers_504_logs_the_stack_and_replaces_the_worker() {
+    let dir = TempDir::new("harakiri");
+    dir.write("stuckapp.py", STUCK_APP);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let extra = format!(
+        "module = stuckapp\npythonpath = {}\nhttp-socket = {addr}\nharakiri = 1\nharakiri-verbose = true\n",
+        dir.path().display()
+    );
+    let inst = Instance::start("", 2, 0, &extra);
+    inst.wait_ready();
+    let before = inst.worker_pids();
+    let t0 = std::time::Instant::now();
+    let r = http_request(&addr, "GET", "/stuck", &["X-Trace: abc123"]).unwrap();
+    assert_eq!(r.status, 504, "{r:?}\n{}", inst.logs());
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30), "answered after {:?}", t0.elapsed());
+    inst.wait_metric("podmaster_worker_recycles_total{reason=\"harakiri\"}", 1.0);
+    let logs = wait_for("the stack in the log", DEADLINE, || {
+        let l = inst.logs();
+        l.contains("in stuck_here").then_some(l)
+    });
+    assert!(logs.contains("harakiri: a request ran too long") && logs.contains("GET /stuck"), "{logs}");
+    assert!(logs.contains("X-Trace: abc123"), "harakiri-verbose logs the headers: {logs}");
+    // The stuck worker is replaced and gone; the service answers meanwhile.
+    wait_for("the stuck worker to exit", DEADLINE, || {
+        let now = inst.worker_pids();
+        let alive = before.iter().filter(|(_, p)| std::path::Path::new(&format!("/proc/{p}")).exists()).count();
+        (now.iter().filter(|p| !before.contains(p)).count() == 1 && alive == 1).then_some(())
+    });
+    for _ in 0..10 {
+        let r = http_get(&addr, "/").unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "fine\n"), "{}", inst.logs());
+    }
+}

@@ -100,7 +100,8 @@ fn serve_http(wire: &mut Wire, peer: &Peer, site: &Site<'_>, accepted: Instant) 
                 return true;
             }
         };
-        let req = http_request(&head_buf, &head, &fields, peer, site);
+        let mut req = http_request(&head_buf, &head, &fields, peer, site);
+        req.conn_fd = wire.raw_fd();
         let (written, unread) = exchange(wire, site, &req, &head);
         if !written.keep_alive {
             return unread || !wire.buffered().is_empty() || written.status >= 400;
@@ -178,6 +179,7 @@ fn http_request<'a>(
             Framing::Length(n) => Some(n),
             Framing::Empty | Framing::Chunked => None,
         },
+        conn_fd: None,
     }
 }
 
@@ -295,10 +297,11 @@ fn serve_uwsgi(wire: &mut Wire, site: &Site<'_>, accepted: Instant) -> bool {
     let mut headers = Vec::new();
     let defaults =
         uwsgi::Defaults { server_name: site.server_name.as_bytes(), server_port: site.server_port.as_bytes() };
-    let req = match uwsgi::request(&block, &vars, &mut headers, &defaults) {
+    let mut req = match uwsgi::request(&block, &vars, &mut headers, &defaults) {
         Ok(req) => req,
         Err(e) => return uwsgi_refusal(wire, e),
     };
+    req.conn_fd = wire.raw_fd();
     uwsgi_exchange(wire, site, &req)
 }
 

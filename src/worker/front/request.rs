@@ -150,6 +150,9 @@ pub struct Request<'a> {
     /// The body's declared length (`CONTENT_LENGTH`); None for a chunked
     /// body (its length is known only once read) and for no body.
     pub content_length: Option<u64>,
+    /// The connection's socket, open for as long as the handler runs (a
+    /// watchdog may answer on it, see `harakiri`); None in tests.
+    pub conn_fd: Option<std::os::fd::RawFd>,
 }
 
 impl<'a> Request<'a> {

@@ -18,6 +18,8 @@ pub trait Stream: Read + Write + Send {
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Shuts one or both directions (a lingering close shuts `Write`).
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// The socket's fd (None for a test double without one).
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd>;
 }
 
 impl Stream for TcpStream {
@@ -30,6 +32,9 @@ impl Stream for TcpStream {
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         TcpStream::shutdown(self, how)
     }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
 }
 
 impl Stream for UnixStream {
@@ -41,6 +46,9 @@ impl Stream for UnixStream {
     }
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         UnixStream::shutdown(self, how)
+    }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self))
     }
 }
 

@@ -171,6 +171,7 @@ pub fn request<'a>(
         server_port: get(b"SERVER_PORT").unwrap_or(defaults.server_port),
         scheme: scheme(get(b"UWSGI_SCHEME"), get(b"HTTPS")),
         content_length,
+        conn_fd: None,
     })
 }
 

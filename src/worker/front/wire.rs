@@ -88,6 +88,11 @@ impl Wire {
         }
     }
 
+    /// The connection's fd, if it has one.
+    pub(super) fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.stream.raw_fd()
+    }
+
     /// Whether the drain flag is set.
     pub(super) fn draining(&self) -> bool {
         self.drain.load(Ordering::Relaxed)

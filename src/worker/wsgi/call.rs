@@ -17,10 +17,11 @@ use pyo3::types::{PyBytes, PyList};
 
 use super::Loaded;
 use super::environ;
+use super::harakiri::{Harakiri, Watched};
 use super::route::Router;
 use super::supervise::RequestBudget;
 use crate::sys::lend::lend;
-use crate::worker::front::{Handler, Request, RequestBody, Response};
+use crate::worker::front::{Handler, Request, RequestBody, Response, ResponseBody};
 
 /// The front's handler for the WSGI apps.
 pub(super) struct WsgiHandler {
@@ -30,11 +31,18 @@ pub(super) struct WsgiHandler {
     /// A request for an app that failed to load was logged (once per worker).
     said_unloaded: AtomicBool,
     budget: RequestBudget,
+    harakiri: Option<Arc<Harakiri>>,
 }
 
 impl WsgiHandler {
-    pub(super) fn new(apps: Vec<Loaded>, router: Router, multithread: bool, budget: RequestBudget) -> WsgiHandler {
-        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false), budget }
+    pub(super) fn new(
+        apps: Vec<Loaded>,
+        router: Router,
+        multithread: bool,
+        budget: RequestBudget,
+        harakiri: Option<Arc<Harakiri>>,
+    ) -> WsgiHandler {
+        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false), budget, harakiri }
     }
 
     /// A 500 for an app that did not load (`need-app = false`).
@@ -121,6 +129,36 @@ impl Write {
     }
 }
 
+/// `GET /path` for the harakiri log (with the headers when verbose),
+/// bounded: 1 KiB of request line, 8 KiB of headers.
+fn describe(req: &Request<'_>, verbose: bool) -> String {
+    let text = |b: &[u8], max: usize| String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned();
+    let mut out = format!("{} {}", text(req.method, 32), text(req.request_uri, 1024));
+    if verbose {
+        for (name, value) in req.headers.iter() {
+            if out.len() > 9 * 1024 {
+                out.push_str("\n...");
+                break;
+            }
+            out.push_str(&format!("\n{}: {}", text(name, 256), text(value, 1024)));
+        }
+    }
+    out
+}
+
+/// A streamed response keeps its request watched until it ends.
+fn watch_stream(mut resp: Response, watched: Watched) -> Response {
+    if let ResponseBody::Stream { chunks, length } = resp.body {
+        let mut watched = Some(watched);
+        let chunks = chunks.chain(std::iter::from_fn(move || {
+            drop(watched.take());
+            None
+        }));
+        resp.body = ResponseBody::Stream { chunks: Box::new(chunks), length };
+    }
+    resp
+}
+
 /// The status line and headers as PEP 3333 gives them: `str`s of latin-1.
 fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
     let status: String = status.extract().map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?;
@@ -149,7 +187,14 @@ fn bytes_of(s: &str) -> PyResult<Vec<u8>> {
 
 impl Handler for WsgiHandler {
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
-        let resp = self.answer(req, body);
+        let watched = self.harakiri.as_ref().map(|h| h.begin(describe(req, h.verbose()), req.conn_fd));
+        let mut resp = self.answer(req, body);
+        if let Some(w) = watched {
+            // From here the front writes the head: no 504 any more. A
+            // streamed body stays watched until its last chunk.
+            w.responding();
+            resp = watch_stream(resp, w);
+        }
         self.budget.served_one(|msg| {
             if let Err(e) = crate::worker::python::notify(msg) {
                 tracing::warn!(error = %e, "cannot ask the master for a replacement (max-requests)");

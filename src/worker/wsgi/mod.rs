@@ -19,6 +19,7 @@
 
 mod call;
 mod environ;
+mod harakiri;
 mod route;
 mod supervise;
 
@@ -146,7 +147,8 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
             "replaced after this many requests (max-requests and this worker's delta)"
         );
     }
-    let handler = call::WsgiHandler::new(apps, router, threads > 1, budget);
+    let harakiri = spec.harakiri.map(|limit| start_harakiri(py, limit, spec.harakiri_verbose, &drain)).transpose()?;
+    let handler = call::WsgiHandler::new(apps, router, threads > 1, budget, harakiri);
     // The sockets are listening already (the master bound them): from here
     // a connection waits in the backlog until a thread takes it.
     super::python::notify("READY=1")?;
@@ -155,6 +157,36 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
     served.map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("serving the WSGI app: {e}")))?;
     tracing::info!("WSGI worker drained; exiting");
     Ok(())
+}
+
+/// `harakiri`: registers `faulthandler` for the stack signal (every
+/// thread's stack to stderr) and starts the watchdog thread.
+fn start_harakiri(
+    py: Python<'_>,
+    limit: std::time::Duration,
+    verbose: bool,
+    drain: &Arc<AtomicBool>,
+) -> PyResult<Arc<harakiri::Harakiri>> {
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("all_threads", true)?;
+    kwargs.set_item("chain", false)?;
+    py.import("faulthandler")?.call_method("register", (harakiri::stack_signal(),), Some(&kwargs))?;
+    let h = harakiri::Harakiri::new(limit, verbose);
+    let (watchdog, drain) = (Arc::clone(&h), Arc::clone(drain));
+    std::thread::Builder::new()
+        .name("harakiri".into())
+        .spawn(move || {
+            watchdog.watch(
+                |msg| {
+                    if let Err(e) = super::python::notify(msg) {
+                        tracing::warn!(error = %e, "cannot ask the master for a replacement (harakiri)");
+                    }
+                },
+                &drain,
+            )
+        })
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start the harakiri thread: {e}")))?;
+    Ok(h)
 }
 
 /// The sockets at fds 3.. as the front's listeners, each with its protocol.

@@ -48,6 +48,9 @@ impl Stream for Scripted {
     fn shutdown(&self, _: std::net::Shutdown) -> io::Result<()> {
         Ok(())
     }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// What the recording handler saw of one request.
