@@ -11,8 +11,9 @@
 //!
 //! **What this machine can test.** Some integration tests need what a fresh
 //! clone or an ordinary account lacks: root, PID and network namespaces,
-//! helm, kubernetes-validate, Python's prometheus_client, promtool, a Docker
-//! engine with the `podmaster:test` image. Each is probed here and becomes a cfg
+//! helm, kubernetes-validate, hadolint, Python's prometheus_client, Flask,
+//! Django, FastAPI and uvicorn, promtool, a Docker engine with the
+//! `podmaster:test` image. Each is probed here and becomes a cfg
 //! (`have_helm`, ...); a test carries
 //! `#[cfg_attr(not(have_helm), ignore = "needs helm: run bash scripts/test-deps.sh")]`,
 //! so that `cargo test` lists it as ignored with the reason instead of
@@ -134,6 +135,13 @@ fn test_environment() {
             "have_prometheus_client",
             runs(manifest.join(".tools/venv/bin/python3"), &["-c", "import prometheus_client.openmetrics.parser"], &[]),
         ),
+        // The apps of examples/flask, examples/django and examples/fastapi
+        // (tests/wsgi_apps.rs), pinned in scripts/test-requirements.txt.
+        (
+            "have_wsgi_apps",
+            runs(manifest.join(".tools/venv/bin/python3"), &["-c", "import flask, django, fastapi, uvicorn"], &[]),
+        ),
+        ("have_hadolint", runs(tools.join("hadolint"), &["--version"], &[])),
         // On PATH (Debian's prometheus package); scripts/test-deps.sh lists it
         // in .tools/bin/.installed, so installing it there re-runs this probe.
         ("have_promtool", runs("promtool", &["--version"], &[])),

