@@ -25,6 +25,7 @@ pub(super) const OPTIONS: &[OptDef] = &[
             Ok(())
         },
     )
+    .aliases(&["logformat"])
     .default("text"),
     OptDef::new(
         "log-level",
