@@ -102,7 +102,7 @@ fn flask_app_runs_from_its_uwsgi_ini() {
     // Every option of the file is accepted (the ignored ones with a notice).
     let logs = inst.logs();
     assert!(!logs.contains("ERROR") && !logs.contains("WARN"), "{logs}");
-    assert!(logs.contains("option=\"need-app\""), "{logs}");
+    assert!(logs.contains("option=\"vacuum\""), "{logs}");
     graceful_stop_finishes(inst, &addr, "/slow?s=1.5", "slept 1.5");
 }
 
