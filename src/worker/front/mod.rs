@@ -18,7 +18,8 @@
 //! - `chunked`: the streaming `Transfer-Encoding: chunked` decoder.
 //! - [`uwsgi`]: the uwsgi binary protocol as nginx and Apache speak it.
 //! - [`request`]: the request both protocols produce; [`body`]: its body reader.
-//! - [`response`]: what a handler returns, and how it is framed and written.
+//! - [`response`]: what a handler returns, and how it is framed and written;
+//!   [`sendfile`]: file bodies.
 //! - `conn`: serving one connection (keep-alive, pipelining, errors).
 //! - `serve`: the threads that accept and serve, and the drain.
 //!
@@ -36,6 +37,7 @@ mod conn;
 pub mod http;
 pub mod request;
 pub mod response;
+pub mod sendfile;
 mod serve;
 pub mod stream;
 pub mod uwsgi;
@@ -46,6 +48,7 @@ use std::time::Duration;
 pub use body::RequestBody;
 pub use request::{Fields, Request, Scheme, Version};
 pub use response::{Response, ResponseBody};
+pub use sendfile::FileBody;
 pub use serve::{Listening, serve};
 pub use stream::{Listener, Stream};
 

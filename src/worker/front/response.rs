@@ -14,6 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::Protocol;
 use super::request::Version;
+use super::sendfile::{self, FileBody, Out};
 
 /// The chunks of a streamed body, produced on the serving thread.
 pub type Chunks = Box<dyn Iterator<Item = io::Result<Vec<u8>>>>;
@@ -32,6 +33,9 @@ pub enum ResponseBody {
         chunks: Chunks,
         length: Option<u64>,
     },
+    /// A file region, sent with `sendfile`; its length frames it (an app's
+    /// smaller `Content-Length` sends only that much).
+    File(FileBody),
 }
 
 /// What a [`super::Handler`] returns.
@@ -119,10 +123,11 @@ struct Prepared {
     close: bool,
     first: Vec<u8>,
     rest: Option<Chunks>,
+    file: Option<FileBody>,
 }
 
 /// Writes `resp`; never fails (a failed write closes the connection).
-pub(super) fn write_response(out: &mut dyn Write, resp: Response, ctx: &Ctx) -> Written {
+pub(super) fn write_response(out: &mut dyn Out, resp: Response, ctx: &Ctx) -> Written {
     let prepared = match prepare(resp, ctx) {
         Ok(p) => p,
         Err(why) => {
@@ -139,7 +144,10 @@ pub(super) fn write_response(out: &mut dyn Write, resp: Response, ctx: &Ctx) -> 
     let keep_alive = ctx.keep_alive && !prepared.close && frame != Frame::Close;
     let mut w = BodyWriter { out, pending: Vec::with_capacity(1024), frame, written: 0 };
     write_head(&mut w.pending, &prepared, ctx, frame, keep_alive);
-    let complete = w.body(prepared.first, prepared.rest).is_ok_and(|done| done);
+    let complete = match prepared.file {
+        Some(file) if frame != Frame::NoBody => w.file(&file).is_ok_and(|done| done),
+        _ => w.body(prepared.first, prepared.rest).is_ok_and(|done| done),
+    };
     Written { status, keep_alive: keep_alive && complete }
 }
 
@@ -228,8 +236,28 @@ fn prepare(resp: Response, ctx: &Ctx) -> Result<Prepared, String> {
         }
     }
     let no_body = ctx.head || resp.status == 204 || resp.status == 304;
+    if let ResponseBody::File(mut file) = resp.body {
+        match declared {
+            Some(n) if n > file.length => {
+                return Err(format!("Content-Length {n} is more than the {} bytes left in the file", file.length));
+            }
+            Some(n) => file.length = n,
+            None => {}
+        }
+        let length = Some(file.length);
+        return Ok(Prepared {
+            status: resp.status,
+            reason: resp.reason,
+            headers,
+            length,
+            close,
+            first: Vec::new(),
+            rest: None,
+            file: Some(file),
+        });
+    }
     let (length, first, rest) = pull_first(resp.body, declared, no_body)?;
-    Ok(Prepared { status: resp.status, reason: resp.reason, headers, length, close, first, rest })
+    Ok(Prepared { status: resp.status, reason: resp.reason, headers, length, close, first, rest, file: None })
 }
 
 type Pulled = (Option<u64>, Vec<u8>, Option<Chunks>);
@@ -242,6 +270,7 @@ fn pull_first(body: ResponseBody, declared: Option<u64>, no_body: bool) -> Resul
         ResponseBody::Empty => return Ok((Some(declared.unwrap_or(0)), Vec::new(), None)),
         ResponseBody::Full(v) => return Ok((Some(v.len() as u64), v, None)),
         ResponseBody::Stream { chunks, length } => (chunks, length),
+        ResponseBody::File(_) => return Err("a file body reached the chunk path (a bug)".into()),
     };
     if let (Some(a), Some(b)) = (length, declared) {
         if a != b {
@@ -280,7 +309,7 @@ fn next_chunk(chunks: &mut Chunks) -> io::Result<Option<Vec<u8>>> {
 
 /// Writes body bytes in the chosen framing, coalescing small pieces.
 struct BodyWriter<'o> {
-    out: &'o mut dyn Write,
+    out: &'o mut dyn Out,
     pending: Vec<u8>,
     frame: Frame,
     written: u64,
@@ -321,6 +350,17 @@ impl BodyWriter<'_> {
         }
         self.flush()?;
         Ok(whole && self.frame != Frame::Close)
+    }
+
+    /// A file body after the head; Ok(true) when it went out whole.
+    fn file(&mut self, file: &FileBody) -> io::Result<bool> {
+        self.flush_pending()?;
+        let sent = sendfile::send(self.out, file)?;
+        if sent < file.length {
+            tracing::error!(promised = file.length, sent, "the file shrank while it was sent; closing");
+        }
+        self.out.flush()?;
+        Ok(sent == file.length && self.frame != Frame::Close)
     }
 
     /// One chunk; Ok(false) when it overran the declared length (cut).

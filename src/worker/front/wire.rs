@@ -178,6 +178,12 @@ impl Wire {
 
 /// Responses are written straight to the socket, each write bounded by
 /// the io timeout (set once, in [`Wire::new`]).
+impl super::sendfile::Out for Wire {
+    fn sendfile_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.raw_fd()
+    }
+}
+
 impl Write for Wire {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.stream.write(bytes)

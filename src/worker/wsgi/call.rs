@@ -21,7 +21,7 @@ use super::harakiri::{Harakiri, Watched};
 use super::route::Router;
 use super::supervise::RequestBudget;
 use crate::sys::lend::lend;
-use crate::worker::front::{Handler, Request, RequestBody, Response, ResponseBody};
+use crate::worker::front::{FileBody, Handler, Request, RequestBody, Response, ResponseBody};
 
 /// The front's handler for the WSGI apps.
 pub(super) struct WsgiHandler {
@@ -237,6 +237,11 @@ impl WsgiHandler {
 /// streams through [`Chunks`].
 fn respond(result: Bound<'_, PyAny>, state: &Shared) -> PyResult<Response> {
     let closer = Closer(Some(result.clone().unbind()));
+    if let Some(file) = file_of(&result, state) {
+        let (resp, _) = head_of(state, Vec::new())?;
+        drop(closer);
+        return Ok(Response { body: ResponseBody::File(file), ..resp });
+    }
     // A list or tuple (the usual `[body]`) is already in memory: one
     // body with its Content-Length, as PEP 3333 suggests for len() == 1.
     if result.is_instance_of::<PyList>() || result.is_instance_of::<pyo3::types::PyTuple>() {
@@ -267,6 +272,25 @@ fn respond(result: Bound<'_, PyAny>, state: &Shared) -> PyResult<Response> {
     }
     let rest = Chunks { iter: Some(iter.unbind().into_any()), closer };
     Ok(resp.stream(std::iter::once(Ok(first)).chain(rest), None))
+}
+
+/// The file behind a `wsgi.file_wrapper` the app returned, for
+/// `sendfile`: only a regular file with a working `fileno()` and `tell()`,
+/// and nothing passed to `write()` before it; else None (the wrapper is
+/// iterated). The fd is duplicated: the app's `close()` closes its own.
+fn file_of(result: &Bound<'_, PyAny>, state: &Shared) -> Option<FileBody> {
+    let class = environ::file_wrapper(result.py())?;
+    if !result.is_instance(class).unwrap_or(false) || !lock(state).written.is_empty() {
+        return None;
+    }
+    let filelike = result.getattr("filelike").ok()?;
+    let fd: i32 = filelike.call_method0("fileno").ok()?.extract().ok()?;
+    let pos: u64 = filelike.call_method0("tell").ok()?.extract().ok()?;
+    // SAFETY: `fd` is open (the file object is alive and just gave it);
+    // it is only borrowed to duplicate it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let owned = borrowed.try_clone_to_owned().ok()?;
+    FileBody::rest_of(std::fs::File::from(owned), pos).ok()
 }
 
 /// The response head `start_response` set, and `first` after what the

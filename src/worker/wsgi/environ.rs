@@ -17,7 +17,10 @@ use crate::sys::lend::Loan;
 use crate::worker::front::{Protocol, Request};
 
 /// `wsgi.file_wrapper`: a small Python class (iterating the file in
-/// 64 KiB blocks, closing it with the response), compiled once.
+/// 64 KiB blocks, closing it with the response), compiled once. When the
+/// app returns one wrapping a real file (`fileno()` and `tell()` work, a
+/// regular file), the front sends the file with `sendfile` instead of
+/// iterating it (`call::respond`).
 static FILE_WRAPPER: OnceLock<Py<PyAny>> = OnceLock::new();
 
 const FILE_WRAPPER_SRC: &str = r#"
@@ -49,6 +52,11 @@ pub(super) fn init(py: Python<'_>) -> PyResult<()> {
     let class = globals.get_item("FileWrapper")?.ok_or_else(|| PyValueError::new_err("FileWrapper missing"))?;
     let _ = FILE_WRAPPER.set(class.unbind());
     Ok(())
+}
+
+/// `wsgi.file_wrapper`'s class, once loaded.
+pub(super) fn file_wrapper(py: Python<'_>) -> Option<&Bound<'_, PyAny>> {
+    FILE_WRAPPER.get().map(|c| c.bind(py))
 }
 
 /// A `str` whose code points are `bytes` (latin-1 decoding).

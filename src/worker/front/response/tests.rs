@@ -173,3 +173,29 @@ fn large_chunks_are_written_directly() {
     assert!(out.ends_with("\r\n1\r\nz\r\n0\r\n\r\n"));
     assert_eq!(out.len(), head.len() + 6 + big.len() + 2 + 6 + 5);
 }
+
+#[test]
+fn file_bodies_are_framed_by_their_length() {
+    let dir = std::env::temp_dir().join(format!("podmaster-resp-file-{}", std::process::id()));
+    std::fs::write(&dir, b"0123456789").unwrap();
+    let file = |offset| FileBody::rest_of(std::fs::File::open(&dir).unwrap(), offset).unwrap();
+    let resp = |f, cl: Option<&str>| {
+        let r = Response { body: ResponseBody::File(f), ..Response::new(200, "OK") };
+        match cl {
+            Some(n) => r.header("Content-Length", n),
+            None => r,
+        }
+    };
+    let (out, w) = write(resp(file(2), None), ctx11());
+    assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n23456789");
+    assert!(w.keep_alive);
+    let (out, _) = write(resp(file(0), Some("4")), ctx11());
+    assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n0123");
+    let (out, _) = write(resp(file(0), None), Ctx { head: true, ..ctx11() });
+    assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n");
+    let (out, w) = write(resp(file(5), Some("6")), ctx11());
+    assert!(out.starts_with("HTTP/1.1 500"), "{out}");
+    assert_eq!(w.status, 500);
+    assert!(FileBody::rest_of(std::fs::File::open("/dev/null").unwrap(), 0).is_err(), "not a regular file");
+    std::fs::remove_file(&dir).unwrap();
+}

@@ -1,0 +1,99 @@
+//! Sending a file as a response body: `sendfile(2)` from the page cache
+//! straight to the socket (no copy through the worker, no Python), with a
+//! read-and-write fallback where the destination is not a socket (tests).
+//! Used by `wsgi.file_wrapper` and static files.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+/// Where a response goes: a byte sink that may be a socket `sendfile`
+/// can write to.
+pub trait Out: Write {
+    /// The socket's fd, when the bytes may go by `sendfile`.
+    fn sendfile_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+impl Out for Vec<u8> {}
+
+/// A file to send: `length` bytes from `offset`.
+#[derive(Debug)]
+pub struct FileBody {
+    pub file: File,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl FileBody {
+    /// `file` from `offset` to its end; refused when it is not a regular
+    /// file (a pipe or a device has no length to promise).
+    pub fn rest_of(file: File, offset: u64) -> io::Result<FileBody> {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        Ok(FileBody { length: meta.len().saturating_sub(offset), file, offset })
+    }
+}
+
+/// How long one wait for the socket to take more bytes may last.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Sends `body.length` bytes of the file; Ok(sent). Fewer than promised
+/// means the file shrank under us: the caller closes the connection.
+pub(super) fn send(out: &mut dyn Out, body: &FileBody) -> io::Result<u64> {
+    match out.sendfile_fd() {
+        Some(fd) => by_sendfile(fd, body),
+        None => by_copy(out, body),
+    }
+}
+
+fn by_sendfile(fd: RawFd, body: &FileBody) -> io::Result<u64> {
+    // SAFETY: the fd is the connection's, open for this call (the caller
+    // holds the connection).
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut offset = i64::try_from(body.offset).map_err(|_| io::Error::other("file offset too large"))?;
+    let mut sent = 0u64;
+    while sent < body.length {
+        let want = usize::try_from((body.length - sent).min(1 << 30)).unwrap_or(1 << 30);
+        match nix::sys::sendfile::sendfile(sock, body.file.as_fd(), Some(&mut offset), want) {
+            Ok(0) => break,
+            Ok(n) => sent += n as u64,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => wait_writable(sock)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(sent)
+}
+
+/// A non-blocking socket (or one whose send timeout passed) is full:
+/// wait until it takes bytes again, or give up after [`STALL`].
+fn wait_writable(sock: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(sock, PollFlags::POLLOUT)];
+    match poll(&mut fds, PollTimeout::try_from(STALL).unwrap_or(PollTimeout::MAX)) {
+        Ok(0) => Err(io::Error::new(io::ErrorKind::TimedOut, "the client took no bytes for 60 s")),
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn by_copy(out: &mut dyn Out, body: &FileBody) -> io::Result<u64> {
+    let mut file = &body.file;
+    file.seek(SeekFrom::Start(body.offset))?;
+    let mut rest = file.take(body.length);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    loop {
+        let n = rest.read(&mut buf)?;
+        if n == 0 {
+            return Ok(sent);
+        }
+        out.write_all(&buf[..n])?;
+        sent += n as u64;
+    }
+}
