@@ -135,7 +135,7 @@ impl Config {
         }
         self.check_mounts()?;
         if !self.serves_wsgi() {
-            for key in ["max-requests", "harakiri"] {
+            for key in ["max-requests", "harakiri", "static-map"] {
                 if self.origin_of(key).is_some() {
                     return Err(self.error_at(
                         key,
@@ -247,6 +247,16 @@ impl Config {
                 }
             }
             self.mounts = mounts;
+        }
+        if base_ok {
+            let mut maps = std::mem::take(&mut self.static_maps);
+            for (prefix, dir) in &mut maps {
+                *dir = base.join(&*dir);
+                if !dir.is_dir() {
+                    errors.push(self.error_at("static-map", format!("{prefix}={}: not a directory", dir.display())));
+                }
+            }
+            self.static_maps = maps;
         }
         for t in &mut self.touch_reload {
             *t = base.join(&*t);

@@ -224,6 +224,10 @@ pub struct Config {
     pub harakiri: Option<Duration>,
     /// `harakiri-verbose`: log the stuck request's headers too.
     pub harakiri_verbose: bool,
+    /// `static-map`: (URL prefix without trailing `/`, directory).
+    pub static_maps: Vec<(String, PathBuf)>,
+    /// `static-gzip-all`.
+    pub static_gzip_all: bool,
     /// `need-app`: an app that fails to load stops the workers (default);
     /// false: the worker serves 500s for it and logs why.
     pub need_app: bool,
@@ -311,6 +315,8 @@ impl Config {
             max_requests_delta: 0,
             harakiri: None,
             harakiri_verbose: false,
+            static_maps: Vec::new(),
+            static_gzip_all: false,
             threads: 0,
             buffer_size: 0,
             limit_post: None,

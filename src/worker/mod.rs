@@ -9,6 +9,7 @@
 
 pub mod front;
 pub mod python;
+pub mod statics;
 mod wsgi;
 pub mod zygote;
 

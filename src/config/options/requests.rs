@@ -4,9 +4,11 @@
 //! Python stacks in the log). They need podmaster's own worker, which
 //! sees every request: with an override script or a command, podmaster
 //! cannot count requests, and these options are errors (`check_app`).
+//! `static-map` answers files from the same front, without the app.
 
 use super::{Kind, OptDef};
 use crate::config::values::{flag, positive_seconds, whole_in};
+use crate::config::{Config, ConfigError, Entry};
 
 /// Table-like (one declaration per option), exempt from the 80-line limit.
 pub(super) const OPTIONS: &[OptDef] = &[
@@ -35,4 +37,35 @@ pub(super) const OPTIONS: &[OptDef] = &[
         Ok(())
     })
     .default("false"),
+    OptDef::new(
+        "static-map",
+        Kind::Text,
+        "serve files under a URL prefix from a directory, in Rust, without the app (repeatable): /prefix=dir",
+        static_map,
+    )
+    .repeatable(),
+    OptDef::new(
+        "static-gzip-all",
+        Kind::Bool,
+        "serve FILE.gz (Content-Encoding: gzip) when it exists beside a static file and the client accepts gzip",
+        |c, e| {
+            c.static_gzip_all = flag(e);
+            Ok(())
+        },
+    )
+    .default("false"),
 ];
+
+/// `static-map = /prefix=dir` (uWSGI's form).
+fn static_map(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {
+    let v = e.value.trim();
+    let Some((prefix, dir)) = v.split_once('=') else {
+        return Err(ConfigError::at(e, format!("expected /PREFIX=DIRECTORY, found {v:?}")));
+    };
+    let (prefix, dir) = (prefix.trim(), dir.trim());
+    if !prefix.starts_with('/') || prefix.bytes().any(|b| b.is_ascii_control() || b == b' ') || dir.is_empty() {
+        return Err(ConfigError::at(e, format!("expected /PREFIX=DIRECTORY, found {v:?}")));
+    }
+    c.static_maps.push((prefix.trim_end_matches('/').to_owned(), dir.into()));
+    Ok(())
+}

@@ -43,7 +43,6 @@ pub static IGNORED: &[(&str, &str)] = &[
 /// Refused: the option, and why with what to do instead.
 pub static REFUSED: &[(&str, &str)] = &[
     ("cheaper", "podmaster keeps `processes` workers; scale with processes = auto, SIGTTIN/SIGTTOU or replicas"),
-    ("static-map", "podmaster does not serve static files yet; serve them from your app or a CDN"),
     ("https", "TLS terminates at the Service or Ingress; serve plain HTTP in the pod"),
     ("emperor", "one podmaster runs one app per container; use one Deployment per app"),
     ("gevent", "podmaster has no loop engines; start gevent in your worker script"),

@@ -22,6 +22,7 @@ use super::route::Router;
 use super::supervise::RequestBudget;
 use crate::sys::lend::lend;
 use crate::worker::front::{FileBody, Handler, Request, RequestBody, Response, ResponseBody};
+use crate::worker::statics::Statics;
 
 /// The front's handler for the WSGI apps.
 pub(super) struct WsgiHandler {
@@ -32,6 +33,7 @@ pub(super) struct WsgiHandler {
     said_unloaded: AtomicBool,
     budget: RequestBudget,
     harakiri: Option<Arc<Harakiri>>,
+    statics: Statics,
 }
 
 impl WsgiHandler {
@@ -41,8 +43,9 @@ impl WsgiHandler {
         multithread: bool,
         budget: RequestBudget,
         harakiri: Option<Arc<Harakiri>>,
+        statics: Statics,
     ) -> WsgiHandler {
-        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false), budget, harakiri }
+        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false), budget, harakiri, statics }
     }
 
     /// A 500 for an app that did not load (`need-app = false`).
@@ -187,6 +190,10 @@ fn bytes_of(s: &str) -> PyResult<Vec<u8>> {
 
 impl Handler for WsgiHandler {
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
+        // Static files: no Python, not counted against max-requests.
+        if let Some(resp) = self.statics.serve(req) {
+            return resp;
+        }
         let watched = self.harakiri.as_ref().map(|h| h.begin(describe(req, h.verbose()), req.conn_fd));
         let mut resp = self.answer(req, body);
         if let Some(w) = watched {

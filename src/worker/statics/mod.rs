@@ -1,0 +1,229 @@
+//! `static-map = /prefix=dir`: files answered by the worker's Rust front
+//! without touching Python — `sendfile`, `ETag` and `Last-Modified`,
+//! `If-None-Match` / `If-Modified-Since` (304), a single `Range` (206,
+//! 416), `static-gzip-all` (a `file.gz` beside the file for clients that
+//! accept gzip).
+//!
+//! Like uWSGI, a path under a prefix that names no regular file (missing,
+//! a directory) goes on to the app, and only GET and HEAD are served.
+//! Unlike uWSGI's default, escaping the directory is impossible, not
+//! checked after the fact: the file is opened with `openat2` and
+//! `RESOLVE_BENEATH` relative to the directory opened at startup, so `..`,
+//! absolute or escaping symlinks and `/proc` magic links all fail inside
+//! the kernel (answered 404); a `..` segment is refused before that.
+
+mod date;
+mod range;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+
+use super::front::{FileBody, Request, Response, ResponseBody};
+
+/// One `static-map`: a URL prefix and the directory it maps to.
+struct Map {
+    /// Without a trailing `/`.
+    prefix: Vec<u8>,
+    root: OwnedFd,
+}
+
+/// The static files of a worker.
+pub struct Statics {
+    maps: Vec<Map>,
+    gzip_all: bool,
+}
+
+impl Statics {
+    /// Opens every mapped directory (a failure names it). Longest
+    /// prefixes are tried first.
+    pub fn open(maps: &[(String, PathBuf)], gzip_all: bool) -> Result<Statics, String> {
+        let mut out = Vec::with_capacity(maps.len());
+        for (prefix, dir) in maps {
+            let root = nix::fcntl::open(
+                dir.as_path(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| format!("static-map {prefix}={}: {e}", dir.display()))?;
+            out.push(Map { prefix: prefix.trim_end_matches('/').as_bytes().to_vec(), root });
+        }
+        out.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+        Ok(Statics { maps: out, gzip_all })
+    }
+
+    /// The answer from the static files, or None: the app's request.
+    pub fn serve(&self, req: &Request<'_>) -> Option<Response> {
+        if self.maps.is_empty() || !(req.method == b"GET" || req.method == b"HEAD") {
+            return None;
+        }
+        let path: &[u8] = &req.path_info;
+        let (map, rest) = self.maps.iter().find_map(|m| {
+            let rest = path.strip_prefix(m.prefix.as_slice())?;
+            rest.strip_prefix(b"/").map(|r| (m, r))
+        })?;
+        if rest.is_empty() || rest.ends_with(b"/") {
+            return None;
+        }
+        if rest.contains(&0) || rest.split(|b| *b == b'/').any(|seg| seg == b"..") {
+            tracing::debug!(path = %String::from_utf8_lossy(path), "static-map: a path with `..` or NUL; 404");
+            return Some(not_found());
+        }
+        let rel = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rest));
+        let (file, encoding) = match self.open_variant(map, rel, req) {
+            Ok(found) => found,
+            Err(Found::App) => return None,
+            Err(Found::Refused) => return Some(not_found()),
+        };
+        Some(respond(file, encoding, self.gzip_all, req))
+    }
+
+    /// The file at `rel` under `map`, or its `.gz` beside it when gzip is
+    /// on and accepted.
+    fn open_variant(
+        &self,
+        map: &Map,
+        rel: &Path,
+        req: &Request<'_>,
+    ) -> Result<(std::fs::File, Option<&'static str>), Found> {
+        if self.gzip_all && accepts_gzip(req) {
+            let mut gz = rel.as_os_str().to_owned();
+            gz.push(".gz");
+            if let Ok(f) = open_beneath(map, Path::new(&gz)) {
+                return Ok((f, Some("gzip")));
+            }
+        }
+        open_beneath(map, rel).map(|f| (f, None))
+    }
+}
+
+/// Why no file was opened.
+enum Found {
+    /// Missing, or not a regular file: the app answers.
+    App,
+    /// An escape attempt or a file the worker may not read: 404.
+    Refused,
+}
+
+fn open_beneath(map: &Map, rel: &Path) -> Result<std::fs::File, Found> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(map.root.as_fd(), rel, how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG) => return Err(Found::App),
+        Err(e) => {
+            tracing::debug!(path = %rel.display(), error = %e, "static-map: refused");
+            return Err(Found::Refused);
+        }
+    };
+    let file = std::fs::File::from(fd);
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        _ => Err(Found::App),
+    }
+}
+
+fn accepts_gzip(req: &Request<'_>) -> bool {
+    req.header("accept-encoding").is_some_and(|v| {
+        v.split(|b| *b == b',').any(|t| {
+            let t = t.trim_ascii();
+            let (coding, q) = match t.iter().position(|b| *b == b';') {
+                Some(i) => (t[..i].trim_ascii(), t[i + 1..].trim_ascii()),
+                None => (t, &b""[..]),
+            };
+            coding.eq_ignore_ascii_case(b"gzip") && !matches!(q, b"q=0" | b"q=0.0" | b"q=0.00" | b"q=0.000")
+        })
+    })
+}
+
+fn not_found() -> Response {
+    Response::text(404, "Not Found", "Not Found")
+}
+
+/// The response for an opened file: conditionals, range, headers.
+fn respond(file: std::fs::File, encoding: Option<&'static str>, gzip_all: bool, req: &Request<'_>) -> Response {
+    let Ok(meta) = file.metadata() else { return not_found() };
+    let (size, mtime) = (meta.len(), meta.mtime());
+    let etag = format!(
+        "\"{size:x}-{:x}{}\"",
+        meta.mtime_nsec() as u64 ^ (mtime as u64) << 20,
+        if encoding.is_some() { "-gz" } else { "" }
+    );
+    let last_modified = date::format(mtime);
+    let head = |status: u16, reason: &str| {
+        let mut r = Response::new(status, reason)
+            .header("ETag", etag.as_str())
+            .header("Last-Modified", last_modified.as_str())
+            .header("Accept-Ranges", "bytes");
+        if gzip_all {
+            r = r.header("Vary", "Accept-Encoding");
+        }
+        r
+    };
+    if not_modified(req, &etag, mtime) {
+        return head(304, "Not Modified");
+    }
+    let content_type = content_type(&req.path_info);
+    let pick = range::pick(req, &etag, mtime, size);
+    let mut resp = match pick {
+        range::Pick::Whole => head(200, "OK").header("Content-Type", content_type),
+        range::Pick::Part(start, end) => head(206, "Partial Content")
+            .header("Content-Type", content_type)
+            .header("Content-Range", format!("bytes {start}-{end}/{size}")),
+        range::Pick::Unsatisfiable => {
+            return Response::new(416, "Range Not Satisfiable").header("Content-Range", format!("bytes */{size}"));
+        }
+    };
+    if let Some(enc) = encoding {
+        resp = resp.header("Content-Encoding", enc);
+    }
+    let (offset, length) = match pick {
+        range::Pick::Part(start, end) => (start, end - start + 1),
+        _ => (0, size),
+    };
+    resp.body = ResponseBody::File(FileBody { file, offset, length });
+    resp
+}
+
+/// `If-None-Match` (weak comparison) wins over `If-Modified-Since`.
+fn not_modified(req: &Request<'_>, etag: &str, mtime: i64) -> bool {
+    if let Some(inm) = req.header("if-none-match") {
+        return inm
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|t| t == b"*" || t.strip_prefix(b"W/").unwrap_or(t) == etag.as_bytes());
+    }
+    req.header("if-modified-since").and_then(date::parse).is_some_and(|since| mtime <= since)
+}
+
+/// A content type from the file's extension (the usual web types).
+fn content_type(path: &[u8]) -> &'static str {
+    let ext = path.rsplit(|b| *b == b'.').next().unwrap_or_default().to_ascii_lowercase();
+    match ext.as_slice() {
+        b"html" | b"htm" => "text/html; charset=utf-8",
+        b"css" => "text/css; charset=utf-8",
+        b"js" | b"mjs" => "text/javascript; charset=utf-8",
+        b"json" | b"map" => "application/json",
+        b"txt" => "text/plain; charset=utf-8",
+        b"xml" => "application/xml",
+        b"svg" => "image/svg+xml",
+        b"png" => "image/png",
+        b"jpg" | b"jpeg" => "image/jpeg",
+        b"gif" => "image/gif",
+        b"webp" => "image/webp",
+        b"avif" => "image/avif",
+        b"ico" => "image/vnd.microsoft.icon",
+        b"woff" => "font/woff",
+        b"woff2" => "font/woff2",
+        b"ttf" => "font/ttf",
+        b"pdf" => "application/pdf",
+        b"wasm" => "application/wasm",
+        b"mp4" => "video/mp4",
+        b"webm" => "video/webm",
+        _ => "application/octet-stream",
+    }
+}

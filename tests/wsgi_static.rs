@@ -1,0 +1,140 @@
+//! `static-map` end to end (issue 20): files from the Rust front with
+//! validators, conditional requests, ranges and gzip variants; missing
+//! files and directories go on to the app; every way out of the
+//! directory (`..`, encoded `..`, symlinks out, absolute symlinks) is a
+//! 404 and never reaches a file outside.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::*;
+
+const APP: &str = "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', \
+                   'text/plain')])\n    return [('app: ' + environ['REQUEST_METHOD'] + ' ' + environ['PATH_INFO']).encode()]\n";
+
+/// One request with extra header lines; (status, head, body).
+fn ask(addr: &str, method: &str, target: &str, headers: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(s, "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head, all[split..].to_vec())
+}
+
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+struct Site {
+    _dir: TempDir,
+    _inst: Instance,
+    addr: String,
+    big: Vec<u8>,
+}
+
+fn site() -> Site {
+    let dir = TempDir::new("wsgi-static");
+    let root = dir.path().join("public");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("style.css"), "body { color: red }\n").unwrap();
+    std::fs::write(root.join("sub/page.html"), "<p>hi</p>\n").unwrap();
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    std::fs::write(root.join("app.js"), "plain();\n").unwrap();
+    std::fs::write(root.join("app.js.gz"), b"\x1f\x8bpretend-gzip").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "top secret\n").unwrap();
+    std::os::unix::fs::symlink("style.css", root.join("alias.css")).unwrap();
+    std::os::unix::fs::symlink("../secret.txt", root.join("escape.txt")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("passwd")).unwrap();
+    dir.write("staticapp.py", APP);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let extra = format!(
+        "module = staticapp\npythonpath = {d}\nhttp-socket = {addr}\nstatic-map = /static={d}/public\n\
+         static-gzip-all = true\n",
+        d = dir.path().display()
+    );
+    let inst = Instance::start("", 1, 0, &extra);
+    inst.wait_ready();
+    Site { _dir: dir, _inst: inst, addr, big }
+}
+
+#[test]
+fn files_validators_conditionals_ranges_and_gzip() {
+    let s = site();
+    let (status, head, body) = ask(&s.addr, "GET", "/static/style.css", "");
+    assert_eq!((status, body.as_slice()), (200, &b"body { color: red }\n"[..]), "{head}");
+    assert_eq!(header(&head, "Content-Type"), Some("text/css; charset=utf-8"));
+    let etag = header(&head, "ETag").unwrap().to_owned();
+    let modified = header(&head, "Last-Modified").unwrap().to_owned();
+    assert!(modified.ends_with(" GMT"), "{modified}");
+
+    let (status, _, body) = ask(&s.addr, "GET", "/static/style.css", &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!((status, body.len()), (304, 0));
+    let (status, _, _) = ask(&s.addr, "GET", "/static/style.css", &format!("If-Modified-Since: {modified}\r\n"));
+    assert_eq!(status, 304);
+    let (status, _, _) = ask(&s.addr, "GET", "/static/style.css", "If-None-Match: \"other\"\r\n");
+    assert_eq!(status, 200);
+
+    let (status, head, body) = ask(&s.addr, "GET", "/static/big.bin", "Range: bytes=1000-1999\r\n");
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(header(&head, "Content-Range"), Some("bytes 1000-1999/1048576"));
+    assert_eq!(body, s.big[1000..2000]);
+    let (status, _, body) = ask(&s.addr, "GET", "/static/big.bin", "");
+    assert!(status == 200 && body == s.big, "whole file");
+    let (status, head, _) = ask(&s.addr, "GET", "/static/big.bin", "Range: bytes=2000000-\r\n");
+    assert_eq!((status, header(&head, "Content-Range")), (416, Some("bytes */1048576")));
+    let (status, _, body) = ask(&s.addr, "GET", "/static/big.bin", "Range: bytes=0-9\r\nIf-Range: \"stale\"\r\n");
+    assert_eq!((status, body.len()), (200, 1 << 20), "a stale If-Range gets the whole file");
+    let (status, head, body) = ask(&s.addr, "HEAD", "/static/big.bin", "");
+    assert_eq!((status, header(&head, "Content-Length"), body.len()), (200, Some("1048576"), 0));
+
+    let (_, head, body) = ask(&s.addr, "GET", "/static/app.js", "Accept-Encoding: br, gzip\r\n");
+    assert_eq!((header(&head, "Content-Encoding"), body.as_slice()), (Some("gzip"), &b"\x1f\x8bpretend-gzip"[..]));
+    assert_eq!(header(&head, "Content-Type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(header(&head, "Vary"), Some("Accept-Encoding"));
+    let (_, head, body) = ask(&s.addr, "GET", "/static/app.js", "Accept-Encoding: gzip;q=0\r\n");
+    assert_eq!((header(&head, "Content-Encoding"), body.as_slice()), (None, &b"plain();\n"[..]));
+
+    let (status, _, body) = ask(&s.addr, "GET", "/static/alias.css", "");
+    assert_eq!((status, body.as_slice()), (200, &b"body { color: red }\n"[..]), "a symlink inside stays inside");
+}
+
+#[test]
+fn the_app_gets_what_is_not_a_file_and_nothing_escapes() {
+    let s = site();
+    for (target, want) in [
+        ("/static/missing.css", "app: GET /static/missing.css"),
+        ("/static/sub/", "app: GET /static/sub/"),
+        ("/static/sub", "app: GET /static/sub"),
+        ("/staticfoo/style.css", "app: GET /staticfoo/style.css"),
+        ("/other", "app: GET /other"),
+    ] {
+        let (status, _, body) = ask(&s.addr, "GET", target, "");
+        assert_eq!((status, String::from_utf8_lossy(&body).as_ref()), (200, want), "{target}");
+    }
+    let (_, _, body) = ask(&s.addr, "POST", "/static/style.css", "Content-Length: 0\r\n");
+    assert_eq!(String::from_utf8_lossy(&body), "app: POST /static/style.css");
+    for target in [
+        "/static/../secret.txt",
+        "/static/%2e%2e/secret.txt",
+        "/static/sub/%2E%2E/%2e%2e/secret.txt",
+        "/static/escape.txt",
+        "/static/passwd",
+        "/static/sub/..%2f..%2fsecret.txt",
+        "/static/%00style.css",
+    ] {
+        let (status, head, body) = ask(&s.addr, "GET", target, "");
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("top secret") && !text.contains("root:"), "{target} leaked: {text}");
+        assert!(status == 404 || status == 400, "{target}: {head}{text}");
+    }
+}
