@@ -52,16 +52,15 @@ impl Wsgi {
 
     /// A good request still gets its answer, from the same worker.
     pub fn assert_serves(&self, worker: i32, after: &str) {
-        let out = exchange(&self.http, b"GET /alive HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false, DEADLINE);
-        let (answers, cut) = out.answers();
-        let got: Vec<(u16, &[u8])> = answers.iter().map(|a| (a.head.status, a.body.as_slice())).collect();
+        let got = get(&self.http, "/alive");
+        let logs = || self.inst.logs();
         assert_eq!(
-            (got, cut),
-            (vec![(200, &b"Hello, alive\n"[..])], false),
+            got,
+            Ok((200, b"Hello, alive\n".to_vec())),
             "after {after}: a good request failed; logs:\n{}",
-            self.inst.logs()
+            logs()
         );
-        assert_eq!(self.pids(), [worker], "after {after}: the worker changed; logs:\n{}", self.inst.logs());
+        assert_eq!(self.pids(), [worker], "after {after}: the worker changed; logs:\n{}", logs());
     }
 }
 
@@ -407,6 +406,24 @@ pub fn exchange(addr: &str, bytes: &[u8], half_close: bool, within: Duration) ->
         let _ = s.shutdown(std::net::Shutdown::Write);
     }
     read_until_close(&mut s, t, within)
+}
+
+/// `GET path` with `Connection: close`: the one complete answer's status
+/// and body, or why there is none.
+pub fn get(addr: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let out = exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        false,
+        DEADLINE,
+    );
+    match out.answers() {
+        (answers, false) if answers.len() == 1 && !out.hung => {
+            let a = answers.into_iter().next().unwrap_or_else(|| unreachable!());
+            Ok((a.head.status, a.body))
+        }
+        other => Err(format!("GET {path}: {other:?} (hung: {}, reset: {})", out.hung, out.reset)),
+    }
 }
 
 /// What a client saw: every byte until the close, and how it ended.
