@@ -63,6 +63,9 @@ fn stall(addr: &str, bytes: &[u8], within: Duration) -> Outcome {
     read_until_close(&mut s, t, within)
 }
 
+/// (name, address, bytes, deadline, statuses allowed)
+type Stalled = (&'static str, String, Vec<u8>, Duration, &'static [u16]);
+
 #[test]
 fn stalled_heads_and_bodies_and_a_client_that_never_reads_are_cut_at_their_deadlines() {
     let w = Wsgi::start("bulk", 1, "threads = 8", |c| c);
@@ -72,8 +75,7 @@ fn stalled_heads_and_bodies_and_a_client_that_never_reads_are_cut_at_their_deadl
         (b"PATH_INFO", b"/hash"),
         (b"CONTENT_LENGTH", b"100"),
     ]);
-    // (name, address, bytes, deadline, statuses allowed)
-    let cases: Vec<(&str, String, Vec<u8>, Duration, &[u16])> = vec![
+    let cases: Vec<Stalled> = vec![
         ("an idle connection", w.http.clone(), Vec::new(), HEAD_TIMEOUT, &[]),
         ("a head that stops", w.http.clone(), b"GET /x HTTP/1.1\r\nHo".to_vec(), HEAD_TIMEOUT, &[408]),
         ("an idle uwsgi connection", w.uwsgi.clone(), Vec::new(), HEAD_TIMEOUT, &[]),
