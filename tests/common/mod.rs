@@ -3,6 +3,8 @@
 //! sleep), and inspect processes through /proc.
 #![allow(dead_code)]
 
+pub mod wsgi;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -95,7 +95,19 @@ fn serve_http(wire: &mut Wire, peer: &Peer, site: &Site<'_>, accepted: Instant) 
             }
             Err(NoHead::Refused(e)) => {
                 let (code, reason) = e.status();
-                tracing::debug!(code, why = e.why(), "refused a request head");
+                if code == 431 {
+                    // Logged as uWSGI does: real clients with large cookies
+                    // need a larger buffer-size, and this line says so.
+                    let buffer_size = config.buffer_size;
+                    tracing::warn!(
+                        code,
+                        why = e.why(),
+                        buffer_size,
+                        "refused a request head; raise buffer-size if it was a real client"
+                    );
+                } else {
+                    tracing::debug!(code, why = e.why(), "refused a request head");
+                }
                 answer_error(wire, code, reason, e.why());
                 return true;
             }

@@ -85,9 +85,11 @@ impl HeadError {
     }
 }
 
-/// Decides when to run the parser over a growing buffer: once the request
-/// line is complete (to refuse garbage, such as a TLS hello, early) and
-/// whenever an empty line appears. Reparsing after every read instead
+/// Decides when to run the parser over a growing buffer: on the first
+/// bytes (garbage without a line end, such as a TLS hello or a uwsgi
+/// packet, is refused at once instead of holding a thread until the head
+/// deadline), once the request line is complete, and whenever an empty
+/// line appears. Reparsing after every read instead
 /// would cost the square of the head size against a client that sends a
 /// byte at a time.
 #[derive(Debug, Default)]
@@ -99,10 +101,11 @@ pub struct HeadScan {
 impl HeadScan {
     /// Whether `buf` (the same buffer, grown) is worth parsing now.
     pub fn should_parse(&mut self, buf: &[u8]) -> bool {
+        let first = self.scanned == 0;
         let from = self.scanned.saturating_sub(2);
         self.scanned = buf.len();
         let new = buf.get(from..).unwrap_or_default();
-        let mut hit = false;
+        let mut hit = first && !buf.is_empty();
         for (i, b) in new.iter().enumerate() {
             if *b != b'\n' {
                 continue;
@@ -178,8 +181,13 @@ fn parse_error(e: httparse::Error, window: &[u8]) -> HeadError {
     let first_line = window.split(|b| *b == b'\n').next().unwrap_or_default();
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
-        // httparse says Version for `HTTP/2.0` and for `FOO/1.1` alike.
-        httparse::Error::Version if first_line.windows(6).any(|w| w == b" HTTP/") => HeadError::Version,
+        // httparse says Version for `HTTP/2.0`, for `FOO/1.1` and for a
+        // target with a space (`GET /a b HTTP/1.1`) alike: only the first
+        // is an unsupported version (505), the others are malformed (400).
+        httparse::Error::Version if unsupported_version(first_line) => HeadError::Version,
+        httparse::Error::Version if first_line.windows(6).any(|w| w == b" HTTP/") => {
+            HeadError::Bad("invalid request line")
+        }
         // A field line starting with a space or tab: httparse refuses it as
         // a bad name; RFC 9112 §5.2 calls it obs-fold (400 for a request).
         httparse::Error::HeaderName if window.windows(2).any(|w| w == b"\n " || w == b"\n\t") => {
@@ -191,6 +199,17 @@ fn parse_error(e: httparse::Error, window: &[u8]) -> HeadError {
         httparse::Error::Token => HeadError::Bad("invalid request line"),
         _ => HeadError::Bad("malformed request head"),
     }
+}
+
+/// A request line of three tokens whose last reads `HTTP/x.y` (digits):
+/// well-formed, with a version this server does not speak.
+fn unsupported_version(first_line: &[u8]) -> bool {
+    let line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
+    let mut tokens = line.split(|b| *b == b' ');
+    let (Some(_), Some(_), Some(version), None) = (tokens.next(), tokens.next(), tokens.next(), tokens.next()) else {
+        return false;
+    };
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
 /// Path, query and (absolute-form) authority of the request target.

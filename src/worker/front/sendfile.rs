@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where a response goes: a byte sink that may be a socket `sendfile`
 /// can write to.
@@ -39,8 +39,13 @@ impl FileBody {
     }
 }
 
-/// How long one wait for the socket to take more bytes may last.
-const STALL: Duration = Duration::from_secs(60);
+/// The pace a client must keep: each [`SLICE`] of the file taken within
+/// [`SLICE_TIME`] (about 17 KiB/s), however the kernel lets bytes
+/// through — a wait reset by any progress would let a client reading a
+/// byte a minute hold a serving thread for good (the same rule as the
+/// front's `write_all`).
+const SLICE: u64 = 1 << 20;
+const SLICE_TIME: Duration = Duration::from_secs(60);
 
 /// Sends `body.length` bytes of the file; Ok(sent). Fewer than promised
 /// means the file shrank under us: the caller closes the connection.
@@ -58,25 +63,43 @@ fn by_sendfile(fd: RawFd, body: &FileBody) -> io::Result<u64> {
     let mut offset = i64::try_from(body.offset).map_err(|_| io::Error::other("file offset too large"))?;
     let mut sent = 0u64;
     while sent < body.length {
-        let want = usize::try_from((body.length - sent).min(1 << 30)).unwrap_or(1 << 30);
-        match nix::sys::sendfile::sendfile(sock, body.file.as_fd(), Some(&mut offset), want) {
-            Ok(0) => break,
-            Ok(n) => sent += n as u64,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => wait_writable(sock)?,
-            Err(e) => return Err(e.into()),
+        let slice_end = (sent + SLICE).min(body.length);
+        let deadline = Instant::now() + SLICE_TIME;
+        while sent < slice_end {
+            let want = usize::try_from(slice_end - sent).unwrap_or(usize::MAX);
+            match nix::sys::sendfile::sendfile(sock, body.file.as_fd(), Some(&mut offset), want) {
+                Ok(0) => return Ok(sent),
+                Ok(n) => {
+                    sent += n as u64;
+                    // A blocking socket returns early at its send timeout.
+                    if sent < slice_end && Instant::now() >= deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client took too long to read the file",
+                        ));
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => wait_writable(sock, deadline)?,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(sent)
 }
 
 /// A non-blocking socket (or one whose send timeout passed) is full:
-/// wait until it takes bytes again, or give up after [`STALL`].
-fn wait_writable(sock: BorrowedFd<'_>) -> io::Result<()> {
+/// wait until it takes bytes again, or give up at `deadline`.
+fn wait_writable(sock: BorrowedFd<'_>, deadline: Instant) -> io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let left = deadline.saturating_duration_since(Instant::now());
+    let too_slow = || io::Error::new(io::ErrorKind::TimedOut, "the client took too long to read the file");
+    if left.is_zero() {
+        return Err(too_slow());
+    }
     let mut fds = [PollFd::new(sock, PollFlags::POLLOUT)];
-    match poll(&mut fds, PollTimeout::try_from(STALL).unwrap_or(PollTimeout::MAX)) {
-        Ok(0) => Err(io::Error::new(io::ErrorKind::TimedOut, "the client took no bytes for 60 s")),
+    match poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)) {
+        Ok(0) => Err(too_slow()),
         Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -24,6 +24,14 @@ pub(super) const READ_BUF: usize = 64 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
+/// The part of a response that must go out within the io timeout: a
+/// client reading slower than this per io timeout (about 1 KiB/s) is cut.
+pub(super) const WRITE_SLICE: usize = 64 * 1024;
+
+/// How long an idle read looks for bytes already sent once the worker
+/// drains, before it closes the connection.
+const LAST_LOOK: Duration = Duration::from_millis(1);
+
 /// How a read may wait.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Wait {
@@ -68,6 +76,10 @@ pub(super) struct Wire {
     read_timeout: Option<Duration>,
     drain: Arc<AtomicBool>,
     drain_poll: Duration,
+    /// Each [`WRITE_SLICE`] of a response must be taken within this.
+    io_timeout: Duration,
+    /// The `SO_SNDTIMEO` last set.
+    write_timeout: Duration,
 }
 
 impl Wire {
@@ -75,7 +87,8 @@ impl Wire {
     pub(super) fn new(stream: Box<dyn Stream>, config: &Config, drain: Arc<AtomicBool>) -> Wire {
         // A failure here leaves writes blocking without a limit; reads
         // set their own timeouts below.
-        let _ = stream.set_write_timeout(Some(nonzero(config.io_timeout)));
+        let io_timeout = nonzero(config.io_timeout);
+        let _ = stream.set_write_timeout(Some(io_timeout));
         Wire {
             stream,
             // A uwsgi packet is its 4-byte header plus up to buffer_size.
@@ -85,6 +98,8 @@ impl Wire {
             read_timeout: None,
             drain,
             drain_poll: nonzero(config.drain_poll),
+            io_timeout,
+            write_timeout: io_timeout,
         }
     }
 
@@ -176,17 +191,51 @@ impl Wire {
     }
 }
 
-/// Responses are written straight to the socket, each write bounded by
-/// the io timeout (set once, in [`Wire::new`]).
+/// File bodies go by `sendfile` on the socket (see `sendfile.rs` for its
+/// pace rule, the same as `write_all`'s below).
 impl super::sendfile::Out for Wire {
     fn sendfile_fd(&self) -> Option<std::os::fd::RawFd> {
         self.raw_fd()
     }
 }
 
+/// Responses are written straight to the socket. `write_all` gives each
+/// [`WRITE_SLICE`] of the bytes the io timeout in all: a timeout per
+/// `write` call alone is reset by any progress, and a client that never
+/// reads still lets the kernel take a few bytes now and then (a test saw
+/// one hold a thread for three timeouts), or a client can read a byte a
+/// minute on purpose and hold a thread for good.
 impl Write for Wire {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.stream.write(bytes)
+    }
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for slice in bytes.chunks(WRITE_SLICE) {
+            let deadline = Instant::now() + self.io_timeout;
+            let mut rest = slice;
+            // A blocking write returns early only at its timeout or on a
+            // signal; the whole timeout is set again only after that, so a
+            // response that goes out whole costs no extra syscall.
+            let mut timeout = self.io_timeout;
+            while !rest.is_empty() {
+                if timeout != self.write_timeout {
+                    self.stream.set_write_timeout(Some(timeout))?;
+                    self.write_timeout = timeout;
+                }
+                match self.stream.write(rest) {
+                    Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "the connection took no bytes")),
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !rest.is_empty() && left.is_zero() {
+                    return Err(io::Error::new(ErrorKind::TimedOut, "the client took too long to read the response"));
+                }
+                timeout = nonzero(left);
+            }
+        }
+        Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
         self.stream.flush()
@@ -204,13 +253,21 @@ fn read_with(
     drain_poll: Duration,
 ) -> Result<usize, FillError> {
     let started = Instant::now();
+    let mut last_look = false;
     loop {
         let now = Instant::now();
         let slice = match wait {
+            // Draining: bytes of a next request that arrived already are
+            // taken (the request is answered, with `Connection: close`)
+            // rather than reset under the client by closing; one short
+            // read looks for them. A chain reload under keep-alive load
+            // lost requests that way.
+            Wait::Idle(_) if drain.load(Ordering::Relaxed) && last_look => return Err(FillError::Drained),
+            Wait::Idle(_) if drain.load(Ordering::Relaxed) => {
+                last_look = true;
+                LAST_LOOK
+            }
             Wait::Idle(until) => {
-                if drain.load(Ordering::Relaxed) {
-                    return Err(FillError::Drained);
-                }
                 if now >= until {
                     return Err(FillError::TimedOut);
                 }
@@ -242,4 +299,58 @@ fn read_with(
 /// a millisecond.
 fn nonzero(d: Duration) -> Duration {
     d.max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn wire(stream: UnixStream, drain: &Arc<AtomicBool>) -> Wire {
+        Wire::new(Box::new(stream), &Config::default(), Arc::clone(drain))
+    }
+
+    #[test]
+    fn a_draining_idle_read_takes_bytes_already_sent_then_gives_up() {
+        let drain = Arc::new(AtomicBool::new(true));
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut w = wire(ours, &drain);
+        theirs.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(w.fill(Wait::Idle(far)).ok(), Some(16), "the request already sent is read");
+        let t = Instant::now();
+        assert!(matches!(w.fill(Wait::Idle(far)), Err(FillError::Drained)));
+        assert!(t.elapsed() < Duration::from_millis(200), "gave up after {:?}", t.elapsed());
+    }
+
+    /// (bytes the reader got, how write_all ended, how long it took) for
+    /// 8 MiB written to a reader taking `step` bytes every `pause`.
+    fn write_to_reader(step: usize, pause: Duration) -> (usize, io::Result<()>, Duration) {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let config = Config { io_timeout: Duration::from_millis(300), ..Config::default() };
+        let mut w = Wire::new(Box::new(ours), &config, Arc::new(AtomicBool::new(false)));
+        let reader = std::thread::spawn(move || {
+            let (mut got, mut buf) = (0, vec![0u8; step]);
+            while let Ok(n @ 1..) = io::Read::read(&mut theirs, &mut buf) {
+                got += n;
+                std::thread::sleep(pause);
+            }
+            got
+        });
+        let t = Instant::now();
+        let result = w.write_all(&vec![7u8; 8 << 20]);
+        let took = t.elapsed();
+        drop(w);
+        (reader.join().unwrap(), result, took)
+    }
+
+    #[test]
+    fn a_response_write_needs_each_slice_taken_within_the_io_timeout() {
+        let (got, result, _) = write_to_reader(1 << 20, Duration::ZERO);
+        assert!(result.is_ok() && got == 8 << 20, "a fast reader gets everything: {got} {result:?}");
+        // 4 KiB every 50 ms: progress all the time, 64 KiB in 0.8 s.
+        let (_, result, took) = write_to_reader(4096, Duration::from_millis(50));
+        assert_eq!(result.map_err(|e| e.kind()), Err(ErrorKind::TimedOut));
+        assert!(took < Duration::from_secs(3), "a slow reader held the write for {took:?}");
+    }
 }

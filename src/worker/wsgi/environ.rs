@@ -108,7 +108,8 @@ pub(super) fn build<'py>(
 }
 
 /// The header fields as `HTTP_*` (and bare `CONTENT_TYPE`/`CONTENT_LENGTH`),
-/// repeated ones joined with ", ". An HTTP field whose name has `_` is
+/// repeated ones joined with ", " (but `CONTENT_LENGTH` is the body's
+/// validated length). An HTTP field whose name has `_` is
 /// dropped: `X_Token` and `X-Token` would both be `HTTP_X_TOKEN`, and a
 /// client must not be able to pass one off as the other behind a proxy
 /// that checks only the dash form (nginx drops them too by default).
@@ -117,6 +118,13 @@ fn headers(py: Python<'_>, req: &Request<'_>, env: &Bound<'_, PyDict>) -> PyResu
     let raw_names = req.headers.iter().map(|(n, _)| n);
     for ((key, value), raw) in req.cgi_headers().zip(raw_names) {
         if req.protocol == Protocol::Http && raw.contains(&b'_') {
+            continue;
+        }
+        if req.protocol == Protocol::Http && *key == *b"CONTENT_LENGTH" {
+            // The length the front framed the body by: a repeated field or
+            // a list of one repeated value (`5, 5`, RFC 9110 §8.6) is one
+            // number to the app, not a string int() refuses.
+            env.set_item("CONTENT_LENGTH", req.content_length.unwrap_or(0).to_string())?;
             continue;
         }
         let key_str = latin1(py, &key);

@@ -131,7 +131,14 @@ fn refused_heads() {
         (b"GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n", HeadError::Bad("invalid byte in a header field value")),
         (b"GET / HTTP/2.0\r\n\r\n", HeadError::Version),
         (b"GET / HTTP/1.2\r\n\r\n", HeadError::Version),
+        (b"GET / HTTP/0.9\r\n\r\n", HeadError::Version),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", HeadError::Version),
         (b"GET / FOO/1.1\r\n\r\n", HeadError::Bad("malformed request head")),
+        // A space in the target: malformed, not an unsupported version.
+        (b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", HeadError::Bad("invalid request line")),
+        (b"GET / HTTPS/1.1\r\n\r\n", HeadError::Bad("malformed request head")),
+        (b"GET / HTTP/1.1x\r\n\r\n", HeadError::Bad("invalid line ending")),
+        (b"GET / HTTP/11.1\r\n\r\n", HeadError::Bad("invalid request line")),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", HeadError::Bad("invalid request line")),
         (b"GET  / HTTP/1.1\r\n\r\n", HeadError::Bad("invalid request line")),
         (b"GET * HTTP/1.1\r\nHost: h\r\n\r\n", HeadError::Bad("asterisk-form target on a method other than OPTIONS")),
@@ -220,6 +227,7 @@ fn partial_heads_ask_for_more() {
 #[test]
 fn head_scan_parses_at_line_ends() {
     let mut scan = HeadScan::default();
+    assert!(scan.should_parse(b"GE"), "the first bytes: garbage is refused at once");
     assert!(!scan.should_parse(b"GET / HT"));
     assert!(scan.should_parse(b"GET / HTTP/1.1\r\n"), "the request line is complete");
     assert!(!scan.should_parse(b"GET / HTTP/1.1\r\nHost: h\r\n"));
