@@ -51,12 +51,12 @@ const SLICE_TIME: Duration = Duration::from_secs(60);
 /// means the file shrank under us: the caller closes the connection.
 pub(super) fn send(out: &mut dyn Out, body: &FileBody) -> io::Result<u64> {
     match out.sendfile_fd() {
-        Some(fd) => by_sendfile(fd, body),
+        Some(fd) => by_sendfile(fd, body, SLICE_TIME),
         None => by_copy(out, body),
     }
 }
 
-fn by_sendfile(fd: RawFd, body: &FileBody) -> io::Result<u64> {
+fn by_sendfile(fd: RawFd, body: &FileBody, slice_time: Duration) -> io::Result<u64> {
     // SAFETY: the fd is the connection's, open for this call (the caller
     // holds the connection).
     let sock = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -64,7 +64,7 @@ fn by_sendfile(fd: RawFd, body: &FileBody) -> io::Result<u64> {
     let mut sent = 0u64;
     while sent < body.length {
         let slice_end = (sent + SLICE).min(body.length);
-        let deadline = Instant::now() + SLICE_TIME;
+        let deadline = Instant::now() + slice_time;
         while sent < slice_end {
             let want = usize::try_from(slice_end - sent).unwrap_or(usize::MAX);
             match nix::sys::sendfile::sendfile(sock, body.file.as_fd(), Some(&mut offset), want) {
@@ -118,5 +118,44 @@ fn by_copy(out: &mut dyn Out, body: &FileBody) -> io::Result<u64> {
         }
         out.write_all(&buf[..n])?;
         sent += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn file_of(len: usize) -> (FileBody, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("podmaster-sendfile-{}-{len}", std::process::id()));
+        std::fs::write(&path, vec![7u8; len]).unwrap();
+        (FileBody::rest_of(File::open(&path).unwrap(), 0).unwrap(), path)
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_dropped_at_the_slice_deadline() {
+        let (body, path) = file_of(4 << 20);
+        let (ours, _peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let t0 = Instant::now();
+        let err = by_sendfile(ours.as_raw_fd(), &body, Duration::from_millis(300)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_reading_client_gets_every_byte() {
+        let (body, path) = file_of(3 << 20);
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).map(|_| all.len())
+        });
+        assert_eq!(by_sendfile(ours.as_raw_fd(), &body, SLICE_TIME).unwrap(), 3 << 20);
+        drop(ours);
+        assert_eq!(reader.join().unwrap().unwrap(), 3 << 20);
+        std::fs::remove_file(path).unwrap();
     }
 }
