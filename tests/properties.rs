@@ -257,9 +257,24 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
     match name {
         "socket" => socket_spec().prop_map(move |(w, s)| (w.clone(), dbg(&(w, s)))).boxed(),
         "master" => boolean().prop_map(|(w, _)| (w, "()".into())).boxed(),
-        "reuse-port" | "reload-on-config-change" | "forward-to-group" | "lazy-apps" => {
-            boolean().prop_map(move |(w, b)| (w, dbg(&b))).boxed()
-        }
+        "reuse-port"
+        | "reload-on-config-change"
+        | "forward-to-group"
+        | "lazy-apps"
+        | "manage-script-name"
+        | "need-app"
+        | "harakiri-verbose"
+        | "static-gzip-all" => boolean().prop_map(move |(w, b)| (w, dbg(&b))).boxed(),
+        "max-requests" => (1..=u64::MAX).prop_map(move |n| (n.to_string(), dbg(&Some(n)))).boxed(),
+        "max-requests-delta" => (0..=u64::MAX).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
+        "harakiri" => seconds(true).prop_map(move |(w, d)| (w, dbg(&Some(d)))).boxed(),
+        // `/prefix=pkg.mod` (a module) or `/prefix=dir` (static files).
+        "mount" => ("/[a-z]{1,6}", "[a-z_][a-z0-9_]{0,6}(\\.[a-z_][a-z0-9_]{0,6}){0,2}")
+            .prop_map(move |(p, m)| (format!("{p}={m}"), dbg(&(p, m))))
+            .boxed(),
+        "static-map" => ("/[a-z]{1,6}", "/[a-z]{1,8}")
+            .prop_map(move |(p, d)| (format!("{p}={d}"), dbg(&(p, std::path::PathBuf::from(d)))))
+            .boxed(),
         // Dotted module names, as `import` takes them, with stray blanks around.
         "shared-import" => (prop::collection::vec("[A-Za-z_][A-Za-z0-9_]{0,8}", 1..4), " {0,2}")
             .prop_map(move |(parts, pad)| {
@@ -380,6 +395,21 @@ fn observe(cfg: &Config, name: &str) -> String {
         "reload-on-config-change" => dbg(&cfg.reload_on_config_change),
         "forward-to-group" => dbg(&cfg.forward_to_group),
         "lazy-apps" => dbg(&cfg.lazy_apps),
+        "manage-script-name" => dbg(&cfg.manage_script_name),
+        "need-app" => dbg(&cfg.need_app),
+        "harakiri-verbose" => dbg(&cfg.harakiri_verbose),
+        "static-gzip-all" => dbg(&cfg.static_gzip_all),
+        "max-requests" => dbg(&cfg.max_requests),
+        "max-requests-delta" => dbg(&cfg.max_requests_delta),
+        "harakiri" => dbg(&cfg.harakiri),
+        "mount" => {
+            let m = cfg.mounts.last().unwrap();
+            match &m.source {
+                podmaster::config::AppSource::Module(name) => dbg(&(m.prefix.clone(), name.clone())),
+                other => dbg(other),
+            }
+        }
+        "static-map" => dbg(cfg.static_maps.last().unwrap()),
         "shared-import" => dbg(cfg.shared_imports.last().unwrap()),
         "processes" => dbg(&(cfg.processes, cfg.processes_auto)),
         "max-processes" => dbg(&cfg.max_processes),

@@ -177,6 +177,7 @@ mod tests {
                 "reload-on-cgroup-memory" => "80%",
                 "env" | "set-placeholder" => "K=V",
                 "mount" => "/app=app",
+                "static-map" => "/static=/srv",
                 "gid" => "0",
                 _ => "x",
             },
