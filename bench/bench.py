@@ -274,13 +274,15 @@ class LowestAccepting:
 
 
 def wrk(url, seconds=10, conns=64):
+    """(requests/s, p99 ms, socket errors + non-2xx, non-2xx) of one wrk run
+    over keep-alive connections."""
     r = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency", url], capture_output=True, text=True)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", r.stdout).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", r.stdout)
     scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
     errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", r.stdout))
     non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", r.stdout)) else 0
-    return rps, float(p99.group(1)) * scale, errors + non2xx
+    return rps, float(p99.group(1)) * scale, errors + non2xx, non2xx
 
 
 def row_throughput(reps, workers):
@@ -1093,10 +1095,20 @@ def row_heavy_reload(reps, workers=4, seconds=10):
     return res, cols, notes
 
 
+def row_apps(a):
+    """Row 17 lives in bench/wsgi_rows.py, which imports this module's
+    helpers: it gets this very module rather than a second copy of it."""
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import wsgi_rows
+    return wsgi_rows.row17(a.reps, a.duration, a.all_views)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated row numbers")
+    ap.add_argument("--duration", type=int, default=5, help="row 17: seconds per wrk run (its chain reload: twice that)")
+    ap.add_argument("--all-views", action="store_true", help="row 17: also Flask JSON and Django hello")
     a = ap.parse_args()
     only = set(a.only.split(",")) if a.only else None
     rows = [
@@ -1115,6 +1127,8 @@ def main():
         ("14", "chain reload of 4 heavy workers under wrk", lambda: row_heavy_reload(a.reps)),
         ("15", "a worker leaking 20 MB per request in a 400 MB container (2 workers, 30 requests)", lambda: row_leak(a.reps)),
         ("16", "WSGI hello and JSON views over HTTP: podmaster's WSGI worker, uWSGI, gunicorn sync", lambda: row_wsgi(a.reps)),
+        ("17", "Flask and Django apps: podmaster, uWSGI (same ini), gunicorn; HTTP and nginx uwsgi_pass; PSS; chain reload",
+         lambda: row_apps(a)),
     ]
     lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d')})", "", f"`bench/run.sh --reps {a.reps}`; medians of {a.reps}.", ""]
     for key, title, fn in rows:
@@ -1122,6 +1136,11 @@ def main():
             continue
         print(f"== {key}: {title}", flush=True)
         res = fn()
+        if isinstance(res, str):  # row 17 renders its own tables
+            block = [f"## {key}. {title}", "", res, ""]
+            lines += block
+            print("\n".join(block), flush=True)
+            continue
         # Rows 10-14 return (results, column order, goal notes); a server that
         # could not be measured has {"failed": reason}.
         res, cols, notes = res if isinstance(res, tuple) else (res, None, [])
