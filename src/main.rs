@@ -37,7 +37,9 @@ fn main() -> ExitCode {
         return ExitCode::from(podmaster::probe_client::run(&args[2]));
     }
 
-    match run(args) {
+    let outcome = run(args);
+    podmaster::sockets::remove_created_files();
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             // Several configuration problems: one line each.

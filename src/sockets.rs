@@ -484,8 +484,37 @@ fn bind_unix(path: &std::path::Path, backlog: Backlog, mode: Option<u32>) -> Res
         nix::sys::stat::umask(old);
     }
     bound.map_err(call(format!("bind {}", path.display())))?;
+    remember_created(path);
     listen(&fd, backlog).map_err(call("listen"))?;
     Ok((fd, path.display().to_string()))
+}
+
+/// UNIX socket files this process created: path, device and inode.
+static CREATED: std::sync::Mutex<Vec<(std::path::PathBuf, u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+fn remember_created(path: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        let mut created = CREATED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        created.push((path.to_owned(), meta.dev(), meta.ino()));
+    }
+}
+
+/// Removes the UNIX socket files this process created (`vacuum`, which
+/// podmaster always does), each only if it is still the file it made: a
+/// socket another instance bound at the same path since is left alone.
+/// Called when the master exits, also after a failed startup.
+pub fn remove_created_files() {
+    use std::os::unix::fs::MetadataExt;
+    let created = std::mem::take(&mut *CREATED.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    for (path, dev, ino) in created {
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+        if ours {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the socket file");
+            }
+        }
+    }
 }
 
 /// Takes over an inherited fd after checking it is a listening stream socket.

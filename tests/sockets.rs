@@ -81,6 +81,38 @@ fn unix_socket_with_mode_and_owner_and_stale_file_replaced() {
     assert_eq!(second.wait_exit(DEADLINE).code(), Some(78));
     assert!(second.logs().contains("another process is already listening"), "{}", second.logs());
     assert_eq!(unix_get(UnixStream::connect(&path)), "Hello, Unix", "first instance unaffected");
+    assert!(path.exists(), "the failed second instance left the first one's file alone");
+
+    // A drain removes the file it created (uWSGI's `vacuum`, always on).
+    let mut inst = inst;
+    inst.signal(libc::SIGTERM);
+    assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0), "{}", inst.logs());
+    assert!(!path.exists(), "socket file left after the drain");
+}
+
+/// A startup that fails after the sockets are bound (here the probe
+/// socket's address is taken) removes the socket files it created; a file
+/// that replaced ours at the path meanwhile is not ours to remove.
+#[test]
+fn socket_files_are_removed_after_a_failed_start_and_only_ours() {
+    let d = TempDir::new("unix-vacuum");
+    let path = d.path().join("app.sock");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let probe = taken.local_addr().unwrap().to_string();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--socket", path.to_str().unwrap(), "--python-worker-override", &example_script()]);
+    cmd.args(["--probe-socket", &probe]);
+    let mut failed = Instance::spawn(cmd, d.path().join("err.log"));
+    assert_ne!(failed.wait_exit(DEADLINE).code(), Some(0), "{}", failed.logs());
+    assert!(!path.exists(), "socket file left after a failed start: {}", failed.logs());
+
+    let mut inst = with_sockets(&[path.display().to_string()], "");
+    inst.wait_ready();
+    std::fs::remove_file(&path).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // someone else's now
+    inst.signal(libc::SIGTERM);
+    assert_eq!(inst.wait_exit(DEADLINE).code(), Some(0), "{}", inst.logs());
+    assert!(path.exists(), "removed a socket file another process made");
 }
 
 #[test]
