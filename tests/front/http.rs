@@ -29,7 +29,7 @@ impl Tally {
 }
 
 /// The routes most tests use.
-fn app() -> impl Handler {
+pub(crate) fn app() -> impl Handler {
     |req: &Request<'_>, body: &mut RequestBody<'_>| {
         let query = String::from_utf8_lossy(req.query_string).into_owned();
         match &*req.path_info {
@@ -64,7 +64,7 @@ fn app() -> impl Handler {
     }
 }
 
-fn get(path: &str) -> Vec<u8> {
+pub(crate) fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
 }
 
@@ -265,8 +265,9 @@ fn idle_keep_alive_connections_are_closed() {
 
 #[test]
 fn slowloris_is_cut_off_while_others_are_served() {
+    // One thread: a trickling head is parked, not read on the thread.
     let config = Config { head_timeout: Duration::from_secs(1), ..Config::default() };
-    let srv = Server::tcp(config, 2, app());
+    let srv = Server::tcp(config, 1, app());
     let started = Instant::now();
     let slow = connect(srv.addr());
     let mut w = slow.try_clone().unwrap();
@@ -378,30 +379,4 @@ fn four_threads_serve_four_requests_at_once() {
     for c in clients {
         assert_eq!(c.join().unwrap(), "together");
     }
-}
-
-/// One thread, two keep-alive clients: while the second waits in the
-/// accept queue, the first one's next response closes its connection, so
-/// the second is served instead of waiting for ever (bench row 16 found 62
-/// of 64 keep-alive clients starved before this rule).
-#[test]
-fn a_waiting_client_ends_anothers_keep_alive() {
-    let srv = Server::tcp(Config::default(), 1, app());
-    let mut a = connect(srv.addr());
-    let mut ra = BufReader::new(a.try_clone().unwrap());
-    a.write_all(&get("/hello?a1")).unwrap();
-    let first = read_response(&mut ra, false).unwrap();
-    assert_eq!(first.header("connection"), None, "nobody waits yet: kept alive");
-    let mut b = connect(srv.addr());
-    b.write_all(&get("/hello?b")).unwrap();
-    // B is in the accept queue now: on loopback the kernel completes the
-    // handshake before `connect` returns, and nobody accepts it yet.
-    a.write_all(&get("/hello?a2")).unwrap();
-    let second = read_response(&mut ra, false).unwrap();
-    assert_eq!(second.text(), "hello a2");
-    assert_eq!(second.header("connection"), Some("close"), "B waits: A's keep-alive ends");
-    let mut rb = BufReader::new(b.try_clone().unwrap());
-    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let served = read_response(&mut rb, false).unwrap();
-    assert_eq!((served.status, served.text()), (200, "hello b".to_string()));
 }

@@ -132,6 +132,14 @@ fn bytes_of(s: &str) -> PyResult<Vec<u8>> {
 }
 
 impl Handler for WsgiHandler {
+    /// The serving thread gets its Python thread state once, here, and
+    /// keeps it: `Python::attach` on a thread without one makes a thread
+    /// state and destroys it again on release — per request, a malloc'd
+    /// state, an mmap'd frame stack, and `gettid`.
+    fn run_thread(&self, serve: &mut (dyn FnMut() + Send)) {
+        Python::attach(|py| py.detach(serve));
+    }
+
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
         let state: Shared = Arc::default();
         let outcome = lend(body, |loan| {
