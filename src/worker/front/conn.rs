@@ -111,8 +111,9 @@ pub(super) struct Conn<'o> {
     protocol: Protocol,
     scan: HeadScan,
     phase: Phase,
-    /// Whether its fd is in the epoll set (`serve`'s business).
-    pub(super) registered: bool,
+    /// Its slot in the hub's table (and epoll token) once first parked;
+    /// the hub's business.
+    pub(super) token: Option<u64>,
     occupancy: &'o Occupancy,
 }
 
@@ -146,7 +147,7 @@ impl<'o> Conn<'o> {
             protocol,
             scan: HeadScan::default(),
             phase: Phase::Head { idle_until: by, head_by: Some(by) },
-            registered: false,
+            token: None,
             occupancy,
         }
     }
@@ -294,10 +295,6 @@ fn read_head(conn: &mut Conn<'_>, scratch: &mut Scratch, config: &Config) -> Res
     loop {
         let buf = conn.wire.buffered();
         if !buf.is_empty() {
-            let Phase::Head { idle_until, mut head_by } = conn.phase else { return Err(NoHead::Gone) };
-            let now = Instant::now();
-            let by = *head_by.get_or_insert(now + config.head_timeout);
-            conn.phase = Phase::Head { idle_until, head_by: Some(by) };
             if conn.scan.should_parse(buf) || buf.len() >= config.buffer_size {
                 match http::parse_head(buf, config, &mut scratch.fields) {
                     Ok(Some(head)) => {
@@ -311,6 +308,12 @@ fn read_head(conn: &mut Conn<'_>, scratch: &mut Scratch, config: &Config) -> Res
                     Err(e) => return Err(NoHead::Refused(e)),
                 }
             }
+            // Incomplete: the head's deadline runs from its first byte (a
+            // head that came whole never needed the clock).
+            let Phase::Head { idle_until, mut head_by } = conn.phase else { return Err(NoHead::Gone) };
+            let now = Instant::now();
+            let by = *head_by.get_or_insert(now + config.head_timeout);
+            conn.phase = Phase::Head { idle_until, head_by: Some(by) };
             if now >= by {
                 return Err(NoHead::TimedOut);
             }

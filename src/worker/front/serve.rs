@@ -64,7 +64,7 @@ pub fn serve(
             drain,
         })
         .collect();
-    let hub = Hub::new(listeners, config, drain, &occupancy)?;
+    let hub = Hub::new(threads, listeners, config, drain, &occupancy)?;
     std::thread::scope(|scope| {
         let mut started = 0;
         for i in 0..threads.max(1) {
@@ -98,11 +98,16 @@ fn serving_thread(hub: &Hub<'_>, sites: &[Site<'_>]) {
                 None => continue,
             },
         };
-        let Some(site) = sites.get(conn.site) else { continue };
+        let token = conn.token;
+        let Some(site) = sites.get(conn.site) else {
+            hub.release(token);
+            continue;
+        };
         match catch_unwind(AssertUnwindSafe(|| serve_ready(conn, &mut scratch, site))) {
             Ok(Some(conn)) => hub.park(conn),
-            Ok(None) => {}
+            Ok(None) => hub.release(token),
             Err(panic) => {
+                hub.release(token);
                 tracing::error!(panic = %super::panic_text(&*panic), "the front panicked serving a connection (a bug); dropped it");
             }
         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::environ;
 use crate::sys::lend::lend;
@@ -21,12 +21,13 @@ use crate::worker::front::{Handler, Request, RequestBody, Response};
 /// The front's handler for the WSGI app.
 pub(super) struct WsgiHandler {
     app: Py<PyAny>,
-    multithread: bool,
+    /// The `environ` each request's is copied from.
+    template: Py<PyDict>,
 }
 
 impl WsgiHandler {
-    pub(super) fn new(app: Py<PyAny>, multithread: bool) -> WsgiHandler {
-        WsgiHandler { app, multithread }
+    pub(super) fn new(py: Python<'_>, app: Py<PyAny>, multithread: bool) -> PyResult<WsgiHandler> {
+        Ok(WsgiHandler { app, template: environ::template(py, multithread)? })
     }
 }
 
@@ -107,8 +108,10 @@ impl Write {
 
 /// The status line and headers as PEP 3333 gives them: `str`s of latin-1.
 fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
-    let status: String = status.extract().map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?;
-    let (code, reason) = status.split_once(' ').unwrap_or((status.as_str(), ""));
+    let not_str = || PyTypeError::new_err("status must be a str like '200 OK'");
+    let status = status.cast::<PyString>().map_err(|_| not_str())?;
+    let status = status.to_str().map_err(|_| not_str())?;
+    let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
     let code: u16 = code
         .parse()
         .ok()
@@ -117,15 +120,19 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     let list = headers.cast::<PyList>().map_err(|_| PyTypeError::new_err("headers must be a list of (name, value)"))?;
     let mut out = Vec::with_capacity(list.len());
     for item in list.iter() {
-        let (name, value): (String, String) =
-            item.extract().map_err(|_| PyTypeError::new_err("each header must be a (str, str) tuple"))?;
-        out.push((bytes_of(&name)?, bytes_of(&value)?));
+        let not_pair = || PyTypeError::new_err("each header must be a (str, str) tuple");
+        let (name, value): (Bound<'_, PyString>, Bound<'_, PyString>) = item.extract().map_err(|_| not_pair())?;
+        let (name, value) = (name.to_str().map_err(|_| not_pair())?, value.to_str().map_err(|_| not_pair())?);
+        out.push((bytes_of(name)?, bytes_of(value)?));
     }
     Ok((code, bytes_of(reason)?, out))
 }
 
 /// A PEP 3333 "native string" as bytes: latin-1 code points only.
 fn bytes_of(s: &str) -> PyResult<Vec<u8>> {
+    if s.is_ascii() {
+        return Ok(s.as_bytes().to_vec());
+    }
     s.chars()
         .map(|c| u8::try_from(u32::from(c)).map_err(|_| PyValueError::new_err(format!("not latin-1: {s:?}"))))
         .collect()
@@ -144,7 +151,7 @@ impl Handler for WsgiHandler {
         let state: Shared = Arc::default();
         let outcome = lend(body, |loan| {
             Python::attach(|py| -> PyResult<Response> {
-                let env = environ::build(py, req, loan, self.multithread)?;
+                let env = environ::build(py, self.template.bind(py), req, loan)?;
                 let start = Py::new(py, StartResponse { state: Arc::clone(&state) })?;
                 let result = self.app.bind(py).call1((env, start))?;
                 respond(result, &state)
@@ -164,18 +171,26 @@ impl Handler for WsgiHandler {
 /// may call `start_response` only then), and makes the response: the rest
 /// streams through [`Chunks`].
 fn respond(result: Bound<'_, PyAny>, state: &Shared) -> PyResult<Response> {
-    let closer = Closer(Some(result.clone().unbind()));
     // A list or tuple (the usual `[body]`) is already in memory: one
     // body with its Content-Length, as PEP 3333 suggests for len() == 1.
-    if result.is_instance_of::<PyList>() || result.is_instance_of::<pyo3::types::PyTuple>() {
+    if result.is_instance_of::<PyList>() || result.is_instance_of::<PyTuple>() {
+        // A plain list or tuple has no close() to call (a subclass may).
+        let exact = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+        let closer = Closer((!exact).then(|| result.clone().unbind()));
         let mut body = Vec::new();
         for item in result.try_iter()? {
-            body.extend_from_slice(&chunk_of(&item?)?);
+            let chunk = chunk_of(&item?)?;
+            if body.is_empty() {
+                body = chunk;
+            } else {
+                body.extend_from_slice(&chunk);
+            }
         }
         let resp = head_of(state, body)?;
         drop(closer);
         return Ok(resp.0.body(resp.1));
     }
+    let closer = Closer(Some(result.clone().unbind()));
     let mut iter = result.try_iter()?;
     let mut first = Vec::new();
     let mut ended = true;
@@ -203,7 +218,11 @@ fn head_of(state: &Shared, first: Vec<u8>) -> PyResult<(Response, Vec<u8>)> {
     let mut st = lock(state);
     st.sent = true;
     let mut body = std::mem::take(&mut st.written);
-    body.extend_from_slice(&first);
+    if body.is_empty() {
+        body = first;
+    } else {
+        body.extend_from_slice(&first);
+    }
     let (code, reason, headers) =
         st.head.take().ok_or_else(|| PyAssertionError::new_err("the app returned without calling start_response"))?;
     let mut resp = Response::new(code, reason);

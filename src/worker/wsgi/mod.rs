@@ -99,7 +99,7 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
     let config =
         front::Config { buffer_size: spec.buffer_size, limit_post: spec.limit_post, ..front::Config::default() };
     let threads = spec.threads.max(1) as usize;
-    let handler = call::WsgiHandler::new(app, threads > 1);
+    let handler = call::WsgiHandler::new(py, app, threads > 1)?;
     // The sockets are listening already (the master bound them): from here
     // a connection waits in the backlog until a thread takes it.
     super::python::notify("READY=1")?;
