@@ -280,9 +280,11 @@ fn serve_http(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Site<'_>) -> St
             return if linger { Step::Linger } else { Step::Close };
         }
         conn.phase = Phase::Head { idle_until: Instant::now() + config.keepalive_timeout, head_by: None };
-        if conn.wire.buffered().is_empty() {
+        if conn.wire.buffered().is_empty() && !conn.wire.may_have_more() {
             // Not even a read to see whether more came: the epoll set says
-            // so, and the other connections ready meanwhile go first.
+            // so, and the other connections ready meanwhile go first. (A
+            // read that filled the buffer may have left bytes in the
+            // socket, which an edge-triggered epoll would not report.)
             return Step::Park;
         }
     }

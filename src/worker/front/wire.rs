@@ -56,6 +56,10 @@ pub(super) struct Wire {
     end: usize,
     /// Unread bytes kept while no buffer is attached.
     spare: Vec<u8>,
+    /// The last read filled all the room it was given: the socket may
+    /// hold more. An edge-triggered connection must not be parked before
+    /// a read has come back short (see `hub`).
+    full_read: bool,
     /// Longest wait for one write (or one body read) to make progress.
     io_timeout: Duration,
 }
@@ -69,7 +73,7 @@ pub(super) fn buffer_len(buffer_size: usize) -> usize {
 impl Wire {
     /// Wraps an accepted (non-blocking) stream; no buffer attached yet.
     pub(super) fn new(stream: Box<dyn Stream>, io_timeout: Duration) -> Wire {
-        Wire { stream, buf: Box::default(), start: 0, end: 0, spare: Vec::new(), io_timeout }
+        Wire { stream, buf: Box::default(), start: 0, end: 0, spare: Vec::new(), full_read: false, io_timeout }
     }
 
     pub(super) fn stream(&self) -> &dyn Stream {
@@ -131,18 +135,29 @@ impl Wire {
         Ok(())
     }
 
+    /// Whether the socket may hold bytes not read yet (the last read
+    /// filled all its room).
+    pub(super) fn may_have_more(&self) -> bool {
+        self.full_read
+    }
+
     /// One read of what the socket has, without waiting: `Ok(None)` when
     /// it has nothing now.
     pub(super) fn fill_now(&mut self) -> Result<Option<usize>, FillError> {
         self.room()?;
         loop {
+            let room = self.buf.len() - self.end;
             match self.stream.read(&mut self.buf[self.end..]) {
                 Ok(0) => return Err(FillError::Eof),
                 Ok(n) => {
                     self.end += n;
+                    self.full_read = n == room;
                     return Ok(Some(n));
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.full_read = false;
+                    return Ok(None);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(FillError::Io(e)),
             }
@@ -155,6 +170,7 @@ impl Wire {
         self.room()?;
         let end = self.end;
         let n = read_with(&mut *self.stream, &mut self.buf[end..], wait)?;
+        self.full_read = n == self.buf.len() - end;
         self.end += n;
         Ok(n)
     }
@@ -170,7 +186,9 @@ impl Wire {
             return Ok(n);
         }
         if out.len() >= self.buf.len() / 2 {
-            return read_with(&mut *self.stream, out, wait);
+            let n = read_with(&mut *self.stream, out, wait)?;
+            self.full_read = n == out.len();
+            return Ok(n);
         }
         let got = self.fill(wait)?;
         let n = got.min(out.len());

@@ -319,6 +319,24 @@ fn draining_or_over_the_cap_closes_after_the_response() {
     assert_eq!((out.matches("HTTP/1.1 200").count(), out.matches("Connection: close").count()), (1, 1), "{out}");
 }
 
+/// A read that fills the whole buffer may leave bytes in the socket: the
+/// connection reads on before parking, since an edge-triggered epoll would
+/// not report them (nothing new arrives).
+#[test]
+fn a_full_read_is_followed_by_another_before_parking() {
+    let one = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "p".repeat(37)).into_bytes();
+    assert_eq!(one.len(), 64);
+    let config = Config::default();
+    let exact = crate::worker::front::wire::buffer_len(config.buffer_size) / one.len();
+    let input: Vec<u8> = std::iter::repeat_n(one, exact + 10).flatten().collect();
+    let rec = Recorder::default();
+    let bench = Bench::new(&rec, &config);
+    let mut scratch = Scratch::new(&config);
+    let conn = serve_ready(bench.conn(Protocol::Http, vec![input, vec![]]), &mut scratch, &bench.site());
+    assert!(conn.is_some(), "parked after the would-block");
+    assert_eq!(rec.seen.lock().unwrap().len(), exact + 10, "every request the socket had, before parking");
+}
+
 fn get_bytes() -> Vec<u8> {
     b"GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()
 }
