@@ -351,19 +351,19 @@ fn slowloris_is_cut_off_while_others_are_served() {
 
 /// A gate the `/wait` handler blocks on until the test opens it.
 #[derive(Default)]
-struct Gate {
-    entered: AtomicUsize,
+pub(crate) struct Gate {
+    pub(crate) entered: AtomicUsize,
     open: Mutex<bool>,
     cv: Condvar,
 }
 
 impl Gate {
-    fn pass(&self) {
+    pub(crate) fn pass(&self) {
         self.entered.fetch_add(1, Ordering::SeqCst);
         let open = self.open.lock().unwrap();
         let _ = self.cv.wait_timeout_while(open, STEP, |open| !*open).unwrap();
     }
-    fn open(&self) {
+    pub(crate) fn open(&self) {
         *self.open.lock().unwrap() = true;
         self.cv.notify_all();
     }

@@ -4,12 +4,14 @@
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use podmaster::worker::front::Config;
+use podmaster::worker::front::{Config, Handler, Request, RequestBody, Response};
 
 use crate::harness::*;
-use crate::http::{app, get};
+use crate::http::{Gate, app, get};
 
 /// A keep-alive client: its connection and a reader over it.
 struct Client {
@@ -82,6 +84,38 @@ fn an_idle_keep_alive_connection_does_not_hold_the_only_thread() {
     let again = idle.ask("/hello?again");
     assert_eq!((again.text().as_str(), again.header("connection")), ("hello again", None));
     drop(silent);
+}
+
+/// While a request holds one thread, another one polls: a second client
+/// is served at once, not when an idle thread next wakes to look at the
+/// drain flag (made 3 s here to tell the two apart).
+#[test]
+fn a_thread_held_by_a_request_leaves_another_polling() {
+    let gate = Arc::new(Gate::default());
+    let handler = {
+        let gate = Arc::clone(&gate);
+        let app = app();
+        move |req: &Request<'_>, body: &mut RequestBody<'_>| {
+            if &*req.path_info == b"/wait" {
+                gate.pass();
+                return Response::new(200, "OK").body("waited");
+            }
+            app.call(req, body)
+        }
+    };
+    let config = Config { drain_poll: Duration::from_secs(3), ..Config::default() };
+    let srv = Server::tcp(config, 2, handler);
+    // Both threads running: one polls, the other waits its turn.
+    assert_eq!(exchange(srv.addr(), &get("/hello")).text(), "hello");
+    let mut busy = Client::new(&srv);
+    busy.send("/wait");
+    assert!(eventually(STEP, || gate.entered.load(Ordering::SeqCst) == 1));
+    let started = Instant::now();
+    let mut other = Client::new(&srv);
+    assert_eq!(other.ask("/hello").text(), "hello");
+    assert!(started.elapsed() < Duration::from_millis(1500), "served after {:?}", started.elapsed());
+    gate.open();
+    assert_eq!(busy.answer().text(), "waited");
 }
 
 /// Over `max_keepalive` open connections, a response closes its own.

@@ -208,6 +208,11 @@ impl<'a> Hub<'a> {
                 return None;
             }
             st.ready.extend(events[..n].iter().map(EpollEvent::data));
+            // Someone must poll next while this thread serves: a waiting
+            // thread takes the next job or the poller's place.
+            if st.waiting > 0 {
+                self.turn.notify_one();
+            }
         }
     }
 
