@@ -111,6 +111,8 @@ pub(super) struct Conn<'o> {
     protocol: Protocol,
     scan: HeadScan,
     phase: Phase,
+    /// Requests answered on it ([`Config::keepalive_requests`]).
+    served: u32,
     /// Its slot in the hub's table (and epoll token) once first parked;
     /// the hub's business.
     pub(super) token: Option<u64>,
@@ -147,6 +149,7 @@ impl<'o> Conn<'o> {
             protocol,
             scan: HeadScan::default(),
             phase: Phase::Head { idle_until: by, head_by: Some(by) },
+            served: 0,
             token: None,
             occupancy,
         }
@@ -274,7 +277,9 @@ fn serve_http(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Site<'_>) -> St
             }
         };
         let req = http_request(&scratch.head, &head, &scratch.fields, &conn.peer, site);
-        let (written, unread) = exchange(&mut conn.wire, site, &req, &head);
+        conn.served = conn.served.saturating_add(1);
+        let last = conn.served >= config.keepalive_requests;
+        let (written, unread) = exchange(&mut conn.wire, site, &req, &head, last);
         if !written.keep_alive {
             let linger = unread || !conn.wire.buffered().is_empty() || written.status >= 400;
             return if linger { Step::Linger } else { Step::Close };
@@ -360,9 +365,10 @@ fn http_request<'a>(
 }
 
 /// One request/response exchange on HTTP: calls the handler, settles the
-/// body, writes the answer. Also says whether body bytes may still be on
-/// their way (the close should linger).
-fn exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, head: &Head) -> (Written, bool) {
+/// body, writes the answer (closing the connection if it is the `last`
+/// one it may carry). Also says whether body bytes may still be on their
+/// way (the close should linger).
+fn exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, head: &Head, last: bool) -> (Written, bool) {
     let framing = match head.framing {
         Framing::Empty => BodyFraming::Length(0),
         Framing::Length(n) => BodyFraming::Length(n),
@@ -389,7 +395,11 @@ fn exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, head: &Head) ->
         protocol: Protocol::Http,
         version: head.version,
         head: req.method == b"HEAD",
-        keep_alive: keep_alive && head.keep_alive && !site.drain.load(Ordering::Relaxed) && site.occupancy.room(),
+        keep_alive: keep_alive
+            && head.keep_alive
+            && !last
+            && !site.drain.load(Ordering::Relaxed)
+            && site.occupancy.room(),
     };
     (write_response(wire, resp, &ctx), unread)
 }

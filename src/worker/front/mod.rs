@@ -113,6 +113,9 @@ pub struct Config {
     /// Most connections a worker keeps open after a response: with more
     /// open, each response closes its connection (`Connection: close`).
     pub max_keepalive: usize,
+    /// Most requests one connection carries; the last one is answered
+    /// with `Connection: close`.
+    pub keepalive_requests: u32,
     /// Longest wait for one read of a request body or one write of a
     /// response to make progress.
     pub io_timeout: Duration,
@@ -140,6 +143,12 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `worker_connections` is 512 by default, and a worker with a
 /// thousand clients idle between requests is already a busy one.
 pub const DEFAULT_MAX_KEEPALIVE: usize = 1024;
+/// nginx's `keepalive_requests` default. A connection stays with the worker
+/// that accepted it, and the kernel's choice of worker at accept time can
+/// leave one worker with most of a client's connections; closing each
+/// connection now and then lets the reconnect go to a worker that waits
+/// (an idle one), at the cost of one handshake per thousand requests.
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
 /// A drain is noticed within a quarter second (the master's `drain-delay`
 /// is seconds), at four wake-ups a second per idle thread.
 pub const DEFAULT_DRAIN_POLL: Duration = Duration::from_millis(250);
@@ -153,6 +162,7 @@ impl Default for Config {
             head_timeout: DEFAULT_HEAD_TIMEOUT,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             max_keepalive: DEFAULT_MAX_KEEPALIVE,
+            keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
             io_timeout: DEFAULT_IO_TIMEOUT,
             drain_poll: DEFAULT_DRAIN_POLL,
         }

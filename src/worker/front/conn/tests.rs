@@ -319,6 +319,19 @@ fn draining_or_over_the_cap_closes_after_the_response() {
     assert_eq!((out.matches("HTTP/1.1 200").count(), out.matches("Connection: close").count()), (1, 1), "{out}");
 }
 
+#[test]
+fn a_connection_closes_after_keepalive_requests() {
+    let rec = Recorder::default();
+    let five: Vec<u8> = std::iter::repeat_n(get_bytes(), 5).flatten().collect();
+    let config = Config { keepalive_requests: 3, ..Config::default() };
+    let out = run(&rec, Protocol::Http, &config, vec![five]);
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{out}");
+    assert!(
+        out.ends_with("Connection: close\r\n\r\n0 bytes") && out.matches("Connection: close").count() == 1,
+        "{out}"
+    );
+}
+
 /// A read that fills the whole buffer may leave bytes in the socket: the
 /// connection reads on before parking, since an edge-triggered epoll would
 /// not report them (nothing new arrives).
@@ -326,7 +339,7 @@ fn draining_or_over_the_cap_closes_after_the_response() {
 fn a_full_read_is_followed_by_another_before_parking() {
     let one = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "p".repeat(37)).into_bytes();
     assert_eq!(one.len(), 64);
-    let config = Config::default();
+    let config = Config { keepalive_requests: u32::MAX, ..Config::default() };
     let exact = crate::worker::front::wire::buffer_len(config.buffer_size) / one.len();
     let input: Vec<u8> = std::iter::repeat_n(one, exact + 10).flatten().collect();
     let rec = Recorder::default();
