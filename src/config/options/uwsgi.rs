@@ -16,7 +16,7 @@ pub static IGNORED: &[(&str, &str)] = &[
     ("enable-threads", "the GIL is always initialised; threads work"),
     (
         "http-keepalive",
-        "the WSGI worker keeps HTTP/1.1 connections alive (5 s idle); an override script's server decides",
+        "the WSGI worker keeps HTTP/1.1 connections alive (5 s idle, parked in epoll: an idle client holds no thread); an override script's server decides",
     ),
     ("http-timeout", "the WSGI worker's timeouts are fixed (10 s for a request head, 60 s per body read or write)"),
     ("ignore-sigpipe", "workers start with SIGPIPE ignored, as Python sets it"),

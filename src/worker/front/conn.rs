@@ -1,8 +1,19 @@
-//! Serving one connection to completion on the calling thread. HTTP:
-//! requests are read in order and answered in order (pipelining falls out
-//! of that: bytes read past one request stay buffered for the next), as
-//! long as both sides keep the connection alive and the worker is not
-//! draining. uwsgi: one request, then close.
+//! Serving a connection whenever it has input, on the calling thread,
+//! until it would block — then it is parked again (see `serve`), or
+//! closed. HTTP: requests are read in order and answered in order
+//! (pipelining falls out of that: bytes read past one request stay
+//! buffered for the next, and all that is buffered is served before the
+//! connection is parked), as long as both sides keep the connection alive
+//! and the worker is not draining. uwsgi: one request, then close.
+//!
+//! A connection is in one of two phases between services: waiting for
+//! (the rest of) a request head, or lingering after a close that still
+//! had input coming. A partly received head is parked with its bytes and
+//! its deadline rather than read on the thread: a client that trickles
+//! its head (slowloris) then costs a parked fd and at most `buffer-size`
+//! bytes until `head-timeout`, not a serving thread — with `threads = 1`
+//! one such client would otherwise stop the worker for that long. The
+//! same holds for a uwsgi packet that arrives in pieces.
 //!
 //! Every failure ends in the most precise answer that can still be framed
 //! — 4xx for a bad head, 413 over `limit-post`, 500 for a handler that
@@ -10,88 +21,279 @@
 //! can be framed any more, in a close.
 
 use std::borrow::Cow;
+use std::os::fd::BorrowedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::body::{BodyFailure, Framing as BodyFraming, RequestBody};
 use super::http::{self, Framing, Head, HeadError, HeadScan};
 use super::request::{FieldSpan, Fields, Request, Scheme, decode_path};
 use super::response::{Ctx, Response, Written, write_response};
 use super::stream::{Peer, Stream};
-use super::uwsgi;
-use super::wire::{FillError, Wait, Wire};
+use super::wire::{self, Wire};
 use super::{Config, Handler, Protocol};
 
 /// Unread body bytes dropped to keep a connection alive after the handler
 /// returned; with more left than this, the connection closes instead.
 const DISCARD_MAX: u64 = 64 * 1024;
+/// After deciding to close with input still arriving (an unread body, an
+/// error answer), the write side is shut and input discarded for at most
+/// this long and this much: closing with unread input makes the kernel
+/// send a reset, which can destroy the response still in flight.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// What a connection is served with: shared by every connection of a
 /// listening socket.
 pub(super) struct Site<'a> {
     pub handler: &'a dyn Handler,
     pub config: &'a Config,
-    pub protocol: Protocol,
     /// `SERVER_NAME`/`SERVER_PORT` for HTTP (uwsgi: when the vars lack them).
     pub server_name: &'a str,
     pub server_port: &'a str,
-    /// The listening socket this site's connections come from: while
-    /// connections wait in its queue, a kept-alive connection is closed
-    /// after its response, so a thread is not held by one client while
-    /// others wait (with `threads` connections served at a time, keep-alive
-    /// clients would otherwise keep every other client out for good).
-    pub listener: std::os::fd::BorrowedFd<'a>,
+    /// The worker's open connections, against the keep-alive cap.
+    pub occupancy: &'a Occupancy,
+    pub drain: &'a AtomicBool,
 }
 
-impl Site<'_> {
-    /// Whether connections are waiting to be accepted on this site's socket.
-    fn others_waiting(&self) -> bool {
-        let mut fds = [nix::poll::PollFd::new(self.listener, nix::poll::PollFlags::POLLIN)];
-        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+/// How many connections a worker holds open (being served or parked),
+/// and how many it may keep alive after a response
+/// ([`Config::max_keepalive`]): over that, each response closes its
+/// connection, so that a flood of idle keep-alive clients cannot pile up.
+#[derive(Debug)]
+pub(super) struct Occupancy {
+    open: AtomicUsize,
+    max_keepalive: usize,
+}
+
+impl Occupancy {
+    pub(super) fn new(max_keepalive: usize) -> Occupancy {
+        Occupancy { open: AtomicUsize::new(0), max_keepalive }
+    }
+    pub(super) fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+    fn room(&self) -> bool {
+        self.open() <= self.max_keepalive
     }
 }
 
-/// Serves `stream` until it closes, times out, or the worker drains.
-pub(super) fn serve_connection(stream: Box<dyn Stream>, peer: Peer, site: &Site<'_>, drain: &Arc<AtomicBool>) {
-    let accepted = Instant::now();
-    let mut wire = Wire::new(stream, site.config, Arc::clone(drain));
-    let linger = match site.protocol {
-        Protocol::Http => serve_http(&mut wire, &peer, site, accepted),
-        Protocol::Uwsgi => serve_uwsgi(&mut wire, site, accepted),
+/// Per-thread scratch space: the read buffer a connection borrows while
+/// served, and the current request head with its field spans.
+pub(super) struct Scratch {
+    read: Box<[u8]>,
+    read_len: usize,
+    head: Vec<u8>,
+    fields: Vec<FieldSpan>,
+}
+
+impl Scratch {
+    pub(super) fn new(config: &Config) -> Scratch {
+        let read_len = wire::buffer_len(config.buffer_size);
+        Scratch {
+            read: vec![0; read_len].into_boxed_slice(),
+            read_len,
+            head: Vec::with_capacity(config.buffer_size),
+            fields: Vec::new(),
+        }
+    }
+}
+
+/// A connection between services: its socket, unread bytes, and phase.
+/// Counted in its worker's [`Occupancy`] from its accept to its drop
+/// (which closes the socket).
+/// How long a connection accepted before a drain, still without its first
+/// request, may wait for it once the drain started.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub(super) struct Conn<'o> {
+    wire: Wire,
+    peer: Peer,
+    /// Index of its listening socket's [`Site`], and its protocol.
+    pub(super) site: usize,
+    protocol: Protocol,
+    scan: HeadScan,
+    phase: Phase,
+    /// Requests answered on it ([`Config::keepalive_requests`]).
+    served: u32,
+    /// Its slot in the hub's table (and epoll token) once first parked;
+    /// the hub's business.
+    pub(super) token: Option<u64>,
+    occupancy: &'o Occupancy,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// Waiting for a request head. Until its first byte, the wait is idle
+    /// (a drain ends it) and lasts until `idle_until`; from then the head
+    /// must be complete by `head_by`. The first head of a connection has
+    /// `head_timeout` from the accept for both.
+    Head { idle_until: Instant, head_by: Option<Instant> },
+    /// Closing: the write side is shut, input is read and dropped until
+    /// the peer closes, `until`, or `left` more bytes.
+    Linger { until: Instant, left: usize },
+}
+
+impl<'o> Conn<'o> {
+    pub(super) fn new(
+        stream: Box<dyn Stream>,
+        peer: Peer,
+        site: usize,
+        protocol: Protocol,
+        config: &Config,
+        occupancy: &'o Occupancy,
+    ) -> Conn<'o> {
+        occupancy.open.fetch_add(1, Ordering::Relaxed);
+        let by = Instant::now() + config.head_timeout;
+        Conn {
+            wire: Wire::new(stream, config.io_timeout),
+            peer,
+            site,
+            protocol,
+            scan: HeadScan::default(),
+            phase: Phase::Head { idle_until: by, head_by: Some(by) },
+            served: 0,
+            token: None,
+            occupancy,
+        }
+    }
+
+    pub(super) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.wire.stream().fd()
+    }
+
+    /// When a parked connection is closed if nothing comes.
+    pub(super) fn deadline(&self) -> Instant {
+        match self.phase {
+            Phase::Head { idle_until, .. } if self.wire.buffered().is_empty() => idle_until,
+            Phase::Head { idle_until, head_by } => head_by.unwrap_or(idle_until),
+            Phase::Linger { until, .. } => until,
+        }
+    }
+
+    /// No byte of a request received: the connection may be closed
+    /// without losing anything (a drain closes these at once).
+    pub(super) fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Head { .. }) && self.wire.buffered().is_empty()
+    }
+
+    /// A drain started: whether to close this parked connection now. An
+    /// idle one that already had answers closes — unless its next request
+    /// is already in the socket: closing on unread bytes resets the
+    /// connection under a request the client sent (a chain reload under
+    /// keep-alive load lost requests that way), so it is served, with
+    /// `Connection: close`. A fresh one has had no answer and its client
+    /// will not retry: it gets [`DRAIN_GRACE`] to send its first request.
+    /// A request that arrives after this look is the race every keep-alive
+    /// server has.
+    pub(super) fn close_on_drain(&mut self, now: Instant) -> bool {
+        if !self.is_idle() || self.wire.stream().wait(false, std::time::Duration::ZERO).unwrap_or(false) {
+            return false;
+        }
+        if self.served > 0 {
+            return true;
+        }
+        if let Phase::Head { idle_until, .. } = &mut self.phase {
+            *idle_until = (*idle_until).min(now + DRAIN_GRACE);
+        }
+        false
+    }
+
+    /// Closes a parked connection whose deadline passed; a partly received
+    /// HTTP head gets a 408 first, if the socket takes it without waiting.
+    pub(super) fn expire(mut self) {
+        let partial = matches!(self.phase, Phase::Head { .. }) && !self.wire.buffered().is_empty();
+        if partial && self.protocol == Protocol::Http {
+            tracing::debug!("request head not complete within head-timeout; closing");
+            let mut out = Vec::with_capacity(256);
+            let ctx = Ctx { protocol: Protocol::Http, version: super::Version::Http11, head: false, keep_alive: false };
+            write_response(&mut out, Response::text(408, "Request Timeout", "request head not received in time"), &ctx);
+            self.wire.send_now(&out);
+        }
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        self.occupancy.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What to do with a connection after serving what it had.
+enum Step {
+    /// It would block: park it.
+    Park,
+    Close,
+    /// Close after a linger (input may still be on its way).
+    Linger,
+}
+
+/// Serves `conn` as far as its input goes; returns it when it should be
+/// parked (waiting for input), or None when it was closed.
+pub(super) fn serve_ready<'o>(mut conn: Conn<'o>, scratch: &mut Scratch, site: &Site<'_>) -> Option<Conn<'o>> {
+    conn.wire.attach(std::mem::take(&mut scratch.read), scratch.read_len);
+    let mut step = match conn.phase {
+        Phase::Linger { .. } => Step::Linger,
+        Phase::Head { .. } => match conn.protocol {
+            Protocol::Http => serve_http(&mut conn, scratch, site),
+            Protocol::Uwsgi => packet::serve_uwsgi(&mut conn, scratch, site),
+        },
     };
-    wire.close(linger);
+    if let Step::Linger = step {
+        if let Phase::Head { .. } = conn.phase {
+            conn.wire.shutdown_write();
+            conn.phase = Phase::Linger { until: Instant::now() + LINGER_TIME, left: LINGER_BYTES };
+        }
+        step = linger(&mut conn);
+    }
+    scratch.read = conn.wire.detach();
+    match step {
+        Step::Park => Some(conn),
+        Step::Close | Step::Linger => None,
+    }
+}
+
+/// Reads and drops input until the peer closes, the byte budget is spent,
+/// or nothing more comes now (Park: the deadline is the phase's).
+fn linger(conn: &mut Conn<'_>) -> Step {
+    loop {
+        conn.wire.discard_buffered();
+        let Phase::Linger { until, left } = conn.phase else { return Step::Close };
+        if Instant::now() >= until {
+            return Step::Close;
+        }
+        match conn.wire.fill_now() {
+            Ok(Some(n)) if n < left => conn.phase = Phase::Linger { until, left: left - n },
+            Ok(Some(_)) | Err(_) => return Step::Close,
+            Ok(None) => return Step::Park,
+        }
+    }
 }
 
 /// How reading the next head ended without one.
 enum NoHead {
-    /// Closed, idle timeout, or draining while idle: close quietly.
+    /// Nothing more to read now: park.
+    Blocked,
+    /// Closed by the peer, or failed: close quietly.
     Gone,
     /// The head took longer than `head_timeout`: 408, close.
     TimedOut,
     Refused(HeadError),
 }
 
-/// The HTTP request loop; returns whether to linger on close.
-fn serve_http(wire: &mut Wire, peer: &Peer, site: &Site<'_>, accepted: Instant) -> bool {
+/// The HTTP request loop over what the connection has.
+fn serve_http(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Site<'_>) -> Step {
     let config = site.config;
-    let mut head_buf = Vec::with_capacity(config.buffer_size);
-    let mut fields = Vec::new();
-    // The first head must be complete within head_timeout of the accept;
-    // later ones may wait keepalive_timeout for their first byte, and then
-    // have head_timeout. Until a first byte comes, the wait is idle (a
-    // drain ends it at once).
-    let mut idle_until = accepted + config.head_timeout;
-    let mut head_by = Some(accepted + config.head_timeout);
     loop {
-        let head = match read_head(wire, &mut head_buf, &mut fields, config, idle_until, head_by) {
+        let head = match read_head(conn, scratch, config) {
             Ok(head) => head,
-            Err(NoHead::Gone) => return false,
+            Err(NoHead::Blocked) => return Step::Park,
+            Err(NoHead::Gone) => return Step::Close,
             Err(NoHead::TimedOut) => {
                 tracing::debug!("request head not complete within head-timeout; closing");
-                answer_error(wire, 408, "Request Timeout", "request head not received in time");
-                return false;
+                answer_error(&mut conn.wire, 408, "Request Timeout", "request head not received in time");
+                return Step::Close;
             }
             Err(NoHead::Refused(e)) => {
                 let (code, reason) = e.status();
@@ -108,56 +310,63 @@ fn serve_http(wire: &mut Wire, peer: &Peer, site: &Site<'_>, accepted: Instant) 
                 } else {
                     tracing::debug!(code, why = e.why(), "refused a request head");
                 }
-                answer_error(wire, code, reason, e.why());
-                return true;
+                answer_error(&mut conn.wire, code, reason, e.why());
+                return Step::Linger;
             }
         };
-        let mut req = http_request(&head_buf, &head, &fields, peer, site);
-        req.conn_fd = wire.raw_fd();
-        let (written, unread) = exchange(wire, site, &req, &head);
+        let mut req = http_request(&scratch.head, &head, &scratch.fields, &conn.peer, site);
+        req.conn_fd = conn.wire.raw_fd();
+        conn.served = conn.served.saturating_add(1);
+        let last = conn.served >= config.keepalive_requests;
+        let (written, unread) = exchange(&mut conn.wire, site, &req, &head, last);
         if !written.keep_alive {
-            return unread || !wire.buffered().is_empty() || written.status >= 400;
+            let linger = unread || !conn.wire.buffered().is_empty() || written.status >= 400;
+            return if linger { Step::Linger } else { Step::Close };
         }
-        idle_until = Instant::now() + config.keepalive_timeout;
-        head_by = None;
+        conn.phase = Phase::Head { idle_until: Instant::now() + config.keepalive_timeout, head_by: None };
+        if conn.wire.buffered().is_empty() && !conn.wire.may_have_more() {
+            // Not even a read to see whether more came: the epoll set says
+            // so, and the other connections ready meanwhile go first. (A
+            // read that filled the buffer may have left bytes in the
+            // socket, which an edge-triggered epoll would not report.)
+            return Step::Park;
+        }
     }
 }
 
-/// Reads the next request head; its bytes are copied to `head_buf` and
-/// consumed from the wire, `fields` holds its header spans.
-fn read_head(
-    wire: &mut Wire,
-    head_buf: &mut Vec<u8>,
-    fields: &mut Vec<FieldSpan>,
-    config: &Config,
-    idle_until: Instant,
-    mut head_by: Option<Instant>,
-) -> Result<Head, NoHead> {
-    let mut scan = HeadScan::default();
+/// Reads the next request head from what the socket has; its bytes are
+/// copied to `scratch.head` and consumed from the wire, `scratch.fields`
+/// holds its header spans.
+fn read_head(conn: &mut Conn<'_>, scratch: &mut Scratch, config: &Config) -> Result<Head, NoHead> {
     loop {
-        let buf = wire.buffered();
+        let buf = conn.wire.buffered();
         if !buf.is_empty() {
-            head_by.get_or_insert_with(|| Instant::now() + config.head_timeout);
-            if scan.should_parse(buf) || buf.len() >= config.buffer_size {
-                match http::parse_head(buf, config, fields) {
+            if conn.scan.should_parse(buf) || buf.len() >= config.buffer_size {
+                match http::parse_head(buf, config, &mut scratch.fields) {
                     Ok(Some(head)) => {
-                        head_buf.clear();
-                        head_buf.extend_from_slice(&buf[..head.len]);
-                        wire.consume(head.len);
+                        scratch.head.clear();
+                        scratch.head.extend_from_slice(&buf[..head.len]);
+                        conn.wire.consume(head.len);
+                        conn.scan = HeadScan::default();
                         return Ok(head);
                     }
                     Ok(None) => {}
                     Err(e) => return Err(NoHead::Refused(e)),
                 }
             }
+            // Incomplete: the head's deadline runs from its first byte (a
+            // head that came whole never needed the clock).
+            let Phase::Head { idle_until, mut head_by } = conn.phase else { return Err(NoHead::Gone) };
+            let now = Instant::now();
+            let by = *head_by.get_or_insert(now + config.head_timeout);
+            conn.phase = Phase::Head { idle_until, head_by: Some(by) };
+            if now >= by {
+                return Err(NoHead::TimedOut);
+            }
         }
-        let wait = match head_by {
-            Some(by) if !wire.buffered().is_empty() => Wait::Head(by),
-            _ => Wait::Idle(idle_until),
-        };
-        match wire.fill(wait) {
-            Ok(_) => {}
-            Err(FillError::TimedOut) if !wire.buffered().is_empty() => return Err(NoHead::TimedOut),
+        match conn.wire.fill_now() {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(NoHead::Blocked),
             Err(_) => return Err(NoHead::Gone),
         }
     }
@@ -196,9 +405,10 @@ fn http_request<'a>(
 }
 
 /// One request/response exchange on HTTP: calls the handler, settles the
-/// body, writes the answer. Also says whether body bytes may still be on
-/// their way (the close should linger).
-fn exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, head: &Head) -> (Written, bool) {
+/// body, writes the answer (closing the connection if it is the `last`
+/// one it may carry). Also says whether body bytes may still be on their
+/// way (the close should linger).
+fn exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, head: &Head, last: bool) -> (Written, bool) {
     let framing = match head.framing {
         Framing::Empty => BodyFraming::Length(0),
         Framing::Length(n) => BodyFraming::Length(n),
@@ -225,7 +435,11 @@ fn exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, head: &Head) ->
         protocol: Protocol::Http,
         version: head.version,
         head: req.method == b"HEAD",
-        keep_alive: keep_alive && head.keep_alive && !wire.draining() && !site.others_waiting(),
+        keep_alive: keep_alive
+            && head.keep_alive
+            && !last
+            && !site.drain.load(Ordering::Relaxed)
+            && site.occupancy.room(),
     };
     (write_response(wire, resp, &ctx), unread)
 }
@@ -274,89 +488,11 @@ fn settle_body(body: &mut RequestBody<'_>) -> Settled {
 }
 
 /// Writes a framework error answer with `Connection: close`.
-fn answer_error(wire: &mut Wire, code: u16, reason: &str, why: &str) {
+pub(super) fn answer_error(wire: &mut Wire, code: u16, reason: &str, why: &str) {
     let ctx = Ctx { protocol: Protocol::Http, version: super::Version::Http11, head: false, keep_alive: false };
     write_response(wire, Response::text(code, reason, why), &ctx);
 }
 
-/// One uwsgi request; returns whether to linger on close.
-fn serve_uwsgi(wire: &mut Wire, site: &Site<'_>, accepted: Instant) -> bool {
-    let config = site.config;
-    let deadline = accepted + config.head_timeout;
-    let block_len = match read_at_least(wire, uwsgi::HEADER_LEN, deadline) {
-        Some(b) => {
-            let h = uwsgi::PacketHeader::parse([b[0], b[1], b[2], b[3]]);
-            match uwsgi::check_header(h, config.buffer_size.min(usize::from(u16::MAX))) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!("{e}; closing");
-                    return true;
-                }
-            }
-        }
-        None => return false,
-    };
-    let Some(packet) = read_at_least(wire, uwsgi::HEADER_LEN + block_len, deadline) else {
-        return false;
-    };
-    let block = packet[uwsgi::HEADER_LEN..uwsgi::HEADER_LEN + block_len].to_vec();
-    wire.consume(uwsgi::HEADER_LEN + block_len);
-    let mut vars = Vec::new();
-    if let Err(e) = uwsgi::parse_vars(&block, config.max_headers + uwsgi::EXTRA_VARS, &mut vars) {
-        tracing::warn!("{e}; closing");
-        return true;
-    }
-    let mut headers = Vec::new();
-    let defaults =
-        uwsgi::Defaults { server_name: site.server_name.as_bytes(), server_port: site.server_port.as_bytes() };
-    let mut req = match uwsgi::request(&block, &vars, &mut headers, &defaults) {
-        Ok(req) => req,
-        Err(e) => return uwsgi_refusal(wire, e),
-    };
-    req.conn_fd = wire.raw_fd();
-    uwsgi_exchange(wire, site, &req)
-}
-
-/// The first `n` buffered bytes, reading until they are there (None: the
-/// peer closed, stalled past `deadline`, or the worker drains first).
-fn read_at_least(wire: &mut Wire, n: usize, deadline: Instant) -> Option<&[u8]> {
-    while wire.buffered().len() < n {
-        let wait = if wire.buffered().is_empty() { Wait::Idle(deadline) } else { Wait::Head(deadline) };
-        wire.fill(wait).ok()?;
-    }
-    Some(&wire.buffered()[..n])
-}
-
-fn uwsgi_refusal(wire: &mut Wire, e: uwsgi::VarsError) -> bool {
-    let why = match e {
-        uwsgi::VarsError::NoMethod => {
-            tracing::warn!("uwsgi request without REQUEST_METHOD: does the nginx location include uwsgi_params?");
-            "no REQUEST_METHOD"
-        }
-        uwsgi::VarsError::BadLength => "invalid CONTENT_LENGTH",
-    };
-    let ctx = Ctx { protocol: Protocol::Uwsgi, version: super::Version::Http10, head: false, keep_alive: false };
-    write_response(wire, Response::text(400, "Bad Request", why), &ctx);
-    true
-}
-
-fn uwsgi_exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>) -> bool {
-    let config = site.config;
-    let length = req.content_length.unwrap_or(0);
-    let ctx = Ctx { protocol: Protocol::Uwsgi, version: req.version, head: req.method == b"HEAD", keep_alive: false };
-    if config.limit_post.is_some_and(|limit| length > limit) {
-        write_response(wire, Response::text(413, "Content Too Large", "request body larger than limit-post"), &ctx);
-        return true;
-    }
-    let mut body = RequestBody::new(wire, BodyFraming::Length(length), None, false, config.io_timeout);
-    let (resp, _) = call(site.handler, req, &mut body);
-    let unread = !body.is_finished();
-    if matches!(body.failure(), Some(BodyFailure::TimedOut | BodyFailure::Closed)) {
-        return false;
-    }
-    write_response(wire, resp, &ctx);
-    unread || !wire.buffered().is_empty()
-}
-
+mod packet;
 #[cfg(test)]
 mod tests;

@@ -13,28 +13,30 @@
 //!
 //! # Layout
 //! - [`stream`]: the small trait over `TcpStream`/`UnixStream`, listeners, peers.
-//! - `wire`: a connection's read buffer with deadlines and the drain check.
+//! - `wire`: a connection's socket and read buffer, waits under deadlines.
 //! - [`http`]: HTTP/1.1 request heads (httparse), framing and keep-alive rules.
 //! - `chunked`: the streaming `Transfer-Encoding: chunked` decoder.
 //! - [`uwsgi`]: the uwsgi binary protocol as nginx and Apache speak it.
 //! - [`request`]: the request both protocols produce; [`body`]: its body reader.
 //! - [`response`]: what a handler returns, and how it is framed and written;
 //!   [`sendfile`]: file bodies.
-//! - `conn`: serving one connection (keep-alive, pipelining, errors).
-//! - `serve`: the threads that accept and serve, and the drain.
+//! - `conn`: serving a connection while it has input (keep-alive,
+//!   pipelining, errors, lingering closes); `conn/packet`: uwsgi.
+//! - `hub`: the worker's epoll set of listeners and parked connections,
+//!   deadlines, the drain.
+//! - `serve`: the serving threads.
 //!
-//! # Draining
-//! A thread blocked in `read` or `accept` notices the drain flag through a
-//! short timeout loop ([`Config::drain_poll`]): idle keep-alive reads and
-//! the accept `poll` wait at most that long before looking at the flag.
-//! The alternative, `shutdown(Read)` from outside, would need a registry
-//! of every open connection, and on the listening socket it would stop it
-//! for every process sharing it (a chain reload's new workers too).
+//! # Connections and threads
+//! A thread serves a connection only while it has input: between requests
+//! (and while a head is still arriving) the connection is parked in the
+//! worker's epoll set, so `threads` bounds the requests in progress, not
+//! the clients connected. See `serve` and `hub`.
 
 pub mod body;
 mod chunked;
 mod conn;
 pub mod http;
+mod hub;
 pub mod request;
 pub mod response;
 pub mod sendfile;
@@ -65,6 +67,14 @@ pub use stream::{Listener, Stream};
 pub trait Handler: Send + Sync {
     /// Answers one request.
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response;
+
+    /// Runs a serving thread's whole life: `serve` returns when the thread
+    /// is done. A handler with per-thread setup wraps it (the WSGI handler
+    /// makes the thread's Python thread state once here, instead of once
+    /// per request); the default just calls it.
+    fn run_thread(&self, serve: &mut (dyn FnMut() + Send)) {
+        serve()
+    }
 }
 
 impl<F> Handler for F
@@ -103,11 +113,17 @@ pub struct Config {
     pub head_timeout: Duration,
     /// How long an idle keep-alive connection waits for its next request.
     pub keepalive_timeout: Duration,
+    /// Most connections a worker keeps open after a response: with more
+    /// open, each response closes its connection (`Connection: close`).
+    pub max_keepalive: usize,
+    /// Most requests one connection carries; the last one is answered
+    /// with `Connection: close`.
+    pub keepalive_requests: u32,
     /// Longest wait for one read of a request body or one write of a
     /// response to make progress.
     pub io_timeout: Duration,
-    /// How often a thread blocked in an idle read or in accept looks at the
-    /// drain flag (see the module doc).
+    /// The longest a worker waits for connections before it looks at the
+    /// drain flag (set by a signal handler, which cannot wake the wait).
     pub drain_poll: Duration,
 }
 
@@ -116,16 +132,26 @@ pub const DEFAULT_BUFFER_SIZE: usize = 4096;
 /// Header fields per request head: far more than browsers send (≈ 20),
 /// few enough that the parser's array stays small.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
-/// nginx's `client_header_timeout` is 60 s; a thread-per-connection server
-/// cannot afford that against slowloris, and a real client sends its head
-/// in one round trip.
+/// nginx's `client_header_timeout` is 60 s; a parked slow head costs only
+/// an fd here, but a real client sends its head in one round trip, and a
+/// shorter deadline frees a slowloris's fds sooner.
 pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// As uvicorn's default; long enough for a browser's next click to reuse
-/// the connection, short enough that idle connections do not pin threads.
+/// the connection, short enough that idle connections do not pile up.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// uWSGI's `http-timeout` default: a body read or response write that makes
 /// no progress for this long means the peer is gone.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Parked keep-alive connections cost an fd and a few hundred bytes each;
+/// nginx's `worker_connections` is 512 by default, and a worker with a
+/// thousand clients idle between requests is already a busy one.
+pub const DEFAULT_MAX_KEEPALIVE: usize = 1024;
+/// nginx's `keepalive_requests` default. A connection stays with the worker
+/// that accepted it, and the kernel's choice of worker at accept time can
+/// leave one worker with most of a client's connections; closing each
+/// connection now and then lets the reconnect go to a worker that waits
+/// (an idle one), at the cost of one handshake per thousand requests.
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
 /// A drain is noticed within a quarter second (the master's `drain-delay`
 /// is seconds), at four wake-ups a second per idle thread.
 pub const DEFAULT_DRAIN_POLL: Duration = Duration::from_millis(250);
@@ -138,6 +164,8 @@ impl Default for Config {
             limit_post: None,
             head_timeout: DEFAULT_HEAD_TIMEOUT,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            max_keepalive: DEFAULT_MAX_KEEPALIVE,
+            keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
             io_timeout: DEFAULT_IO_TIMEOUT,
             drain_poll: DEFAULT_DRAIN_POLL,
         }

@@ -174,7 +174,10 @@ fn write_head(buf: &mut Vec<u8>, p: &Prepared, ctx: &Ctx, frame: Frame, keep_ali
     // uwsgi: the request's, as uWSGI answers nginx.
     let version = if ctx.protocol == Protocol::Http { Version::Http11 } else { ctx.version };
     buf.extend_from_slice(version.as_bytes());
-    let _ = write!(buf, " {:03} ", p.status);
+    // By hand: `write!` goes through the formatting machinery, which cost
+    // more than the rest of the head.
+    let status = [b' ', digit(p.status / 100), digit(p.status / 10), digit(p.status), b' '];
+    buf.extend_from_slice(&status);
     buf.extend_from_slice(&p.reason);
     buf.extend_from_slice(b"\r\n");
     for (name, value) in &p.headers {
@@ -187,7 +190,9 @@ fn write_head(buf: &mut Vec<u8>, p: &Prepared, ctx: &Ctx, frame: Frame, keep_ali
     match (p.status, p.length) {
         (204, _) | (304, None) => {}
         (_, Some(n)) => {
-            let _ = write!(buf, "Content-Length: {n}\r\n");
+            buf.extend_from_slice(b"Content-Length: ");
+            decimal(buf, n);
+            buf.extend_from_slice(b"\r\n");
         }
         (_, None) if frame == Frame::Chunked || (ctx.head && chunked_allowed(ctx)) => {
             buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -202,6 +207,26 @@ fn write_head(buf: &mut Vec<u8>, p: &Prepared, ctx: &Ctx, frame: Frame, keep_ali
         }
     }
     buf.extend_from_slice(b"\r\n");
+}
+
+/// The last decimal digit of `n`, as ASCII.
+fn digit(n: u16) -> u8 {
+    b'0' + (n % 10) as u8
+}
+
+/// Appends `n` in decimal.
+fn decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
 }
 
 /// Checks the app's status and headers, reads its framing wishes, and

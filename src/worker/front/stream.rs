@@ -1,7 +1,8 @@
 //! The sockets the front serves: one small trait over `TcpStream` and
-//! `UnixStream` (blocking IO with timeouts), the listeners they come from,
-//! and what a connection knows of its peer. No `unsafe`: a listening fd
-//! handed over by the master becomes a listener through `From<OwnedFd>`.
+//! `UnixStream` (non-blocking IO, with a bounded wait for readiness), the
+//! listeners they come from, and what a connection knows of its peer. No
+//! `unsafe`: a listening fd handed over by the master becomes a listener
+//! through `From<OwnedFd>`.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -9,46 +10,59 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 /// A connected socket the front reads requests from and writes responses
-/// to. Blocking; every read and write runs under a timeout set here.
+/// to. Non-blocking: a read or write that cannot proceed returns
+/// `WouldBlock`, and the caller either parks the connection (between
+/// requests) or [`waits`](Stream::wait) for it under a deadline.
 pub trait Stream: Read + Write + Send {
-    /// `SO_RCVTIMEO`: how long one read may block (None: forever).
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
-    /// `SO_SNDTIMEO`: how long one write may block.
-    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Waits up to `timeout` for the socket to become readable (or, with
+    /// `write`, writable); false when the time ran out first.
+    fn wait(&self, write: bool, timeout: Duration) -> io::Result<bool>;
     /// Shuts one or both directions (a lingering close shuts `Write`).
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
-    /// The socket's fd (None for a test double without one).
-    fn raw_fd(&self) -> Option<std::os::fd::RawFd>;
+    /// The socket, for the worker's epoll set; None for a stream that is
+    /// no socket (tests), which is then never parked.
+    fn fd(&self) -> Option<BorrowedFd<'_>>;
+}
+
+/// [`Stream::wait`] for any socket.
+fn wait_fd(fd: BorrowedFd<'_>, write: bool, timeout: Duration) -> io::Result<bool> {
+    let flags = if write { PollFlags::POLLOUT } else { PollFlags::POLLIN };
+    let mut fds = [PollFd::new(fd, flags)];
+    // Rounded up to a whole millisecond, so that a short wait is a wait.
+    let ms = timeout.as_micros().div_ceil(1000);
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Stream for TcpStream {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, timeout)
-    }
-    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_write_timeout(self, timeout)
+    fn wait(&self, write: bool, timeout: Duration) -> io::Result<bool> {
+        wait_fd(self.as_fd(), write, timeout)
     }
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         TcpStream::shutdown(self, how)
     }
-    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
-        Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
     }
 }
 
 impl Stream for UnixStream {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        UnixStream::set_read_timeout(self, timeout)
-    }
-    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        UnixStream::set_write_timeout(self, timeout)
+    fn wait(&self, write: bool, timeout: Duration) -> io::Result<bool> {
+        wait_fd(self.as_fd(), write, timeout)
     }
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         UnixStream::shutdown(self, how)
     }
-    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
-        Some(std::os::fd::AsRawFd::as_raw_fd(self))
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
     }
 }
 
@@ -77,9 +91,9 @@ impl Listener {
 
     /// Marks the listener non-blocking. The flag belongs to the open file
     /// description, which every worker process sharing the socket sees:
-    /// all of them poll first and take `WouldBlock` from `accept` as
-    /// "another thread or process took that connection" (uWSGI's workers
-    /// share non-blocking listeners the same way).
+    /// all of them wait in epoll first and take `WouldBlock` from `accept`
+    /// as "another thread or process took that connection" (uWSGI's
+    /// workers share non-blocking listeners the same way).
     pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
         match self {
             Listener::Tcp(l) => l.set_nonblocking(true),
@@ -87,11 +101,13 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection (non-blocking: `WouldBlock` when none waits).
+    /// Accepts one connection (non-blocking: `WouldBlock` when none
+    /// waits), itself non-blocking.
     pub(crate) fn accept(&self) -> io::Result<(Box<dyn Stream>, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, addr) = l.accept()?;
+                s.set_nonblocking(true)?;
                 // Responses are written in few large writes; Nagle would
                 // only delay the last segment of each.
                 let _ = s.set_nodelay(true);
@@ -99,6 +115,7 @@ impl Listener {
             }
             Listener::Unix(l) => {
                 let (s, _) = l.accept()?;
+                s.set_nonblocking(true)?;
                 Ok((Box::new(s), Peer::default()))
             }
         }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::Loaded;
 use super::environ;
@@ -28,7 +28,8 @@ use crate::worker::statics::Statics;
 pub(super) struct WsgiHandler {
     apps: Vec<Loaded>,
     router: Router,
-    multithread: bool,
+    /// The `environ` each request's is copied from.
+    template: Py<PyDict>,
     /// A request for an app that failed to load was logged (once per worker).
     said_unloaded: AtomicBool,
     budget: RequestBudget,
@@ -36,16 +37,24 @@ pub(super) struct WsgiHandler {
     statics: Statics,
 }
 
+/// What a WSGI worker serves besides the apps.
+pub(super) struct Extras {
+    pub budget: RequestBudget,
+    pub harakiri: Option<Arc<Harakiri>>,
+    pub statics: Statics,
+}
+
 impl WsgiHandler {
     pub(super) fn new(
+        py: Python<'_>,
         apps: Vec<Loaded>,
         router: Router,
         multithread: bool,
-        budget: RequestBudget,
-        harakiri: Option<Arc<Harakiri>>,
-        statics: Statics,
-    ) -> WsgiHandler {
-        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false), budget, harakiri, statics }
+        extras: Extras,
+    ) -> PyResult<WsgiHandler> {
+        let Extras { budget, harakiri, statics } = extras;
+        let template = environ::template(py, multithread)?;
+        Ok(WsgiHandler { apps, router, template, said_unloaded: AtomicBool::new(false), budget, harakiri, statics })
     }
 
     /// A 500 for an app that did not load (`need-app = false`).
@@ -164,8 +173,10 @@ fn watch_stream(mut resp: Response, watched: Watched) -> Response {
 
 /// The status line and headers as PEP 3333 gives them: `str`s of latin-1.
 fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
-    let status: String = status.extract().map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?;
-    let (code, reason) = status.split_once(' ').unwrap_or((status.as_str(), ""));
+    let not_str = || PyTypeError::new_err("status must be a str like '200 OK'");
+    let status = status.cast::<PyString>().map_err(|_| not_str())?;
+    let status = status.to_str().map_err(|_| not_str())?;
+    let (code, reason) = status.split_once(' ').unwrap_or((status, ""));
     let code: u16 = code
         .parse()
         .ok()
@@ -174,21 +185,33 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     let list = headers.cast::<PyList>().map_err(|_| PyTypeError::new_err("headers must be a list of (name, value)"))?;
     let mut out = Vec::with_capacity(list.len());
     for item in list.iter() {
-        let (name, value): (String, String) =
-            item.extract().map_err(|_| PyTypeError::new_err("each header must be a (str, str) tuple"))?;
-        out.push((bytes_of(&name)?, bytes_of(&value)?));
+        let not_pair = || PyTypeError::new_err("each header must be a (str, str) tuple");
+        let (name, value): (Bound<'_, PyString>, Bound<'_, PyString>) = item.extract().map_err(|_| not_pair())?;
+        let (name, value) = (name.to_str().map_err(|_| not_pair())?, value.to_str().map_err(|_| not_pair())?);
+        out.push((bytes_of(name)?, bytes_of(value)?));
     }
     Ok((code, bytes_of(reason)?, out))
 }
 
 /// A PEP 3333 "native string" as bytes: latin-1 code points only.
 fn bytes_of(s: &str) -> PyResult<Vec<u8>> {
+    if s.is_ascii() {
+        return Ok(s.as_bytes().to_vec());
+    }
     s.chars()
         .map(|c| u8::try_from(u32::from(c)).map_err(|_| PyValueError::new_err(format!("not latin-1: {s:?}"))))
         .collect()
 }
 
 impl Handler for WsgiHandler {
+    /// The serving thread gets its Python thread state once, here, and
+    /// keeps it: `Python::attach` on a thread without one makes a thread
+    /// state and destroys it again on release — per request, a malloc'd
+    /// state, an mmap'd frame stack, and `gettid`.
+    fn run_thread(&self, serve: &mut (dyn FnMut() + Send)) {
+        Python::attach(|py| py.detach(serve));
+    }
+
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
         // Static files: no Python, not counted against max-requests.
         if let Some(resp) = self.statics.serve(req) {
@@ -223,7 +246,7 @@ impl WsgiHandler {
         let state: Shared = Arc::default();
         let outcome = lend(body, |loan| {
             Python::attach(|py| -> PyResult<Response> {
-                let env = environ::build(py, req, &routed, loan, self.multithread)?;
+                let env = environ::build(py, self.template.bind(py), req, &routed, loan)?;
                 let start = Py::new(py, StartResponse { state: Arc::clone(&state) })?;
                 let result = app.bind(py).call1((env, start))?;
                 respond(result, &state)
@@ -243,23 +266,32 @@ impl WsgiHandler {
 /// may call `start_response` only then), and makes the response: the rest
 /// streams through [`Chunks`].
 fn respond(result: Bound<'_, PyAny>, state: &Shared) -> PyResult<Response> {
-    let closer = Closer(Some(result.clone().unbind()));
     if let Some(file) = file_of(&result, state) {
+        let closer = Closer(Some(result.clone().unbind()));
         let (resp, _) = head_of(state, Vec::new())?;
         drop(closer);
         return Ok(Response { body: ResponseBody::File(file), ..resp });
     }
     // A list or tuple (the usual `[body]`) is already in memory: one
     // body with its Content-Length, as PEP 3333 suggests for len() == 1.
-    if result.is_instance_of::<PyList>() || result.is_instance_of::<pyo3::types::PyTuple>() {
+    if result.is_instance_of::<PyList>() || result.is_instance_of::<PyTuple>() {
+        // A plain list or tuple has no close() to call (a subclass may).
+        let exact = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+        let closer = Closer((!exact).then(|| result.clone().unbind()));
         let mut body = Vec::new();
         for item in result.try_iter()? {
-            body.extend_from_slice(&chunk_of(&item?)?);
+            let chunk = chunk_of(&item?)?;
+            if body.is_empty() {
+                body = chunk;
+            } else {
+                body.extend_from_slice(&chunk);
+            }
         }
         let resp = head_of(state, body)?;
         drop(closer);
         return Ok(resp.0.body(resp.1));
     }
+    let closer = Closer(Some(result.clone().unbind()));
     let mut iter = result.try_iter()?;
     let mut first = Vec::new();
     let mut ended = true;
@@ -306,7 +338,11 @@ fn head_of(state: &Shared, first: Vec<u8>) -> PyResult<(Response, Vec<u8>)> {
     let mut st = lock(state);
     st.sent = true;
     let mut body = std::mem::take(&mut st.written);
-    body.extend_from_slice(&first);
+    if body.is_empty() {
+        body = first;
+    } else {
+        body.extend_from_slice(&first);
+    }
     let (code, reason, headers) =
         st.head.take().ok_or_else(|| PyAssertionError::new_err("the app returned without calling start_response"))?;
     let mut resp = Response::new(code, reason);

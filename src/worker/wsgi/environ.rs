@@ -8,13 +8,16 @@
 use std::io::{BufRead, Read};
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyModule, PyString, PyTuple};
 use std::sync::OnceLock;
 
 use super::route::Routed;
 use crate::sys::lend::Loan;
-use crate::worker::front::{Protocol, Request};
+use crate::worker::front::request::cgi_name;
+use crate::worker::front::{Protocol, Request, Scheme};
 
 /// `wsgi.file_wrapper`: a small Python class (iterating the file in
 /// 64 KiB blocks, closing it with the response), compiled once. When the
@@ -59,51 +62,106 @@ pub(super) fn file_wrapper(py: Python<'_>) -> Option<&Bound<'_, PyAny>> {
     FILE_WRAPPER.get().map(|c| c.bind(py))
 }
 
-/// A `str` whose code points are `bytes` (latin-1 decoding).
+/// A `str` whose code points are `bytes` (latin-1 decoding); ASCII, by
+/// far the common case, goes straight to Python without a Rust copy.
 pub(super) fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    if bytes.is_ascii() {
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return PyString::new(py, s);
+        }
+    }
     let s: String = bytes.iter().map(|b| char::from(*b)).collect();
     PyString::new(py, &s)
 }
 
-/// Builds `environ` for `req` as routed to its app, whose body `input` reads.
+/// The `environ` every request starts from: each key the front always
+/// sets, with the values that are the same for every request of the
+/// process (the rest are placeholders, replaced per request). Copying it
+/// is a copy of a dict whose table is already the right size, and the
+/// per-request `set_item`s replace values under interned keys instead of
+/// hashing and inserting new ones.
+pub(super) fn template(py: Python<'_>, multithread: bool) -> PyResult<Py<PyDict>> {
+    let env = PyDict::new(py);
+    let none = py.None();
+    for key in [
+        intern!(py, "REQUEST_METHOD"),
+        intern!(py, "SCRIPT_NAME"),
+        intern!(py, "PATH_INFO"),
+        intern!(py, "QUERY_STRING"),
+        intern!(py, "REQUEST_URI"),
+        intern!(py, "SERVER_NAME"),
+        intern!(py, "SERVER_PORT"),
+        intern!(py, "SERVER_PROTOCOL"),
+        intern!(py, "REMOTE_ADDR"),
+        intern!(py, "REMOTE_PORT"),
+        intern!(py, "wsgi.url_scheme"),
+        intern!(py, "wsgi.input"),
+        intern!(py, "wsgi.errors"),
+    ] {
+        env.set_item(key, &none)?;
+    }
+    env.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
+    // gunicorn's and mod_wsgi's flag: read() ends at the body's end even
+    // without CONTENT_LENGTH (a chunked body).
+    env.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    env.set_item(intern!(py, "wsgi.multithread"), multithread)?;
+    env.set_item(intern!(py, "wsgi.multiprocess"), true)?;
+    env.set_item(intern!(py, "wsgi.run_once"), false)?;
+    if let Some(fw) = FILE_WRAPPER.get() {
+        env.set_item(intern!(py, "wsgi.file_wrapper"), fw.bind(py))?;
+    }
+    Ok(env.unbind())
+}
+
+/// `sys`, for `wsgi.errors` (looked up per request: an app may replace
+/// `sys.stderr`).
+static SYS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// Builds `environ` for `req` as routed to its app, whose body `input`
+/// reads, from `template`.
 pub(super) fn build<'py>(
     py: Python<'py>,
+    template: &Bound<'py, PyDict>,
     req: &Request<'_>,
     routed: &Routed<'_>,
     input: Loan,
-    multithread: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let env = PyDict::new(py);
+    let env = template.copy()?;
     // uwsgi: every var nginx sent is the base (as uWSGI does); the fields
     // below, which the front derived from them, agree with it.
     for (k, v) in req.vars.iter() {
         env.set_item(latin1(py, k), latin1(py, v))?;
     }
     let s = |b: &[u8]| latin1(py, b);
-    env.set_item("REQUEST_METHOD", s(req.method))?;
-    env.set_item("SCRIPT_NAME", s(routed.script_name))?;
-    env.set_item("PATH_INFO", s(routed.path_info))?;
-    env.set_item("QUERY_STRING", s(req.query_string))?;
-    env.set_item("REQUEST_URI", s(req.request_uri))?;
-    env.set_item("SERVER_NAME", s(req.server_name))?;
-    env.set_item("SERVER_PORT", s(req.server_port))?;
-    env.set_item("SERVER_PROTOCOL", s(req.server_protocol))?;
-    env.set_item("REMOTE_ADDR", s(req.remote_addr))?;
-    env.set_item("REMOTE_PORT", s(req.remote_port))?;
+    let method = match req.method {
+        b"GET" => intern!(py, "GET").clone(),
+        b"POST" => intern!(py, "POST").clone(),
+        other => s(other),
+    };
+    env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
+    env.set_item(intern!(py, "SCRIPT_NAME"), s(routed.script_name))?;
+    env.set_item(intern!(py, "PATH_INFO"), s(routed.path_info))?;
+    env.set_item(intern!(py, "QUERY_STRING"), s(req.query_string))?;
+    env.set_item(intern!(py, "REQUEST_URI"), s(req.request_uri))?;
+    env.set_item(intern!(py, "SERVER_NAME"), s(req.server_name))?;
+    env.set_item(intern!(py, "SERVER_PORT"), s(req.server_port))?;
+    let protocol = match req.server_protocol {
+        b"HTTP/1.1" => intern!(py, "HTTP/1.1").clone(),
+        b"HTTP/1.0" => intern!(py, "HTTP/1.0").clone(),
+        other => s(other),
+    };
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    env.set_item(intern!(py, "REMOTE_ADDR"), s(req.remote_addr))?;
+    env.set_item(intern!(py, "REMOTE_PORT"), s(req.remote_port))?;
     headers(py, req, &env)?;
-    env.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
-    env.set_item("wsgi.url_scheme", req.scheme.as_str())?;
-    env.set_item("wsgi.input", Input { loan: input })?;
-    // gunicorn's and mod_wsgi's flag: read() ends at the body's end even
-    // without CONTENT_LENGTH (a chunked body).
-    env.set_item("wsgi.input_terminated", true)?;
-    env.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
-    env.set_item("wsgi.multithread", multithread)?;
-    env.set_item("wsgi.multiprocess", true)?;
-    env.set_item("wsgi.run_once", false)?;
-    if let Some(fw) = FILE_WRAPPER.get() {
-        env.set_item("wsgi.file_wrapper", fw.bind(py))?;
-    }
+    let scheme = match req.scheme {
+        Scheme::Http => intern!(py, "http"),
+        Scheme::Https => intern!(py, "https"),
+    };
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    env.set_item(intern!(py, "wsgi.input"), Input { loan: input })?;
+    let sys = SYS.get_or_try_init(py, || py.import("sys").map(Bound::unbind))?;
+    env.set_item(intern!(py, "wsgi.errors"), sys.bind(py).getattr(intern!(py, "stderr"))?)?;
     Ok(env)
 }
 
@@ -114,26 +172,40 @@ pub(super) fn build<'py>(
 /// client must not be able to pass one off as the other behind a proxy
 /// that checks only the dash form (nginx drops them too by default).
 fn headers(py: Python<'_>, req: &Request<'_>, env: &Bound<'_, PyDict>) -> PyResult<()> {
-    let mut seen: Vec<Vec<u8>> = Vec::new();
-    let raw_names = req.headers.iter().map(|(n, _)| n);
-    for ((key, value), raw) in req.cgi_headers().zip(raw_names) {
-        if req.protocol == Protocol::Http && raw.contains(&b'_') {
+    let http = req.protocol == Protocol::Http;
+    let mut key = Vec::with_capacity(64);
+    for (i, (raw, value)) in req.headers.iter().enumerate() {
+        if http && raw.contains(&b'_') {
             continue;
         }
-        if req.protocol == Protocol::Http && *key == *b"CONTENT_LENGTH" {
+        // HTTP: no key the front set before is an `HTTP_*` or `CONTENT_*`
+        // one, so a key already there came from an earlier field. uwsgi:
+        // the vars put every key there already; look at the fields.
+        key.clear();
+        let earlier = if http {
+            cgi_name(raw, &mut key);
+            None
+        } else {
+            key.extend_from_slice(raw);
+            Some(req.headers.iter().take(i).any(|(n, _)| n == raw))
+        };
+        if http && key == b"CONTENT_LENGTH" {
             // The length the front framed the body by: a repeated field or
             // a list of one repeated value (`5, 5`, RFC 9110 §8.6) is one
             // number to the app, not a string int() refuses.
-            env.set_item("CONTENT_LENGTH", req.content_length.unwrap_or(0).to_string())?;
+            env.set_item(intern!(py, "CONTENT_LENGTH"), req.content_length.unwrap_or(0).to_string())?;
             continue;
         }
         let key_str = latin1(py, &key);
-        if seen.iter().any(|k| k.as_slice() == &*key) {
+        let repeated = match earlier {
+            Some(seen) => seen,
+            None => env.contains(&key_str)?,
+        };
+        if repeated {
             let prev: String = env.get_item(&key_str)?.map(|p| p.extract()).transpose()?.unwrap_or_default();
             let joined: String = prev.chars().chain(", ".chars()).chain(value.iter().map(|b| char::from(*b))).collect();
             env.set_item(key_str, joined)?;
         } else {
-            seen.push(key.into_owned());
             env.set_item(key_str, latin1(py, value))?;
         }
     }

@@ -150,7 +150,8 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
     let harakiri = spec.harakiri.map(|limit| start_harakiri(py, limit, spec.harakiri_verbose, &drain)).transpose()?;
     let statics = crate::worker::statics::Statics::open(&spec.static_maps, spec.static_gzip_all)
         .map_err(pyo3::exceptions::PyOSError::new_err)?;
-    let handler = call::WsgiHandler::new(apps, router, threads > 1, budget, harakiri, statics);
+    let extras = call::Extras { budget, harakiri, statics };
+    let handler = call::WsgiHandler::new(py, apps, router, threads > 1, extras)?;
     // The sockets are listening already (the master bound them): from here
     // a connection waits in the backlog until a thread takes it.
     super::python::notify("READY=1")?;

@@ -4,12 +4,14 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
 use super::*;
 
-/// Input in fixed pieces, then EOF; output collected.
+/// Input in fixed pieces (an empty piece: one `WouldBlock`), then EOF;
+/// output collected.
 struct Scripted {
     input: VecDeque<Vec<u8>>,
     output: Arc<Mutex<Vec<u8>>>,
@@ -18,6 +20,10 @@ struct Scripted {
 impl Read for Scripted {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let Some(piece) = self.input.front_mut() else { return Ok(0) };
+        if piece.is_empty() {
+            self.input.pop_front();
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let n = piece.len().min(out.len());
         out[..n].copy_from_slice(&piece[..n]);
         piece.drain(..n);
@@ -39,16 +45,13 @@ impl Write for Scripted {
 }
 
 impl Stream for Scripted {
-    fn set_read_timeout(&self, _: Option<std::time::Duration>) -> io::Result<()> {
-        Ok(())
-    }
-    fn set_write_timeout(&self, _: Option<std::time::Duration>) -> io::Result<()> {
-        Ok(())
+    fn wait(&self, _: bool, _: Duration) -> io::Result<bool> {
+        Ok(true)
     }
     fn shutdown(&self, _: std::net::Shutdown) -> io::Result<()> {
         Ok(())
     }
-    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
 }
@@ -86,17 +89,60 @@ impl Handler for Recorder {
     }
 }
 
-/// Serves `pieces` on one connection; returns the output.
+/// A connection over `pieces`, its output, and what it is served with.
+struct Bench<'h> {
+    output: Arc<Mutex<Vec<u8>>>,
+    occupancy: Occupancy,
+    drain: AtomicBool,
+    handler: &'h dyn Handler,
+    config: &'h Config,
+}
+
+impl<'h> Bench<'h> {
+    fn new(handler: &'h dyn Handler, config: &'h Config) -> Bench<'h> {
+        Bench {
+            output: Arc::default(),
+            occupancy: Occupancy::new(config.max_keepalive),
+            drain: AtomicBool::new(false),
+            handler,
+            config,
+        }
+    }
+    fn site(&self) -> Site<'_> {
+        let occupancy = &self.occupancy;
+        Site {
+            handler: self.handler,
+            config: self.config,
+            server_name: "test",
+            server_port: "80",
+            occupancy,
+            drain: &self.drain,
+        }
+    }
+    fn conn(&self, protocol: Protocol, pieces: Vec<Vec<u8>>) -> Conn<'_> {
+        let stream = Scripted { input: pieces.into(), output: Arc::clone(&self.output) };
+        Conn::new(Box::new(stream), Peer::default(), 0, protocol, self.config, &self.occupancy)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+}
+
+/// Serves `pieces` on one connection as the hub would (serve, park, serve
+/// again when "ready") until it closes; returns the output.
 fn run(handler: &dyn Handler, protocol: Protocol, config: &Config, pieces: Vec<Vec<u8>>) -> String {
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let stream = Scripted { input: pieces.into(), output: Arc::clone(&output) };
-    // A listening socket nobody connects to: no one waits, keep-alive holds.
-    let idle = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listener = std::os::fd::AsFd::as_fd(&idle);
-    let site = Site { handler, config, protocol, server_name: "test", server_port: "80", listener };
-    serve_connection(Box::new(stream), Peer::default(), &site, &Arc::new(AtomicBool::new(false)));
-    let out = output.lock().unwrap().clone();
-    String::from_utf8_lossy(&out).into_owned()
+    let bench = Bench::new(handler, config);
+    let site = bench.site();
+    let mut scratch = Scratch::new(config);
+    let mut conn = Some(bench.conn(protocol, pieces));
+    let mut services = 0;
+    while let Some(c) = conn.take() {
+        services += 1;
+        assert!(services < 10_000, "a connection that never ends");
+        conn = serve_ready(c, &mut scratch, &site);
+    }
+    assert_eq!(bench.occupancy.open(), 0, "the connection is counted until dropped");
+    bench.text()
 }
 
 fn http(pieces: Vec<Vec<u8>>) -> String {
@@ -195,6 +241,117 @@ fn uwsgi_request_and_answer() {
     assert_eq!(run(&Recorder::default(), Protocol::Uwsgi, &Config::default(), vec![other]), "", "closed unanswered");
     let out = run(&Recorder::default(), Protocol::Uwsgi, &Config::default(), vec![packet[..10].to_vec()]);
     assert_eq!(out, "", "a truncated packet is closed");
+}
+
+#[test]
+fn a_partial_head_is_parked_with_its_deadline_then_served() {
+    let rec = Recorder::default();
+    let config = Config::default();
+    let bench = Bench::new(&rec, &config);
+    let site = bench.site();
+    let mut scratch = Scratch::new(&config);
+    let accepted = Instant::now();
+    let pieces = vec![b"GET /a HT".to_vec(), vec![], b"TP/1.1\r\nHost: h\r\n\r\n".to_vec(), vec![]];
+    let conn = serve_ready(bench.conn(Protocol::Http, pieces), &mut scratch, &site).expect("parked");
+    assert!(!conn.is_idle(), "a head has begun");
+    assert!(
+        conn.deadline() >= accepted + config.head_timeout && conn.deadline() <= Instant::now() + config.head_timeout
+    );
+    assert_eq!(bench.text(), "");
+    let answered = Instant::now();
+    let conn = serve_ready(conn, &mut scratch, &site).expect("kept alive, parked");
+    assert!(bench.text().starts_with("HTTP/1.1 200 OK\r\n"), "{}", bench.text());
+    assert!(conn.is_idle());
+    assert!(conn.deadline() >= answered + config.keepalive_timeout);
+    let conn = serve_ready(conn, &mut scratch, &site).expect("nothing came: parked again");
+    assert!(serve_ready(conn, &mut scratch, &site).is_none(), "EOF closes");
+    assert_eq!(bench.occupancy.open(), 0);
+    assert_eq!(rec.seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn an_expired_partial_head_is_answered_408_and_an_idle_one_is_not() {
+    let config = Config::default();
+    let rec = Recorder::default();
+    for (protocol, pieces, want) in [
+        (Protocol::Http, vec![b"GET / HTTP/1.1\r\nHo".to_vec(), vec![]], "HTTP/1.1 408 "),
+        (Protocol::Http, vec![vec![]], ""),
+        (Protocol::Uwsgi, vec![vec![0, 10, 0], vec![]], ""),
+    ] {
+        let bench = Bench::new(&rec, &config);
+        let mut scratch = Scratch::new(&config);
+        let conn = serve_ready(bench.conn(protocol, pieces), &mut scratch, &bench.site()).expect("parked");
+        conn.expire();
+        assert!(bench.text().starts_with(want), "{protocol:?}: {}", bench.text());
+        assert_eq!(bench.occupancy.open(), 0);
+    }
+}
+
+#[test]
+fn a_refused_head_lingers_parked_until_the_peer_closes() {
+    let config = Config::default();
+    let rec = Recorder::default();
+    let bench = Bench::new(&rec, &config);
+    let mut scratch = Scratch::new(&config);
+    let pieces = vec![b"GET / HTTP/2.0\r\n\r\n".to_vec(), vec![], b"more".to_vec(), vec![]];
+    let conn = serve_ready(bench.conn(Protocol::Http, pieces), &mut scratch, &bench.site()).expect("lingers");
+    assert!(bench.text().starts_with("HTTP/1.1 505 "), "{}", bench.text());
+    assert!(!conn.is_idle(), "a drain does not cut a linger short");
+    assert!(conn.deadline() <= Instant::now() + LINGER_TIME);
+    let conn = serve_ready(conn, &mut scratch, &bench.site()).expect("still lingering");
+    assert!(serve_ready(conn, &mut scratch, &bench.site()).is_none());
+}
+
+#[test]
+fn draining_or_over_the_cap_closes_after_the_response() {
+    let rec = Recorder::default();
+    let two = [get_bytes(), get_bytes()].concat();
+    let config = Config::default();
+    let bench = Bench::new(&rec, &config);
+    bench.drain.store(true, Ordering::Relaxed);
+    let mut scratch = Scratch::new(&config);
+    assert!(serve_ready(bench.conn(Protocol::Http, vec![two.clone()]), &mut scratch, &bench.site()).is_none());
+    let out = bench.text();
+    assert_eq!((out.matches("HTTP/1.1 200").count(), out.matches("Connection: close").count()), (1, 1), "{out}");
+
+    let capped = Config { max_keepalive: 0, ..Config::default() };
+    let out = run(&rec, Protocol::Http, &capped, vec![two]);
+    assert_eq!((out.matches("HTTP/1.1 200").count(), out.matches("Connection: close").count()), (1, 1), "{out}");
+}
+
+#[test]
+fn a_connection_closes_after_keepalive_requests() {
+    let rec = Recorder::default();
+    let five: Vec<u8> = std::iter::repeat_n(get_bytes(), 5).flatten().collect();
+    let config = Config { keepalive_requests: 3, ..Config::default() };
+    let out = run(&rec, Protocol::Http, &config, vec![five]);
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{out}");
+    assert!(
+        out.ends_with("Connection: close\r\n\r\n0 bytes") && out.matches("Connection: close").count() == 1,
+        "{out}"
+    );
+}
+
+/// A read that fills the whole buffer may leave bytes in the socket: the
+/// connection reads on before parking, since an edge-triggered epoll would
+/// not report them (nothing new arrives).
+#[test]
+fn a_full_read_is_followed_by_another_before_parking() {
+    let one = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "p".repeat(37)).into_bytes();
+    assert_eq!(one.len(), 64);
+    let config = Config { keepalive_requests: u32::MAX, ..Config::default() };
+    let exact = crate::worker::front::wire::buffer_len(config.buffer_size) / one.len();
+    let input: Vec<u8> = std::iter::repeat_n(one, exact + 10).flatten().collect();
+    let rec = Recorder::default();
+    let bench = Bench::new(&rec, &config);
+    let mut scratch = Scratch::new(&config);
+    let conn = serve_ready(bench.conn(Protocol::Http, vec![input, vec![]]), &mut scratch, &bench.site());
+    assert!(conn.is_some(), "parked after the would-block");
+    assert_eq!(rec.seen.lock().unwrap().len(), exact + 10, "every request the socket had, before parking");
+}
+
+fn get_bytes() -> Vec<u8> {
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()
 }
 
 /// One request of a pipelined stream, and its encoding.

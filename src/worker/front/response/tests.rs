@@ -199,3 +199,19 @@ fn file_bodies_are_framed_by_their_length() {
     assert!(FileBody::rest_of(std::fs::File::open("/dev/null").unwrap(), 0).is_err(), "not a regular file");
     std::fs::remove_file(&dir).unwrap();
 }
+
+#[test]
+fn lengths_and_statuses_written_by_hand() {
+    for n in [0u64, 7, 10, 12, 999, 1_000_000, 1_234_567_890_123, u64::MAX] {
+        let mut buf = Vec::new();
+        decimal(&mut buf, n);
+        assert_eq!(buf, n.to_string().into_bytes());
+    }
+    for status in [200u16, 204, 404, 599, 999] {
+        let resp = Response::new(status, "R").body("");
+        let ctx = Ctx { protocol: Protocol::Http, version: Version::Http11, head: false, keep_alive: true };
+        let mut out = Vec::new();
+        write_response(&mut out, resp, &ctx);
+        assert!(out.starts_with(format!("HTTP/1.1 {status} R\r\n").as_bytes()), "{}", String::from_utf8_lossy(&out));
+    }
+}
