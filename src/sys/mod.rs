@@ -225,11 +225,21 @@ pub fn unblock_all_signals() {
 
 pub use shm::SharedRegion;
 
-/// Connections waiting in the accept queue of our listening TCP socket
-/// `fd`: for a socket in LISTEN state the kernel reports the current
-/// queue length in `tcpi_unacked` (one getsockopt; no /proc/net/tcp scan,
-/// which grows with every TIME_WAIT connection under load).
-pub fn listen_queue(fd: RawFd) -> Option<u64> {
+/// A listening socket's accept queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenQueue {
+    /// Connections waiting to be accepted now.
+    pub queued: u32,
+    /// The most the queue holds (the `listen` backlog, capped by somaxconn).
+    pub backlog: u32,
+}
+
+/// The accept queue of our listening TCP socket `fd`: for a socket in
+/// LISTEN state the kernel reports the current queue length in
+/// `tcpi_unacked` and the backlog in `tcpi_sacked` (one getsockopt; no
+/// /proc/net/tcp scan, which grows with every TIME_WAIT connection under
+/// load). None for anything else (a UNIX socket).
+pub fn listen_queue(fd: RawFd) -> Option<ListenQueue> {
     // SAFETY: getsockopt into a zeroed tcp_info of the size we pass; a
     // non-TCP fd just fails.
     unsafe {
@@ -243,7 +253,31 @@ pub fn listen_queue(fd: RawFd) -> Option<u64> {
             &mut len,
         );
         // TCP_LISTEN is state 10.
-        (rc == 0 && info.tcpi_state == 10).then_some(u64::from(info.tcpi_unacked))
+        (rc == 0 && info.tcpi_state == 10)
+            .then_some(ListenQueue { queued: info.tcpi_unacked, backlog: info.tcpi_sacked })
+    }
+}
+
+/// Milliseconds since the connected TCP socket `fd` last received data
+/// (`tcpi_last_data_recv`, at the kernel's clock-tick resolution); None
+/// for anything else (a UNIX socket). Read just before a request is
+/// handed to the app, it is how long the request's last bytes waited.
+pub fn since_last_receive_ms(fd: RawFd) -> Option<u32> {
+    // SAFETY: as in `listen_queue`: getsockopt into a zeroed tcp_info of
+    // the size we pass; a non-TCP fd just fails.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        // TCP_ESTABLISHED is state 1, TCP_CLOSE_WAIT (the client sent its
+        // request and shut its side) 8.
+        (rc == 0 && matches!(info.tcpi_state, 1 | 8)).then_some(info.tcpi_last_data_recv)
     }
 }
 

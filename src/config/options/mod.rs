@@ -11,7 +11,7 @@
 //! is complete and that its default applies.
 
 mod lifecycle;
-mod logging;
+pub mod logging;
 mod requests;
 pub mod resources;
 mod sockets;

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use super::body::{BodyFailure, Framing as BodyFraming, RequestBody};
 use super::http::{self, Framing, Head, HeadError, HeadScan};
+use super::outcome::Outcome;
 use super::request::{FieldSpan, Fields, Request, Scheme, decode_path};
 use super::response::{Ctx, Response, Written, write_response};
 use super::stream::{Peer, Stream};
@@ -100,9 +101,11 @@ fn serve_http(wire: &mut Wire, peer: &Peer, site: &Site<'_>, accepted: Instant) 
                 return true;
             }
         };
+        let arrived = Instant::now();
         let mut req = http_request(&head_buf, &head, &fields, peer, site);
         req.conn_fd = wire.raw_fd();
         let (written, unread) = exchange(wire, site, &req, &head);
+        site.handler.done(&req, &Outcome::new(&written, arrived));
         if !written.keep_alive {
             return unread || !wire.buffered().is_empty() || written.status >= 400;
         }
@@ -206,7 +209,7 @@ fn exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, head: &Head) ->
             keep_alive = false;
             Response::text(code, reason, why)
         }
-        Settled::Gone => return (Written { status: 0, keep_alive: false }, false),
+        Settled::Gone => return (Written::default(), false),
     };
     let unread = !body.is_finished();
     let ctx = Ctx {
@@ -297,12 +300,13 @@ fn serve_uwsgi(wire: &mut Wire, site: &Site<'_>, accepted: Instant) -> bool {
     let mut headers = Vec::new();
     let defaults =
         uwsgi::Defaults { server_name: site.server_name.as_bytes(), server_port: site.server_port.as_bytes() };
+    let arrived = Instant::now();
     let mut req = match uwsgi::request(&block, &vars, &mut headers, &defaults) {
         Ok(req) => req,
         Err(e) => return uwsgi_refusal(wire, e),
     };
     req.conn_fd = wire.raw_fd();
-    uwsgi_exchange(wire, site, &req)
+    uwsgi_exchange(wire, site, &req, arrived)
 }
 
 /// The first `n` buffered bytes, reading until they are there (None: the
@@ -328,7 +332,7 @@ fn uwsgi_refusal(wire: &mut Wire, e: uwsgi::VarsError) -> bool {
     true
 }
 
-fn uwsgi_exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>) -> bool {
+fn uwsgi_exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, arrived: Instant) -> bool {
     let config = site.config;
     let length = req.content_length.unwrap_or(0);
     let ctx = Ctx { protocol: Protocol::Uwsgi, version: req.version, head: req.method == b"HEAD", keep_alive: false };
@@ -339,11 +343,10 @@ fn uwsgi_exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>) -> bool {
     let mut body = RequestBody::new(wire, BodyFraming::Length(length), None, false, config.io_timeout);
     let (resp, _) = call(site.handler, req, &mut body);
     let unread = !body.is_finished();
-    if matches!(body.failure(), Some(BodyFailure::TimedOut | BodyFailure::Closed)) {
-        return false;
-    }
-    write_response(wire, resp, &ctx);
-    unread || !wire.buffered().is_empty()
+    let gone = matches!(body.failure(), Some(BodyFailure::TimedOut | BodyFailure::Closed));
+    let written = if gone { Written::default() } else { write_response(wire, resp, &ctx) };
+    site.handler.done(req, &Outcome::new(&written, arrived));
+    !gone && (unread || !wire.buffered().is_empty())
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! - [`uwsgi`]: the uwsgi binary protocol as nginx and Apache speak it.
 //! - [`request`]: the request both protocols produce; [`body`]: its body reader.
 //! - [`response`]: what a handler returns, and how it is framed and written.
+//! - `outcome`: what became of a request, told to the handler after the write.
 //! - `conn`: serving one connection (keep-alive, pipelining, errors).
 //! - `serve`: the threads that accept and serve, and the drain.
 //!
@@ -34,6 +35,7 @@ pub mod body;
 mod chunked;
 mod conn;
 pub mod http;
+mod outcome;
 pub mod request;
 pub mod response;
 mod serve;
@@ -44,6 +46,7 @@ mod wire;
 use std::time::Duration;
 
 pub use body::RequestBody;
+pub use outcome::Outcome;
 pub use request::{Fields, Request, Scheme, Version};
 pub use response::{Response, ResponseBody};
 pub use serve::{Listening, serve};
@@ -62,6 +65,14 @@ pub use stream::{Listener, Stream};
 pub trait Handler: Send + Sync {
     /// Answers one request.
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response;
+
+    /// Called once per request `call` answered (its response written, or
+    /// abandoned when the client went away: status 0), on the same thread,
+    /// before the connection's next request: access logs and request
+    /// metrics belong here. Default: nothing.
+    fn done(&self, req: &Request<'_>, outcome: &Outcome) {
+        let _ = (req, outcome);
+    }
 }
 
 impl<F> Handler for F

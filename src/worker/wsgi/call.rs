@@ -18,10 +18,11 @@ use pyo3::types::{PyBytes, PyList};
 use super::Loaded;
 use super::environ;
 use super::harakiri::{Harakiri, Watched};
+use super::observe::Observer;
 use super::route::Router;
 use super::supervise::RequestBudget;
 use crate::sys::lend::lend;
-use crate::worker::front::{Handler, Request, RequestBody, Response, ResponseBody};
+use crate::worker::front::{Handler, Outcome, Request, RequestBody, Response, ResponseBody};
 
 /// The front's handler for the WSGI apps.
 pub(super) struct WsgiHandler {
@@ -32,6 +33,7 @@ pub(super) struct WsgiHandler {
     said_unloaded: AtomicBool,
     budget: RequestBudget,
     harakiri: Option<Arc<Harakiri>>,
+    observer: Observer,
 }
 
 impl WsgiHandler {
@@ -41,8 +43,9 @@ impl WsgiHandler {
         multithread: bool,
         budget: RequestBudget,
         harakiri: Option<Arc<Harakiri>>,
+        observer: Observer,
     ) -> WsgiHandler {
-        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false), budget, harakiri }
+        WsgiHandler { apps, router, multithread, said_unloaded: AtomicBool::new(false), budget, harakiri, observer }
     }
 
     /// A 500 for an app that did not load (`need-app = false`).
@@ -187,6 +190,7 @@ fn bytes_of(s: &str) -> PyResult<Vec<u8>> {
 
 impl Handler for WsgiHandler {
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
+        self.observer.begin(req);
         let watched = self.harakiri.as_ref().map(|h| h.begin(describe(req, h.verbose()), req.conn_fd));
         let mut resp = self.answer(req, body);
         if let Some(w) = watched {
@@ -201,6 +205,10 @@ impl Handler for WsgiHandler {
             }
         });
         resp
+    }
+
+    fn done(&self, req: &Request<'_>, outcome: &Outcome) {
+        self.observer.done(req, outcome);
     }
 }
 

@@ -16,10 +16,14 @@
 //! - `call`: the [`Handler`](super::front::Handler): `start_response`,
 //!   the app's iterable as a streamed body, errors as 500s.
 //! - `environ`: PEP 3333's `environ`, `wsgi.input`, `wsgi.file_wrapper`.
+//! - `observe`: request metrics and the access log, after each response;
+//!   `access`: the access log's lines.
 
+mod access;
 mod call;
 mod environ;
 mod harakiri;
+mod observe;
 mod route;
 mod supervise;
 
@@ -148,7 +152,9 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
         );
     }
     let harakiri = spec.harakiri.map(|limit| start_harakiri(py, limit, spec.harakiri_verbose, &drain)).transpose()?;
-    let handler = call::WsgiHandler::new(apps, router, threads > 1, budget, harakiri);
+    let access = access::AccessLog::new(&spec.access_log, spec.json_log, super::python::slot_id());
+    let observer = observe::Observer::new(super::python::http_row(), access);
+    let handler = call::WsgiHandler::new(apps, router, threads > 1, budget, harakiri, observer);
     // The sockets are listening already (the master bound them): from here
     // a connection waits in the backlog until a thread takes it.
     super::python::notify("READY=1")?;
