@@ -266,6 +266,7 @@ mod tests {
             flips: 0,
             retire_at: None,
             slow_start_warned: false,
+            http_row: None,
         }
     }
 

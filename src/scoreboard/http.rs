@@ -270,14 +270,17 @@ mod tests {
         a.cell(CLASS + 1).store(-5, Ordering::Relaxed);
         a.cell(IN_FLIGHT).store(i64::MIN, Ordering::Relaxed);
         a.cell(DURATION).store(i64::MAX, Ordering::Relaxed);
+        a.cell(DURATION + 1).store(i64::MAX, Ordering::Relaxed);
         b.cell(DURATION).store(i64::MAX, Ordering::Relaxed);
-        b.cell(DURATION_SUM).store(i64::MAX, Ordering::Relaxed);
-        a.cell(DURATION_SUM).store(i64::MAX, Ordering::Relaxed);
+        for row in [&a, &b] {
+            row.cell(DURATION_SUM).store(i64::MAX, Ordering::Relaxed);
+        }
+        worker_row(&region, 2).cell(DURATION_SUM).store(i64::MAX, Ordering::Relaxed);
         let t = region.reader().read(u32::MAX, &[(1, 0), (2, u32::MAX), (3, ROWS)]);
         assert_eq!(t.classes[1], 0);
         assert_eq!(t.in_flight, vec![(1, 0)]);
         assert_eq!(t.duration.count(), u64::MAX, "saturates");
-        assert_eq!(t.duration.sum_us, u64::MAX);
+        assert_eq!(t.duration.sum_us, u64::MAX, "saturates");
     }
 
     #[test]

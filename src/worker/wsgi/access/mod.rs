@@ -283,3 +283,6 @@ impl RequestIds {
 fn sane_id(v: &[u8]) -> bool {
     (1..=MAX_REQUEST_ID).contains(&v.len()) && v.iter().all(|b| (0x21..0x7f).contains(b) && *b != b'"' && *b != b'\\')
 }
+
+#[cfg(test)]
+mod tests;
