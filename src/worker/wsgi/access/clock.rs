@@ -8,6 +8,8 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+use super::push_digits;
+
 const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
 
@@ -57,42 +59,61 @@ impl Civil {
         MONTHS[(self.month as usize).saturating_sub(1) % 12]
     }
 
+    fn year(&self, out: &mut Vec<u8>) {
+        if (0..10_000).contains(&self.year) {
+            push_digits(out, self.year as u64, 4);
+        } else {
+            let _ = write!(out, "{}", self.year);
+        }
+    }
+
+    /// `12:00:00`
+    fn clock(&self, out: &mut Vec<u8>) {
+        push_digits(out, u64::from(self.hour), 2);
+        out.push(b':');
+        push_digits(out, u64::from(self.minute), 2);
+        out.push(b':');
+        push_digits(out, u64::from(self.second), 2);
+    }
+
     /// `2024-05-06T12:00:00.123456Z`
     pub fn rfc3339(&self, out: &mut Vec<u8>) {
-        let _ = write!(
-            out,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            self.year, self.month, self.day, self.hour, self.minute, self.second, self.micros
-        );
+        self.year(out);
+        out.push(b'-');
+        push_digits(out, u64::from(self.month), 2);
+        out.push(b'-');
+        push_digits(out, u64::from(self.day), 2);
+        out.push(b'T');
+        self.clock(out);
+        out.push(b'.');
+        push_digits(out, u64::from(self.micros), 6);
+        out.push(b'Z');
     }
 
     /// `Mon May  6 12:00:00 2024` (C's `ctime`, without its newline).
     pub fn ctime(&self, out: &mut Vec<u8>) {
-        let weekday = DAYS[self.days.rem_euclid(7) as usize];
-        let _ = write!(
-            out,
-            "{weekday} {} {:2} {:02}:{:02}:{:02} {}",
-            self.month_name(),
-            self.day,
-            self.hour,
-            self.minute,
-            self.second,
-            self.year
-        );
+        out.extend_from_slice(DAYS[self.days.rem_euclid(7) as usize].as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.month_name().as_bytes());
+        out.push(b' ');
+        out.push(if self.day < 10 { b' ' } else { b'0' + (self.day / 10) as u8 });
+        out.push(b'0' + (self.day % 10) as u8);
+        out.push(b' ');
+        self.clock(out);
+        out.push(b' ');
+        self.year(out);
     }
 
     /// `06/May/2024:12:00:00 +0000` (Apache's `%t`, uWSGI's `%(ltime)`).
     pub fn apache(&self, out: &mut Vec<u8>) {
-        let _ = write!(
-            out,
-            "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
-            self.day,
-            self.month_name(),
-            self.year,
-            self.hour,
-            self.minute,
-            self.second
-        );
+        push_digits(out, u64::from(self.day), 2);
+        out.push(b'/');
+        out.extend_from_slice(self.month_name().as_bytes());
+        out.push(b'/');
+        self.year(out);
+        out.push(b':');
+        self.clock(out);
+        out.extend_from_slice(b" +0000");
     }
 }
 

@@ -179,9 +179,7 @@ fn push_text(chunks: &mut Vec<Chunk>, text: &str) {
 fn value(v: &Var, line: &Line<'_>, out: &mut Vec<u8>) {
     let (req, o) = (line.req, line.outcome);
     let text = |out: &mut Vec<u8>, b: &[u8]| super::push_text(out, b);
-    let num = |out: &mut Vec<u8>, n: u64| {
-        let _ = write!(out, "{n}");
-    };
+    let num = super::push_num;
     let micros = u64::try_from(o.duration.as_micros()).unwrap_or(u64::MAX);
     let started = line.started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     match v {
@@ -260,7 +258,29 @@ pub(super) fn cgi_var<'a>(req: &Request<'a>, name: &[u8]) -> Option<Cow<'a, [u8]
     if name == b"PATH_INFO" {
         return Some(req.path_info.clone());
     }
-    req.cgi_headers().find(|(k, _)| k.as_ref() == name).map(|(_, v)| Cow::Borrowed(v))
+    if req.protocol == Protocol::Uwsgi {
+        // Its header fields are vars, looked up above.
+        return None;
+    }
+    req.headers.iter().find(|(field, _)| is_cgi_name_of(name, field)).map(|(_, v)| Cow::Borrowed(v))
+}
+
+/// Whether `cgi` (`HTTP_X_FORWARDED_FOR`, `CONTENT_TYPE`) is the CGI name
+/// of HTTP header field `field` (`X-Forwarded-For`), without allocating.
+/// A field with `_` in its name has none (as in `environ`: `X_Forwarded_For`
+/// must not pass for `X-Forwarded-For`).
+fn is_cgi_name_of(cgi: &[u8], field: &[u8]) -> bool {
+    if field.contains(&b'_') {
+        return false;
+    }
+    let bare = |f: &[u8]| f.eq_ignore_ascii_case(b"content-type") || f.eq_ignore_ascii_case(b"content-length");
+    let rest = match cgi.strip_prefix(b"HTTP_") {
+        Some(rest) if !bare(field) => rest,
+        _ if bare(field) => cgi,
+        _ => return false,
+    };
+    rest.len() == field.len()
+        && rest.iter().zip(field).all(|(c, f)| *c == if *f == b'-' { b'_' } else { f.to_ascii_uppercase() })
 }
 
 /// `%(rss)`, `%(vsz)` (bytes) and their `M` forms (MiB), from

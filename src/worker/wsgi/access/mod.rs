@@ -12,15 +12,15 @@
 //!
 //! `disable-logging`, `log-4xx`, `log-5xx` choose which requests are
 //! logged, as in uWSGI. Cost: the line is formatted into a per-thread
-//! buffer and written with one `write(2)` (atomic on a pipe for lines up
-//! to `PIPE_BUF`, so lines from threads and workers never interleave),
-//! without tracing's machinery or any lock. Values from the request are
-//! escaped: a client cannot forge or split a log line.
+//! buffer, without tracing's machinery, then queued in [`sink`], which
+//! writes lines in batches (at most 100 ms late; see there why). Values
+//! from the request are escaped: a client cannot forge or split a log line.
 //!
 //! [`Handler::done`]: crate::worker::front::Handler::done
 
 mod clock;
 mod format;
+mod sink;
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
@@ -55,6 +55,7 @@ pub(super) struct AccessLog {
     ids: RequestIds,
     /// Requests this process answered (uWSGI's `req: N`).
     served: AtomicU64,
+    sink: sink::Sink,
 }
 
 /// What a line is made of.
@@ -85,6 +86,7 @@ impl AccessLog {
             pid: std::process::id(),
             ids: RequestIds::new(),
             served: AtomicU64::new(0),
+            sink: sink::Sink::new(),
         }
     }
 
@@ -119,7 +121,7 @@ impl AccessLog {
                 Style::Default => default_line(&line, served, &mut buf),
             }
             buf.push(b'\n');
-            write_stderr(&buf);
+            self.sink.push(&buf);
             if buf.capacity() > KEEP_BUFFER {
                 *buf = Vec::with_capacity(1024);
             }
@@ -145,20 +147,6 @@ fn thread_number() -> u32 {
     })
 }
 
-/// One write of the whole line to fd 2 (a partial write is finished; an
-/// error drops the line: logging never fails a request).
-fn write_stderr(mut bytes: &[u8]) {
-    let err = std::io::stderr();
-    while !bytes.is_empty() {
-        match nix::unistd::write(&err, bytes) {
-            Ok(0) => return,
-            Ok(n) => bytes = &bytes[n.min(bytes.len())..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return,
-        }
-    }
-}
-
 /// Seconds since the Unix epoch, now.
 pub(super) fn unix_now() -> Duration {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
@@ -173,9 +161,20 @@ fn json_line(l: &Line<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"path\":");
     push_json(out, l.req.request_uri);
     let o = l.outcome;
-    let ms = o.duration.as_secs_f64() * 1000.0;
-    let _ = write!(out, ",\"status\":{},\"bytes\":{},\"duration_ms\":{ms:.3}", o.status, o.body_bytes);
-    let _ = write!(out, ",\"worker\":{},\"pid\":{},\"remote_addr\":", l.worker, l.pid);
+    out.extend_from_slice(b",\"status\":");
+    push_num(out, u64::from(o.status));
+    out.extend_from_slice(b",\"bytes\":");
+    push_num(out, o.body_bytes);
+    out.extend_from_slice(b",\"duration_ms\":");
+    let micros = u64::try_from(o.duration.as_micros()).unwrap_or(u64::MAX);
+    push_num(out, micros / 1000);
+    out.push(b'.');
+    push_digits(out, micros % 1000, 3);
+    out.extend_from_slice(b",\"worker\":");
+    push_num(out, u64::from(l.worker));
+    out.extend_from_slice(b",\"pid\":");
+    push_num(out, u64::from(l.pid));
+    out.extend_from_slice(b",\"remote_addr\":");
     push_json(out, l.req.remote_addr);
     out.extend_from_slice(b",\"request_id\":");
     push_json(out, l.request_id.as_bytes());
@@ -192,22 +191,65 @@ fn json_line(l: &Line<'_>, out: &mut Vec<u8>) {
 /// 2 headers in 79 bytes (1 switches on core 0)`.
 fn default_line(l: &Line<'_>, served: u64, out: &mut Vec<u8>) {
     let (req, o) = (l.req, l.outcome);
-    let _ = write!(out, "[pid: {}|app: 0|req: {served}/{served}] ", l.pid);
+    out.extend_from_slice(b"[pid: ");
+    push_num(out, u64::from(l.pid));
+    out.extend_from_slice(b"|app: 0|req: ");
+    push_num(out, served);
+    out.push(b'/');
+    push_num(out, served);
+    out.extend_from_slice(b"] ");
     push_text(out, req.remote_addr);
     out.extend_from_slice(b" (");
     push_text(out, &format::cgi_var(req, b"REMOTE_USER").unwrap_or_default());
     let (vars, var_bytes) = format::var_count(req);
-    let _ = write!(out, ") {{{vars} vars in {var_bytes} bytes}} [");
+    out.extend_from_slice(b") {");
+    push_num(out, vars);
+    out.extend_from_slice(b" vars in ");
+    push_num(out, var_bytes);
+    out.extend_from_slice(b" bytes} [");
     Civil::of(l.started).ctime(out);
     out.extend_from_slice(b"] ");
     push_text(out, req.method);
     out.push(b' ');
     push_text(out, req.request_uri);
-    let ms = o.duration.as_millis();
-    let _ = write!(out, " => generated {} bytes in {ms} msecs (", o.body_bytes);
+    out.extend_from_slice(b" => generated ");
+    push_num(out, o.body_bytes);
+    out.extend_from_slice(b" bytes in ");
+    push_num(out, u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX));
+    out.extend_from_slice(b" msecs (");
     push_text(out, req.server_protocol);
-    let _ =
-        write!(out, " {}) {} headers in {} bytes (1 switches on core {})", o.status, o.headers, o.head_bytes, l.core);
+    out.push(b' ');
+    push_num(out, u64::from(o.status));
+    out.extend_from_slice(b") ");
+    push_num(out, u64::from(o.headers));
+    out.extend_from_slice(b" headers in ");
+    push_num(out, o.head_bytes);
+    out.extend_from_slice(b" bytes (1 switches on core ");
+    push_num(out, u64::from(l.core));
+    out.push(b')');
+}
+
+/// `n` in decimal (the `fmt` machinery would cost more than the rest of
+/// the line).
+pub(super) fn push_num(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The last `width` decimal digits of `n`, zero-padded.
+pub(super) fn push_digits(out: &mut Vec<u8>, n: u64, width: u32) {
+    for k in (0..width).rev() {
+        out.push(b'0' + (n / 10u64.pow(k) % 10) as u8);
+    }
 }
 
 /// Request bytes in a text line: printable ASCII as is; control bytes,

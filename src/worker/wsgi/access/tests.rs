@@ -165,6 +165,7 @@ fn lines(head: &[u8], style: Style, disabled: bool) -> String {
         pid: 77,
         ids: RequestIds::new(),
         served: AtomicU64::new(0),
+        sink: sink::Sink::unbatched(),
     };
     let o = outcome(503, 12);
     with_request(head, |req| {
@@ -283,4 +284,65 @@ proptest::proptest! {
         });
         proptest::prop_assert!(!out.contains(&b'\n'));
     }
+}
+
+/// Not a test: `cargo test --release --lib -- --ignored --nocapture line_cost`.
+#[test]
+#[ignore]
+fn line_cost() {
+    let head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n";
+    for (name, style) in [("default", Style::Default), ("json", Style::Json)] {
+        let log = AccessLog {
+            style,
+            settings: Settings::default(),
+            worker: 2,
+            pid: 77,
+            ids: RequestIds::new(),
+            served: AtomicU64::new(0),
+            sink: sink::Sink::unbatched(),
+        };
+        let o = outcome(200, 1);
+        with_request(head, |req| {
+            let n = 200_000;
+            let t = Instant::now();
+            for _ in 0..n {
+                let mut id = [0u8; 24];
+                let line = Line {
+                    req,
+                    outcome: &o,
+                    started: SystemTime::now(),
+                    request_id: log.ids.of(req, &mut id),
+                    pid: 77,
+                    worker: 2,
+                    core: thread_number(),
+                };
+                LINE.with(|b| {
+                    let mut b = b.borrow_mut();
+                    b.clear();
+                    match &log.style {
+                        Style::Json => json_line(&line, &mut b),
+                        _ => default_line(&line, 1, &mut b),
+                    }
+                });
+            }
+            eprintln!("{name}: {:?} per line", t.elapsed() / n);
+        });
+    }
+}
+
+#[test]
+fn cgi_names_match_their_header_fields() {
+    let head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: a\r\nContent-Type: t\r\nX_Under: u\r\n\r\n";
+    with_request(head, |req| {
+        let get = |n: &[u8]| format::cgi_var(req, n).map(|v| v.into_owned());
+        assert_eq!(get(b"HTTP_X_FORWARDED_FOR"), Some(b"a".to_vec()));
+        assert_eq!(get(b"CONTENT_TYPE"), Some(b"t".to_vec()));
+        assert_eq!(get(b"HTTP_CONTENT_TYPE"), None, "CGI names it without HTTP_");
+        assert_eq!(get(b"HTTP_HOST"), Some(b"h".to_vec()));
+        assert_eq!(get(b"X_FORWARDED_FOR"), None);
+        assert_eq!(get(b"HTTP_X_FORWARDED_FO"), None);
+        assert_eq!(get(b"REMOTE_USER"), None);
+        assert_eq!(get(b"HTTP_X_UNDER"), None, "X_Under has no CGI name");
+        assert_eq!(get(b"REQUEST_METHOD"), Some(b"GET".to_vec()));
+    });
 }
