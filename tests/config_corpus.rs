@@ -65,7 +65,7 @@ fn corpus() -> Vec<Case> {
         ini("unknown key", "procesess = 4", "unknown option; did you mean `processes`?"),
         ini("unknown key no hint", "zzzzzz = 1", "zzzzzz: unknown option"),
         ini("unsupported uWSGI option", "emperor = /etc/uwsgi/vassals", "not supported by podmaster"),
-        ini("harakiri", "harakiri = 30", "not supported by podmaster"),
+        ini("harakiri", "harakiri = 30", "harakiri needs podmaster's WSGI worker"),
         ini("processes zero", "processes = 0", "expected 1 to 1024 workers"),
         ini("processes negative", "processes = -1", "expected a whole number"),
         ini("worker-nice 20", "worker-nice = 20", "expected a nice increment from 0 to 19"),

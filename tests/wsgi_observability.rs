@@ -15,10 +15,29 @@ use std::process::{Command, Stdio};
 use common::*;
 
 const APP: &str = r#"
-import time
+import mmap, os, time
+
+def scribble():
+    # A hostile app: garbage over every word of the request-metrics region.
+    master = os.getppid()
+    for name in os.listdir(f"/proc/{master}/fd"):
+        target = os.readlink(f"/proc/{master}/fd/{name}")
+        if target.startswith("/memfd:podmaster-http"):
+            fd = os.open(f"/proc/{master}/fd/{name}", os.O_RDWR)
+            size = os.fstat(fd).st_size
+            m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            m[:] = (bytes(range(256)) + b"\xff" * 256) * (size // 512)
+            m.close()
+            os.close(fd)
+            return b"scribbled\n"
+    return b"no region\n"
 
 def application(environ, start_response):
     path = environ["PATH_INFO"]
+    if path == "/scribble":
+        body = scribble()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
     if path.startswith("/sleep/"):
         time.sleep(float(path[len("/sleep/"):]))
     status = {"/404": "404 Not Found", "/500": "500 Internal Server Error"}.get(path, "200 OK")
@@ -146,9 +165,13 @@ fn disable_logging_keeps_only_what_log_4xx_and_log_5xx_ask_for() {
     }
 }
 
+type Labels = serde_json::Map<String, serde_json::Value>;
+/// A parsed sample: (name, labels, value).
+type Sample = (String, Labels, f64);
+
 /// Every sample of the OpenMetrics exposition, through prometheus_client's
-/// parser: (name, labels, value).
-fn samples(inst: &Instance) -> Vec<(String, serde_json::Map<String, serde_json::Value>, f64)> {
+/// parser.
+fn samples(inst: &Instance) -> Vec<Sample> {
     let r =
         http_request(&inst.probe, "GET", "/metrics", &["Accept: application/openmetrics-text; version=1.0.0"]).unwrap();
     let mut p = Command::new(tools_python())
@@ -161,8 +184,7 @@ fn samples(inst: &Instance) -> Vec<(String, serde_json::Map<String, serde_json::
     p.stdin.take().unwrap().write_all(r.body.as_bytes()).unwrap();
     let out = p.wait_with_output().unwrap();
     assert!(out.status.success(), "parser rejected: {}\n{}", String::from_utf8_lossy(&out.stderr), r.body);
-    let v: Vec<(String, String, String, serde_json::Map<String, serde_json::Value>, f64)> =
-        serde_json::from_slice(&out.stdout).unwrap();
+    let v: Vec<(String, String, String, Labels, f64)> = serde_json::from_slice(&out.stdout).unwrap();
     v.into_iter().map(|(_, _, name, labels, value)| (name, labels, value)).collect()
 }
 
@@ -252,7 +274,9 @@ fn in_flight_returns_to_zero_when_a_worker_is_killed_mid_request() {
 
 #[test]
 fn the_listen_queue_and_queue_wait_show_requests_waiting_for_a_stuck_worker() {
-    let (inst, addr, _d) = serve(1, "threads = 1");
+    let unix_dir = TempDir::new("wsgi-obs-unix");
+    let unix = unix_dir.path().join("http.sock");
+    let (inst, addr, _d) = serve(1, &format!("threads = 1\nhttp-socket = {}", unix.display()));
     let sleeper = {
         let addr = addr.clone();
         std::thread::spawn(move || status_of(&addr, "/sleep/2", &[]))
@@ -268,6 +292,16 @@ fn the_listen_queue_and_queue_wait_show_requests_waiting_for_a_stuck_worker() {
     wait_for("connections in the listen queue", DEADLINE, || {
         (metric_with(&inst.metrics(), &socket)? >= 1.0).then_some(())
     });
+    // A UNIX socket's queue too (sock_diag), where the kernel has unix_diag.
+    let unix_clients: Vec<_> = (0..2).map(|_| std::os::unix::net::UnixStream::connect(&unix).unwrap()).collect();
+    let unix_series = format!("podmaster_socket_listen_queue{{socket=\"{}\"}}", unix.display());
+    match metric_with(&inst.metrics(), &unix_series) {
+        Some(_) => wait_for("UNIX connections in the listen queue", DEADLINE, || {
+            (metric_with(&inst.metrics(), &unix_series)? >= 2.0).then_some(())
+        }),
+        None => eprintln!("no unix_diag in this kernel: the UNIX socket's queue is not exported; not checked"),
+    }
+    drop(unix_clients);
     assert_eq!(sleeper.join().unwrap(), 200);
     for w in waiting {
         assert_eq!(w.join().unwrap(), 200);
@@ -279,4 +313,31 @@ fn the_listen_queue_and_queue_wait_show_requests_waiting_for_a_stuck_worker() {
     let sum = metric_with(&m, "podmaster_http_request_queue_seconds_sum").unwrap();
     assert!(quick <= 1.0, "the three queued requests waited for the sleeper: {m}");
     assert!(sum >= 3.0 * 0.5, "{m}");
+}
+
+/// A worker (here the app itself) writing garbage over every cell of the
+/// request-metrics region: the master reads bounded numbers, its
+/// exposition still parses, and it keeps answering.
+#[test]
+#[cfg_attr(
+    not(have_prometheus_client),
+    ignore = "needs Python's prometheus_client in .tools/venv: run bash scripts/test-deps.sh"
+)]
+fn a_worker_scribbling_over_the_request_metrics_cannot_break_the_master() {
+    let (inst, addr, _d) = serve(2, "");
+    let r = http_request(&addr, "GET", "/scribble", &[]).unwrap();
+    if is_root() {
+        assert_eq!(r.body, "scribbled\n", "as root the app reaches the master's memfds");
+    }
+    for _ in 0..3 {
+        status_of(&addr, "/", &[]);
+    }
+    let s = samples(&inst);
+    let count = value(&s, "podmaster_http_request_duration_seconds_count", None);
+    let inf = value(&s, "podmaster_http_request_duration_seconds_bucket", Some(("le", "+Inf")));
+    assert_eq!(count, inf, "a consistent histogram even over garbage");
+    assert!(s.iter().filter(|(n, _, _)| n.starts_with("podmaster_http_")).all(|(_, _, v)| *v >= 0.0 && v.is_finite()));
+    assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
+    assert!(inst.metrics().contains("podmaster_http_requests_total{code_class=\"2xx\"}"));
+    assert_eq!(status_of(&addr, "/", &[]), 200);
 }

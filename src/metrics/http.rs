@@ -92,7 +92,8 @@ pub(super) fn encode(enc: &mut DescriptorEncoder, s: &Snapshot, reader: &HttpRea
 }
 
 /// `podmaster_socket_listen_queue{socket}` and `..._backlog{socket}`: the
-/// kernel's accept queue of each listening socket we can ask (TCP).
+/// kernel's accept queue of each listening socket it tells about (TCP;
+/// UNIX where the kernel has `unix_diag`).
 pub(super) fn listen_queues(enc: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
     let queues: Vec<(&str, crate::sys::ListenQueue)> =
         s.sockets.iter().filter_map(|sock| Some((sock.name.as_str(), crate::sys::listen_queue(sock.fd)?))).collect();

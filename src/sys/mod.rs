@@ -1,7 +1,7 @@
 //! Process-level syscalls: reaping, signalling, PID-1 duties, `/proc`
-//! reads, waiting with a deadline; spawning ([`spawn`]) and shared memory
-//! ([`shm`]), starting and stopping the embedded CPython ([`python`]) in
-//! their own files. Every `unsafe` block of podmaster (outside tests) lives
+//! reads, waiting with a deadline; spawning ([`spawn`]), shared memory
+//! ([`shm`]), what the kernel says about our sockets (`sockinfo`), starting
+//! and stopping the embedded CPython ([`python`]) in their own files. Every `unsafe` block of podmaster (outside tests) lives
 //! under `sys/`, each with a `// SAFETY:` line.
 
 pub mod cgroup;
@@ -9,6 +9,7 @@ pub mod lend;
 pub mod prefork;
 pub mod python;
 mod shm;
+mod sockinfo;
 mod spawn;
 
 use std::io;
@@ -225,61 +226,7 @@ pub fn unblock_all_signals() {
 
 pub use shm::SharedRegion;
 
-/// A listening socket's accept queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenQueue {
-    /// Connections waiting to be accepted now.
-    pub queued: u32,
-    /// The most the queue holds (the `listen` backlog, capped by somaxconn).
-    pub backlog: u32,
-}
-
-/// The accept queue of our listening TCP socket `fd`: for a socket in
-/// LISTEN state the kernel reports the current queue length in
-/// `tcpi_unacked` and the backlog in `tcpi_sacked` (one getsockopt; no
-/// /proc/net/tcp scan, which grows with every TIME_WAIT connection under
-/// load). None for anything else (a UNIX socket).
-pub fn listen_queue(fd: RawFd) -> Option<ListenQueue> {
-    // SAFETY: getsockopt into a zeroed tcp_info of the size we pass; a
-    // non-TCP fd just fails.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        );
-        // TCP_LISTEN is state 10.
-        (rc == 0 && info.tcpi_state == 10)
-            .then_some(ListenQueue { queued: info.tcpi_unacked, backlog: info.tcpi_sacked })
-    }
-}
-
-/// Milliseconds since the connected TCP socket `fd` last received data
-/// (`tcpi_last_data_recv`, at the kernel's clock-tick resolution); None
-/// for anything else (a UNIX socket). Read just before a request is
-/// handed to the app, it is how long the request's last bytes waited.
-pub fn since_last_receive_ms(fd: RawFd) -> Option<u32> {
-    // SAFETY: as in `listen_queue`: getsockopt into a zeroed tcp_info of
-    // the size we pass; a non-TCP fd just fails.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        );
-        // TCP_ESTABLISHED is state 1, TCP_CLOSE_WAIT (the client sent its
-        // request and shut its side) 8.
-        (rc == 0 && matches!(info.tcpi_state, 1 | 8)).then_some(info.tcpi_last_data_recv)
-    }
-}
+pub use sockinfo::{ListenQueue, listen_queue, since_last_receive_ms};
 
 /// Installs handlers for `sigs` (signal-hook) and a self-pipe every one of
 /// them also writes to: a loop polls the returned stream to wake up, then

@@ -157,10 +157,10 @@ fn request_bytes_cannot_split_or_forge_a_line() {
 
 /// The line `style` writes for `head` (into a buffer: what `log` writes
 /// to stderr).
-fn lines(head: &[u8], style: Style, disabled: bool) -> String {
+fn lines(head: &[u8], style: Style) -> String {
     let log = AccessLog {
         style,
-        settings: Settings { disabled, ..Settings::default() },
+        settings: Settings::default(),
         worker: 2,
         pid: 77,
         ids: RequestIds::new(),
@@ -192,7 +192,7 @@ fn lines(head: &[u8], style: Style, disabled: bool) -> String {
 #[test]
 fn json_and_default_lines() {
     let head = b"GET /x?y=1 HTTP/1.1\r\nHost: h\r\nX-Request-Id: abc-123\r\n\r\n";
-    let v: serde_json::Value = serde_json::from_str(&lines(head, Style::Json, false)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&lines(head, Style::Json)).unwrap();
     assert_eq!(v["level"], "INFO");
     assert_eq!(v["message"], "request");
     assert_eq!(v["method"], "GET");
@@ -206,7 +206,7 @@ fn json_and_default_lines() {
     assert!(v.get("user_agent").is_none());
     assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
-        lines(head, Style::Default, false),
+        lines(head, Style::Default),
         "[pid: 77|app: 0|req: 9/9] 10.1.2.3 () {2 vars in 32 bytes} [Mon May  6 12:53:20 2024] GET /x?y=1 => \
          generated 12 bytes in 12 msecs (HTTP/1.1 503) 2 headers in 64 bytes (1 switches on core 0)"
     );
