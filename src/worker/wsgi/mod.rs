@@ -160,6 +160,7 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
     super::python::notify("READY=1")?;
     tracing::info!(threads, sockets = listeners.len(), "serving the WSGI app");
     let served = py.detach(|| front::serve(&listeners, threads, &handler, &config, &drain));
+    access::flush();
     served.map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("serving the WSGI app: {e}")))?;
     tracing::info!("WSGI worker drained; exiting");
     Ok(())

@@ -55,7 +55,8 @@ pub(super) struct AccessLog {
     ids: RequestIds,
     /// Requests this process answered (uWSGI's `req: N`).
     served: AtomicU64,
-    sink: sink::Sink,
+    /// None when nothing can be logged (`disable-logging` alone).
+    sink: Option<&'static sink::Sink>,
 }
 
 /// What a line is made of.
@@ -86,7 +87,7 @@ impl AccessLog {
             pid: std::process::id(),
             ids: RequestIds::new(),
             served: AtomicU64::new(0),
-            sink: sink::Sink::new(),
+            sink: (!settings.disabled || settings.log_4xx || settings.log_5xx).then(sink::global),
         }
     }
 
@@ -99,9 +100,7 @@ impl AccessLog {
     /// Logs one finished request (if it is to be logged).
     pub(super) fn log(&self, req: &Request<'_>, outcome: &Outcome) {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-        if !self.wants(outcome.status) {
-            return;
-        }
+        let Some(sink) = self.sink.filter(|_| self.wants(outcome.status)) else { return };
         let needs_id = match &self.style {
             Style::Json => true,
             Style::Uwsgi(f) => f.uses_request_id(),
@@ -121,7 +120,7 @@ impl AccessLog {
                 Style::Default => default_line(&line, served, &mut buf),
             }
             buf.push(b'\n');
-            self.sink.push(&buf);
+            sink.push(&buf);
             if buf.capacity() > KEEP_BUFFER {
                 *buf = Vec::with_capacity(1024);
             }
@@ -324,6 +323,11 @@ impl RequestIds {
 
 fn sane_id(v: &[u8]) -> bool {
     (1..=MAX_REQUEST_ID).contains(&v.len()) && v.iter().all(|b| (0x21..0x7f).contains(b) && *b != b'"' && *b != b'\\')
+}
+
+/// Writes the lines still pending (before the process ends).
+pub(super) fn flush() {
+    sink::flush();
 }
 
 #[cfg(test)]

@@ -8,10 +8,13 @@
 //! batches never interleave with other processes' lines — or, at the
 //! latest, [`FLUSH_AFTER`] after its first line, by a flusher thread that
 //! sleeps without a timer while the buffer is empty (an idle worker does
-//! not wake up). Lines are written in the order they were logged; the
-//! buffer is written when the log is dropped (the worker's normal exit);
-//! a worker killed by SIGKILL loses at most `FLUSH_AFTER` of lines.
+//! not wake up). Lines are written in the order they were logged; what
+//! is pending is written by [`flush`] (the worker's exit, harakiri's
+//! `_exit`); a worker killed by SIGKILL loses at most `FLUSH_AFTER` of
+//! lines. One sink per process ([`global`]), started by the first access
+//! log that can log anything.
 
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -25,10 +28,12 @@ pub(super) const FLUSH_AFTER: Duration = Duration::from_millis(100);
 const PIPE_BUF: usize = 4096;
 
 /// The shared buffer and the flusher's wake-up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     pending: Mutex<Buffer>,
     filled: Condvar,
+    /// Where lines go: stderr (a pipe in tests).
+    fd: RawFd,
 }
 
 #[derive(Debug, Default)]
@@ -49,11 +54,12 @@ pub(super) struct Sink {
 }
 
 impl Sink {
-    /// A sink and its flusher thread (without a thread, when it cannot be
-    /// started: then every line is written at once).
-    pub(super) fn new() -> Sink {
+    /// A sink writing to `fd` (which must stay open as long as the
+    /// process) and its flusher thread (without a thread, when it cannot
+    /// be started: then every line is written at once).
+    fn new(fd: RawFd) -> Sink {
         let pending = Buffer { bytes: Vec::with_capacity(PIPE_BUF), armed: false };
-        let shared = Arc::new(Shared { pending: Mutex::new(pending), filled: Condvar::new() });
+        let shared = Arc::new(Shared { pending: Mutex::new(pending), filled: Condvar::new(), fd });
         let flusher = Arc::clone(&shared);
         let started = std::thread::Builder::new().name("access-log".into()).spawn(move || flush_loop(&flusher));
         if let Err(e) = &started {
@@ -64,23 +70,24 @@ impl Sink {
 
     /// A sink that writes every line at once.
     #[cfg(test)]
-    pub(super) fn unbatched() -> Sink {
-        Sink { shared: Arc::default(), batched: false }
+    pub(super) fn unbatched(fd: RawFd) -> Sink {
+        let shared = Shared { pending: Mutex::default(), filled: Condvar::new(), fd };
+        Sink { shared: Arc::new(shared), batched: false }
     }
 
     /// Queues one line (newline included).
     pub(super) fn push(&self, line: &[u8]) {
         let mut pending = self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.batched {
-            write_all(line);
+            write_all(self.shared.fd, line);
             return;
         }
         if pending.bytes.len() + line.len() > PIPE_BUF {
-            write_all(&pending.bytes);
+            write_all(self.shared.fd, &pending.bytes);
             pending.bytes.clear();
         }
         if line.len() > PIPE_BUF {
-            write_all(line);
+            write_all(self.shared.fd, line);
             return;
         }
         let wake = pending.bytes.is_empty() && !pending.armed;
@@ -93,14 +100,22 @@ impl Sink {
     /// Writes what is pending now.
     pub(super) fn flush(&self) {
         let mut pending = self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        write_all(&pending.bytes);
+        write_all(self.shared.fd, &pending.bytes);
         pending.bytes.clear();
     }
 }
 
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.flush();
+static GLOBAL: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+
+/// The process's sink (its flusher starts with the first call).
+pub(super) fn global() -> &'static Sink {
+    GLOBAL.get_or_init(|| Sink::new(libc::STDERR_FILENO))
+}
+
+/// Writes what the process's sink holds, if it has one.
+pub(super) fn flush() {
+    if let Some(s) = GLOBAL.get() {
+        s.flush();
     }
 }
 
@@ -120,21 +135,95 @@ fn flush_loop(shared: &Shared) {
             pending = shared.filled.wait_timeout(pending, left).unwrap_or_else(PoisonError::into_inner).0;
         }
         pending.armed = false;
-        write_all(&pending.bytes);
+        write_all(shared.fd, &pending.bytes);
         pending.bytes.clear();
     }
 }
 
-/// Writes all of `bytes` to fd 2 (a partial write is finished; an error
+/// Writes all of `bytes` to `fd` (a partial write is finished; an error
 /// drops the rest: logging never fails a request).
-fn write_all(mut bytes: &[u8]) {
-    let err = std::io::stderr();
+fn write_all(fd: RawFd, mut bytes: &[u8]) {
+    // SAFETY: the sink's fd is stderr (or a test's pipe), open for the
+    // process's life.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     while !bytes.is_empty() {
-        match nix::unistd::write(&err, bytes) {
+        match nix::unistd::write(fd, bytes) {
             Ok(0) => return,
             Ok(n) => bytes = &bytes[n.min(bytes.len())..],
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    use std::time::Instant;
+
+    /// A batching sink writing into a pipe, and the pipe's read end.
+    fn piped() -> (Sink, std::fs::File) {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        // The write end lives as long as the test process (as stderr does).
+        (Sink::new(w.into_raw_fd()), std::fs::File::from(r))
+    }
+
+    /// Reads what is there now; `writes` counts the reads that got bytes.
+    fn drain(r: &mut std::fs::File, got: &mut Vec<u8>) -> usize {
+        let mut buf = [0u8; 65536];
+        let mut reads = 0;
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            reads += 1;
+        }
+        reads
+    }
+
+    #[test]
+    fn lines_wait_for_a_full_batch_or_the_deadline_in_order() {
+        let (sink, mut r) = piped();
+        let mut got = Vec::new();
+        let t0 = Instant::now();
+        sink.push(b"first\n");
+        sink.push(b"second\n");
+        let early = drain(&mut r, &mut got);
+        // (Unless this thread was descheduled past the deadline meanwhile.)
+        assert!(early == 0 || t0.elapsed() >= FLUSH_AFTER, "nothing yet: batched");
+        while got.is_empty() {
+            assert!(t0.elapsed() < FLUSH_AFTER * 20, "the flusher never wrote");
+            std::thread::sleep(FLUSH_AFTER / 10);
+            drain(&mut r, &mut got);
+        }
+        assert!(t0.elapsed() >= FLUSH_AFTER / 2, "{:?}", t0.elapsed());
+        assert_eq!(got, b"first\nsecond\n");
+        // 100-byte lines: a batch goes out whenever the next line would not fit.
+        got.clear();
+        let line = |i: usize| format!("{i:099}\n").into_bytes();
+        for i in 0..100 {
+            sink.push(&line(i));
+        }
+        let batches = drain(&mut r, &mut got);
+        // Two full batches of 40 lines, the rest pending (or flushed by the
+        // deadline, on a machine slow enough to take it).
+        assert!(got.len() == 8000 || got.len() == 10_000, "{}", got.len());
+        assert!(batches >= 1);
+        sink.flush();
+        drain(&mut r, &mut got);
+        let want: Vec<u8> = (0..100).flat_map(line).collect();
+        assert_eq!(got, want, "every line once, in order");
+        // A line longer than a batch goes out whole, after what was pending.
+        got.clear();
+        sink.push(b"small\n");
+        let big = vec![b'x'; PIPE_BUF + 10];
+        sink.push(&big);
+        drain(&mut r, &mut got);
+        assert_eq!(got.len(), 6 + big.len());
+        assert!(got.starts_with(b"small\n"));
     }
 }

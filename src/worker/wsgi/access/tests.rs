@@ -165,7 +165,7 @@ fn lines(head: &[u8], style: Style) -> String {
         pid: 77,
         ids: RequestIds::new(),
         served: AtomicU64::new(0),
-        sink: sink::Sink::unbatched(),
+        sink: Some(Box::leak(Box::new(sink::Sink::unbatched(libc::STDERR_FILENO)))),
     };
     let o = outcome(503, 12);
     with_request(head, |req| {
@@ -299,7 +299,7 @@ fn line_cost() {
             pid: 77,
             ids: RequestIds::new(),
             served: AtomicU64::new(0),
-            sink: sink::Sink::unbatched(),
+            sink: Some(Box::leak(Box::new(sink::Sink::unbatched(libc::STDERR_FILENO)))),
         };
         let o = outcome(200, 1);
         with_request(head, |req| {
