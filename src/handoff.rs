@@ -57,6 +57,9 @@ pub struct WorkerSpec {
     pub wsgi: Option<WsgiSpec>,
     /// True when this slot had a process before (a respawn or reload).
     pub is_a_reload: bool,
+    /// This process's row in the request-metrics region.
+    #[serde(default)]
+    pub http_row: Option<u32>,
 }
 
 /// What a WSGI worker serves and how: the app, its threads, the front's
@@ -79,6 +82,12 @@ pub struct WsgiSpec {
     pub buffer_size: usize,
     pub limit_post: Option<u64>,
     pub protocols: Vec<SocketProtocol>,
+    /// Which requests to log, and how.
+    #[serde(default)]
+    pub access_log: crate::config::AccessLog,
+    /// `log-format = json`: request lines are JSON objects too.
+    #[serde(default)]
+    pub json_log: bool,
 }
 
 impl WsgiSpec {
@@ -107,6 +116,8 @@ impl WsgiSpec {
             buffer_size: cfg.buffer_size,
             limit_post: cfg.limit_post,
             protocols,
+            access_log: cfg.access_log.clone(),
+            json_log: cfg.log_format == LogFormat::Json,
         })
     }
 }
@@ -136,6 +147,9 @@ pub struct Stamp {
     pub numproc: u32,
     /// The slot had a process before (a respawn or a reload).
     pub is_a_reload: bool,
+    /// Its row in the request-metrics region ([`crate::scoreboard::http`]).
+    #[serde(default)]
+    pub http_row: Option<u32>,
 }
 
 /// Every worker's settings under one configuration and one socket set;
@@ -176,6 +190,7 @@ impl WorkerSettings {
             wsgi: WsgiSpec::new(cfg, &sockets),
             sockets,
             is_a_reload: false,
+            http_row: None,
         };
         let env = cfg.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
         WorkerSettings { template, with_board, nice: cfg.worker_nice, env }
@@ -193,6 +208,7 @@ impl WorkerSettings {
             generation: s.generation,
             numproc: s.numproc,
             is_a_reload: s.is_a_reload,
+            http_row: s.http_row,
             ..self.template.clone()
         }
     }
@@ -256,7 +272,7 @@ impl ZygoteReply {
 }
 
 /// The fds a worker receives, in order from fd 3: the sockets, then (for
-/// Python workers) the scoreboard's regions.
+/// Python workers) the scoreboard's three regions.
 pub fn fd_layout(sockets: &[RawFd], board: &[RawFd], with_board: bool) -> Vec<RawFd> {
     let mut fds = sockets.to_vec();
     if with_board {
@@ -337,7 +353,7 @@ mod tests {
         for bad in [&b""[..], b"READY", b"{\"Forked\":{\"pid\":\"1\"}}", &[0xff; 10], &[b' '; CONTROL_MAX + 1]] {
             assert_eq!(ZygoteReply::decode(bad), None, "{bad:?}");
         }
-        let stamp = Stamp { id: 2, generation: 9, numproc: 4, is_a_reload: true };
+        let stamp = Stamp { id: 2, generation: 9, numproc: 4, is_a_reload: true, http_row: Some(3) };
         let back: Stamp = serde_json::from_str(&serde_json::to_string(&stamp).unwrap()).unwrap();
         assert_eq!(back, stamp);
     }
@@ -367,7 +383,7 @@ mod tests {
         cfg.script = Some("/app/w.py".into());
         let names = vec!["a:1".to_string(), "b".to_string()];
         let settings = WorkerSettings::new(&cfg, None, names, SystemTime::UNIX_EPOCH);
-        let spec = settings.spec(Stamp { id: 3, generation: 7, numproc: 4, is_a_reload: true });
+        let spec = settings.spec(Stamp { id: 3, generation: 7, numproc: 4, is_a_reload: true, http_row: None });
         assert_eq!(spec.board_fd, Some(5), "the board follows fds 3 and 4");
         let env = environment(&spec, "@notify");
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_string_lossy().into_owned());

@@ -21,6 +21,7 @@ use crate::master::state::{Phase, Shared, Snapshot};
 
 pub mod accept;
 pub mod classic;
+mod http;
 
 /// Content type of the OpenMetrics text format prometheus-client writes.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -247,6 +248,8 @@ impl Collector for MasterCollector {
             let by_worker = format!("{name}_per_worker");
             labelled(&mut enc, (&by_worker, &help_w, None), d.counter, "worker", &per_worker(per.into_iter()))?;
         }
+        http::encode(&mut enc, &s, &self.app.http)?;
+        http::listen_queues(&mut enc, &s)?;
         ConstCounter::new(s.reaped_orphans).encode(enc.encode_descriptor(
             "podmaster_reaped_orphans",
             "orphaned descendants reaped by the master",

@@ -16,12 +16,16 @@
 //!   the sum of its row-0 value and every worker's. Sealed against
 //!   resizing; since any worker can write any cell, the master treats every
 //!   value as an untrusted number (never an index or a length).
+//! - The *request metrics* of WSGI workers ([`http`], the fd at +2): one
+//!   row of counters per worker process, handed out by the master.
 
 use std::sync::atomic::Ordering;
 
 // Declared by the configuration; re-exported for the worker side.
 pub use crate::config::metric::{MAX_METRICS, MetricDecl};
 use crate::sys::{SharedRegion, context};
+
+pub mod http;
 
 /// Worker slots the regions have room for (`processes` is capped at it).
 pub const MAX_SLOTS: usize = 1024;
@@ -54,6 +58,8 @@ pub struct Scoreboard {
     board: SharedRegion,
     metrics: std::sync::Arc<SharedRegion>,
     pub decls: Vec<MetricDecl>,
+    /// Request metrics of the WSGI workers.
+    pub http: http::HttpRegion,
 }
 
 impl Scoreboard {
@@ -67,12 +73,13 @@ impl Scoreboard {
         // From here on the master only reads what workers write.
         metrics.make_read_only().map_err(context("scoreboard: mprotect"))?;
         board.words()[0].store(MAGIC, Ordering::Relaxed);
-        Ok(Scoreboard { board, metrics: std::sync::Arc::new(metrics), decls })
+        let http = http::HttpRegion::create()?;
+        Ok(Scoreboard { board, metrics: std::sync::Arc::new(metrics), decls, http })
     }
 
-    /// The two fds to hand to a worker, in order (board, metrics).
+    /// The three fds to hand to a worker, in order (board, metrics, http).
     pub fn fds(&self) -> Vec<i32> {
-        self.board.fd().into_iter().chain(self.metrics.fd()).collect()
+        self.board.fd().into_iter().chain(self.metrics.fd()).chain(self.http.fd()).collect()
     }
 
     pub fn set_draining(&self, on: bool) {
@@ -102,15 +109,17 @@ impl Scoreboard {
 
     /// A read-only handle on the metrics, for the probe thread.
     pub fn metrics_reader(&self) -> MetricsReader {
-        MetricsReader { region: self.metrics.clone(), decls: self.decls.clone() }
+        MetricsReader { region: self.metrics.clone(), decls: self.decls.clone(), http: self.http.reader() }
     }
 }
 
-/// Reads app metrics (probe thread): totals and per-worker values.
+/// Reads app metrics (probe thread): totals and per-worker values; and
+/// the request metrics.
 #[derive(Clone)]
 pub struct MetricsReader {
     region: std::sync::Arc<SharedRegion>,
     pub decls: Vec<MetricDecl>,
+    pub http: http::HttpReader,
 }
 
 impl std::fmt::Debug for MetricsReader {
@@ -134,12 +143,14 @@ impl MetricsReader {
     }
 }
 
-/// A worker's side: the board read-only, its own metrics row writable.
+/// A worker's side: the board read-only, its own metrics row writable,
+/// and its request-metrics row (if the master gave it one).
 pub struct WorkerBoard {
     board: SharedRegion,
     metrics: SharedRegion,
     row: usize,
     index: std::collections::HashMap<String, usize>,
+    pub http: Option<http::HttpRow>,
 }
 
 /// What a metric update does.
@@ -152,16 +163,23 @@ pub enum Update {
 }
 
 impl WorkerBoard {
-    /// Maps the regions passed at `board_fd`, `board_fd + 1` (and closes them).
-    pub fn adopt(board_fd: i32, worker_id: u32, decls: &[MetricDecl]) -> Result<WorkerBoard, crate::sys::SysError> {
+    /// Maps the regions passed at `board_fd`, `board_fd + 1`, `board_fd + 2`
+    /// (and closes them); `http_row` is this process's request-metrics row.
+    pub fn adopt(
+        board_fd: i32,
+        worker_id: u32,
+        decls: &[MetricDecl],
+        http_row: Option<u32>,
+    ) -> Result<WorkerBoard, crate::sys::SysError> {
         let board = SharedRegion::adopt(board_fd, BOARD_WORDS, false).map_err(context("scoreboard: board"))?;
         let metrics = SharedRegion::adopt(board_fd + 1, METRIC_WORDS, true).map_err(context("scoreboard: metrics"))?;
+        let http = http::HttpRow::adopt(board_fd + 2, http_row)?;
         if board.words()[0].load(Ordering::Relaxed) != MAGIC {
             let wrong = std::io::Error::new(std::io::ErrorKind::InvalidData, "not a podmaster board");
             return Err(context("scoreboard")(wrong));
         }
         let index = decls.iter().enumerate().map(|(i, d)| (d.name.clone(), i)).collect();
-        Ok(WorkerBoard { board, metrics, row: (worker_id as usize).min(MAX_SLOTS) * MAX_METRICS, index })
+        Ok(WorkerBoard { board, metrics, row: (worker_id as usize).min(MAX_SLOTS) * MAX_METRICS, index, http })
     }
 
     pub fn draining(&self) -> bool {
@@ -244,7 +262,7 @@ mod tests {
                 libc::close(dup);
             }
         }
-        WorkerBoard::adopt(at, id, decls).unwrap()
+        WorkerBoard::adopt(at, id, decls, Some(0)).unwrap()
     }
 
     #[test]

@@ -38,7 +38,7 @@ fn a_hostile_worker_cannot_take_down_the_master_or_its_peers() {
     assert_eq!(live.status, 200, "{}", live.body);
     // The seals held wherever the attacker could open the memfds (as root
     // it always can; as another user it cannot even open them).
-    for kind in ["board", "metrics"] {
+    for kind in ["board", "metrics", "http"] {
         let k = &r[kind];
         if k["open"] != "ok" {
             continue;

@@ -36,6 +36,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which requests the WSGI worker logs, and how, with uWSGI's meanings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccessLog {
+    /// `disable-logging`: no request lines (but those `log-4xx` and
+    /// `log-5xx` ask for).
+    pub disabled: bool,
+    /// `log-4xx`, `log-5xx`: log these statuses even when disabled.
+    pub log_4xx: bool,
+    pub log_5xx: bool,
+    /// A uWSGI request-log format (`log-format` other than text/json).
+    pub format: Option<String>,
+}
+
 /// `reload-on-cgroup-memory`: where the container's working set is too high.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryMark {
@@ -165,6 +178,8 @@ pub struct Config {
     pub pythonpath: Vec<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The WSGI worker's request log.
+    pub access_log: AccessLog,
     pub chain_reload_timeout: Duration,
     /// Files whose modification triggers a chain reload.
     pub touch_reload: Vec<PathBuf>,
@@ -278,6 +293,7 @@ impl Config {
             pythonpath: Vec::new(),
             log_format: LogFormat::Text,
             log_level: String::new(),
+            access_log: AccessLog::default(),
             chain_reload_timeout: Duration::ZERO,
             touch_reload: Vec::new(),
             respawn_backoff_max: Duration::ZERO,

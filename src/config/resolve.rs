@@ -33,6 +33,10 @@ impl Config {
             // alias notice ("your workers speak it") would be wrong; the
             // one of `http` (no router) stays.
             cfg.notices.retain(|(key, _, _)| key == "http" || options::lookup(key).is_none_or(|o| o.name != "socket"));
+            // It logs requests: the request-log options mean what they say.
+            cfg.notices.retain(|(key, _, _)| {
+                options::lookup(key).is_none_or(|o| !options::logging::REQUEST_LOG_OPTIONS.contains(&o.name))
+            });
         }
         (cfg, errors)
     }

@@ -57,6 +57,9 @@ pub struct WorkerRequest {
     pub respawn: bool,
     /// The ready zygote to fork it from (None: fork+exec).
     pub zygote: Option<Pid>,
+    /// Its row in the request-metrics region: one no live process holds
+    /// (None when every row is held, which 2 rows per slot make rare).
+    pub http_row: Option<u32>,
 }
 
 /// The configuration values the state machine decides with; rebuilt when
@@ -228,6 +231,9 @@ pub struct Core<O: Os> {
     pub next_generation: u64,
     pub counters: Counters,
     pub drain_seconds: Option<f64>,
+    /// Request-metrics rows handed out so far (the highest + 1): the
+    /// probe thread sums rows below it.
+    pub http_rows_used: u32,
     pub crash_loop: Option<String>,
     pub zygotes: Zygotes,
 }
@@ -250,6 +256,7 @@ impl<O: Os> Core<O> {
             next_generation: 1,
             counters: Counters::default(),
             drain_seconds: None,
+            http_rows_used: 0,
             crash_loop: None,
         }
     }

@@ -393,6 +393,9 @@ impl Master {
                 .filter(|p| p.slow_start_warned && p.state == table::ProcState::Starting)
                 .filter_map(|p| p.role.slot())
                 .collect(),
+            serves_http: self.cfg.serves_wsgi(),
+            http_rows_used: core.http_rows_used,
+            http_rows: core.table.iter().filter_map(|p| Some((p.role.slot()?, p.http_row?))).collect(),
         }
     }
 }

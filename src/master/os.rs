@@ -56,8 +56,17 @@ impl Os for RealOs {
     }
 
     fn spawn_worker(&mut self, req: &WorkerRequest) -> std::io::Result<Pid> {
-        let stamp =
-            Stamp { id: req.slot, generation: req.generation, numproc: req.processes, is_a_reload: req.respawn };
+        let stamp = Stamp {
+            id: req.slot,
+            generation: req.generation,
+            numproc: req.processes,
+            is_a_reload: req.respawn,
+            http_row: req.http_row,
+        };
+        if let Some(row) = req.http_row {
+            // No live process holds the row: its in-flight gauge restarts.
+            self.scoreboard.http.claim(row);
+        }
         if let Some(zygote) = req.zygote {
             let shared = self.shared.clone();
             // The loop is alive while it waits for the zygote: /livez stays 200.

@@ -47,6 +47,7 @@ impl<O: Os> Core<O> {
                 Source::Zygote(pid) => Some(pid),
                 Source::Exec | Source::Wait => None,
             },
+            http_row: self.free_http_row(),
         };
         let result = self.os.spawn_worker(&req).and_then(|pid| match self.table.find(pid) {
             // A zygote is app code: a pid it names must be a new process.
@@ -70,6 +71,8 @@ impl<O: Os> Core<O> {
                 p.generation = generation;
                 p.ever_accepted = accepting;
                 p.retire_at = lifetime(&self.set).map(|l| now + l);
+                p.http_row = req.http_row;
+                self.http_rows_used = self.http_rows_used.max(req.http_row.map_or(0, |r| r + 1));
                 self.table.insert(p);
                 Some(pid)
             }
@@ -78,6 +81,18 @@ impl<O: Os> Core<O> {
                 None
             }
         }
+    }
+
+    /// The lowest request-metrics row no live process holds. Rows are
+    /// never freed for counting (their counters keep what dead workers
+    /// counted); a row whose process is gone is handed out again.
+    fn free_http_row(&self) -> Option<u32> {
+        let held: Vec<u32> = self.table.iter().filter_map(|p| p.http_row).collect();
+        let free = (0..crate::scoreboard::http::ROWS).find(|r| !held.contains(r));
+        if free.is_none() {
+            tracing::warn!("every request-metrics row is held by a live process: this worker's requests go uncounted");
+        }
+        free
     }
 
     pub fn spawn_daemon(&mut self, i: usize, now: Instant) {

@@ -110,6 +110,15 @@ pub struct Snapshot {
     /// The container's cgroup, read by the probe thread at scrape time.
     #[serde(skip)]
     pub cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
+    /// The WSGI worker serves requests: the `podmaster_http_*` metrics exist.
+    #[serde(skip)]
+    pub serves_http: bool,
+    /// Request-metrics rows handed out so far, and (worker id, row) of
+    /// every live worker process.
+    #[serde(skip)]
+    pub http_rows_used: u32,
+    #[serde(skip)]
+    pub http_rows: Vec<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +171,9 @@ impl Snapshot {
             processes_source: None,
             cgroup: None,
             slow_starts: Vec::new(),
+            serves_http: false,
+            http_rows_used: 0,
+            http_rows: Vec::new(),
         }
     }
 

@@ -84,6 +84,8 @@ pub struct Proc {
     pub flips: u32,
     /// Warned about never reporting accepting (`worker-ready-warning`).
     pub slow_start_warned: bool,
+    /// Its row in the request-metrics region (workers only).
+    pub http_row: Option<u32>,
 }
 
 impl Proc {
@@ -100,6 +102,7 @@ impl Proc {
             retire_at: None,
             flips: 0,
             slow_start_warned: false,
+            http_row: None,
         }
     }
 
@@ -263,6 +266,7 @@ mod tests {
             flips: 0,
             retire_at: None,
             slow_start_warned: false,
+            http_row: None,
         }
     }
 

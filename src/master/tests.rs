@@ -708,3 +708,36 @@ fn a_worker_asking_for_a_replacement_gets_one_once() {
     assert_eq!(c.counters.recycles[Recycle::Harakiri as usize], 1);
     assert_eq!(c.os.spawned.len(), spawns + 2);
 }
+
+/// Request-metrics rows: every live worker process holds its own (a
+/// replacement never shares its old worker's), and a reaped process's
+/// row is handed out again.
+#[test]
+fn each_live_worker_process_holds_its_own_http_row() {
+    let mut c = running(2);
+    let rows = |c: &Core<Fake>| {
+        let mut r: Vec<u32> = c.table.iter().filter_map(|p| p.http_row).collect();
+        r.sort_unstable();
+        r
+    };
+    assert_eq!(rows(&c), vec![0, 1]);
+    c.request_reload("SIGHUP");
+    let (pid, req) = c.os.spawned.last().cloned().unwrap();
+    assert_eq!(req.http_row, Some(2), "the replacement of slot 1 starts while its worker (row 0) serves");
+    assert_eq!(rows(&c), vec![0, 1, 2]);
+    c.on_notice(pid.as_raw(), Notice::Ready);
+    let old: Vec<Pid> = c.table.retiring().map(|p| p.pid).collect();
+    exited(&mut c, old[0], 0);
+    // Slot 2's replacement gets the row slot 1's old worker gave back.
+    assert_eq!(c.os.spawned.last().unwrap().1.http_row, Some(0));
+    run_rollout(&mut c);
+    assert_eq!(rows(&c).len(), 2);
+    assert_eq!(c.http_rows_used, 3);
+    // A worker killed: the lowest free row goes to its respawn (the master zeroes the gauge).
+    assert_eq!(rows(&c), vec![0, 2]);
+    let w = c.table.worker(1).map(|p| p.pid).unwrap();
+    exited(&mut c, w, 1);
+    advance(&mut c, Duration::from_secs(1));
+    assert_eq!(c.table.worker(1).and_then(|p| p.http_row), Some(1));
+    assert_eq!(c.http_rows_used, 3);
+}

@@ -221,7 +221,7 @@ mod tests {
         nix::sys::socket::send(theirs.as_raw_fd(), b"\"Ready\"", MsgFlags::empty()).unwrap();
         assert_eq!(links.poll_ready(), vec![zpid]);
         nix::sys::socket::send(theirs.as_raw_fd(), b"not json", MsgFlags::empty()).unwrap();
-        let stamp = Stamp { id: 1, generation: 1, numproc: 1, is_a_reload: false };
+        let stamp = Stamp { id: 1, generation: 1, numproc: 1, is_a_reload: false, http_row: None };
         // The stale garbage is discarded; then a reply that is not JSON.
         let t = std::thread::spawn(move || {
             let mut buf = [0u8; 256];

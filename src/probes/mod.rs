@@ -239,7 +239,8 @@ fn respond(
                     for s in socks {
                         let fd = s.get("fd").and_then(|f| f.as_i64()).unwrap_or(-1) as i32;
                         if let Some(q) = crate::sys::listen_queue(fd) {
-                            s["listen_queue"] = q.into();
+                            s["listen_queue"] = q.queued.into();
+                            s["listen_backlog"] = q.backlog.into();
                         }
                     }
                 }

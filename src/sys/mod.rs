@@ -1,7 +1,7 @@
 //! Process-level syscalls: reaping, signalling, PID-1 duties, `/proc`
-//! reads, waiting with a deadline; spawning ([`spawn`]) and shared memory
-//! ([`shm`]), starting and stopping the embedded CPython ([`python`]) in
-//! their own files. Every `unsafe` block of podmaster (outside tests) lives
+//! reads, waiting with a deadline; spawning ([`spawn`]), shared memory
+//! ([`shm`]), what the kernel says about our sockets (`sockinfo`), starting
+//! and stopping the embedded CPython ([`python`]) in their own files. Every `unsafe` block of podmaster (outside tests) lives
 //! under `sys/`, each with a `// SAFETY:` line.
 
 pub mod cgroup;
@@ -9,6 +9,7 @@ pub mod lend;
 pub mod prefork;
 pub mod python;
 mod shm;
+mod sockinfo;
 mod spawn;
 
 use std::io;
@@ -225,27 +226,7 @@ pub fn unblock_all_signals() {
 
 pub use shm::SharedRegion;
 
-/// Connections waiting in the accept queue of our listening TCP socket
-/// `fd`: for a socket in LISTEN state the kernel reports the current
-/// queue length in `tcpi_unacked` (one getsockopt; no /proc/net/tcp scan,
-/// which grows with every TIME_WAIT connection under load).
-pub fn listen_queue(fd: RawFd) -> Option<u64> {
-    // SAFETY: getsockopt into a zeroed tcp_info of the size we pass; a
-    // non-TCP fd just fails.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        );
-        // TCP_LISTEN is state 10.
-        (rc == 0 && info.tcpi_state == 10).then_some(u64::from(info.tcpi_unacked))
-    }
-}
+pub use sockinfo::{ListenQueue, listen_queue, since_last_receive_ms};
 
 /// Installs handlers for `sigs` (signal-hook) and a self-pipe every one of
 /// them also writes to: a loop polls the returned stream to wake up, then

@@ -55,6 +55,21 @@ fn board() -> Option<&'static WorkerBoard> {
     worker()?.board.as_ref()
 }
 
+/// This worker's request-metrics row, if the master gave it one.
+pub(crate) fn http_row() -> Option<&'static crate::scoreboard::http::HttpRow> {
+    board()?.http.as_ref()
+}
+
+/// App metric `name`'s value across all workers (`%(metric.NAME)`).
+pub(crate) fn metric_value(name: &str) -> Option<i64> {
+    board()?.get(name)
+}
+
+/// This worker's slot id (0 outside a worker).
+pub(crate) fn slot_id() -> u32 {
+    worker().map_or(0, |w| w.id)
+}
+
 pub(crate) fn notify(msg: &str) -> PyResult<()> {
     if worker().is_none() {
         return Err(pyo3::exceptions::PyRuntimeError::new_err(
@@ -305,7 +320,7 @@ pub fn run(spec: WorkerSpec) -> u8 {
 
 fn adopt_board(spec: &WorkerSpec) -> Result<Option<WorkerBoard>, u8> {
     match spec.board_fd {
-        Some(fd) => WorkerBoard::adopt(fd, spec.id, &spec.metrics).map(Some).map_err(|e| {
+        Some(fd) => WorkerBoard::adopt(fd, spec.id, &spec.metrics, spec.http_row).map(Some).map_err(|e| {
             tracing::error!(worker = spec.id, "{e}");
             exit::SOFTWARE
         }),
@@ -394,7 +409,7 @@ fn forked_worker(py: Python<'_>, stamp: Stamp, control_fd: i32) -> u8 {
             return exit::SOFTWARE;
         }
     }
-    let board = match adopt_board(&WorkerSpec { id: stamp.id, ..spec.clone() }) {
+    let board = match adopt_board(&WorkerSpec { id: stamp.id, http_row: stamp.http_row, ..spec.clone() }) {
         Ok(b) => b,
         Err(code) => return code,
     };

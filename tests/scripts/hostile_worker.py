@@ -47,7 +47,7 @@ def attack_memfds(master, report):
             continue
         if not target.startswith("/memfd:"):
             continue
-        kind = "board" if "board" in target else "metrics" if "metrics" in target else target
+        kind = next((k for k in ("board", "metrics", "http") if k in target), target)
         r = report.setdefault(kind, {})
         try:
             fd = os.open(f"/proc/{master}/fd/{name}", os.O_RDWR)

@@ -11,7 +11,7 @@
 //! is complete and that its default applies.
 
 mod lifecycle;
-mod logging;
+pub mod logging;
 mod requests;
 pub mod resources;
 mod sockets;
@@ -202,7 +202,11 @@ mod tests {
     fn every_declaration_is_complete_and_its_default_applies() {
         let cli = |o: &OptDef, v: &str| Entry::new(o.name, v, Origin::Cli(o.name.into()));
         for o in OPTIONS {
-            assert!(!o.name.is_empty() && o.name.chars().all(|c| c.is_ascii_lowercase() || c == '-'), "{}", o.name);
+            assert!(
+                !o.name.is_empty() && o.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{}",
+                o.name
+            );
             assert!(!o.help.is_empty() && !o.help.ends_with('.'), "{}: help", o.name);
             if let Some(d) = o.default {
                 assert!(!o.repeatable, "{}: a repeatable option starts empty", o.name);

@@ -11,7 +11,6 @@ pub static IGNORED: &[(&str, &str)] = &[
     ("add-header", "podmaster does not handle responses: set headers in your app"),
     ("auto-procname", "podmaster always names its processes (`podmaster: worker N`)"),
     ("die-on-term", "SIGTERM is always a graceful drain"),
-    ("disable-logging", "podmaster does not log requests"),
     ("disable-write-exception", "the WSGI worker closes a connection whose write failed; the app sees no exception"),
     ("enable-threads", "the GIL is always initialised; threads work"),
     (
@@ -21,8 +20,6 @@ pub static IGNORED: &[(&str, &str)] = &[
     ("http-timeout", "the WSGI worker's timeouts are fixed (10 s for a request head, 60 s per body read or write)"),
     ("ignore-sigpipe", "workers start with SIGPIPE ignored, as Python sets it"),
     ("ignore-write-errors", "the WSGI worker closes a connection whose write failed, without logging each"),
-    ("log-4xx", "podmaster does not log requests"),
-    ("log-5xx", "podmaster does not log requests"),
     ("log-maxsize", "podmaster logs to stderr for the container runtime; rotation is its job"),
     ("log-master", "the workers' output goes straight to the container's stdout and stderr"),
     ("logger", "podmaster logs to stderr (log-format = text or json)"),

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::body::{BodyFailure, Framing as BodyFraming, RequestBody};
 use super::http::{self, Framing, Head, HeadError, HeadScan};
+use super::outcome::Outcome;
 use super::request::{FieldSpan, Fields, Request, Scheme, decode_path};
 use super::response::{Ctx, Response, Written, write_response};
 use super::stream::{Peer, Stream};
@@ -314,11 +315,13 @@ fn serve_http(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Site<'_>) -> St
                 return Step::Linger;
             }
         };
+        let arrived = Instant::now();
         let mut req = http_request(&scratch.head, &head, &scratch.fields, &conn.peer, site);
         req.conn_fd = conn.wire.raw_fd();
         conn.served = conn.served.saturating_add(1);
         let last = conn.served >= config.keepalive_requests;
         let (written, unread) = exchange(&mut conn.wire, site, &req, &head, last);
+        site.handler.done(&req, &Outcome::new(&written, arrived));
         if !written.keep_alive {
             let linger = unread || !conn.wire.buffered().is_empty() || written.status >= 400;
             return if linger { Step::Linger } else { Step::Close };
@@ -428,7 +431,7 @@ fn exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, head: &Head, la
             keep_alive = false;
             Response::text(code, reason, why)
         }
-        Settled::Gone => return (Written { status: 0, keep_alive: false }, false),
+        Settled::Gone => return (Written::default(), false),
     };
     let unread = !body.is_finished();
     let ctx = Ctx {

@@ -20,6 +20,7 @@
 //! - [`request`]: the request both protocols produce; [`body`]: its body reader.
 //! - [`response`]: what a handler returns, and how it is framed and written;
 //!   [`sendfile`]: file bodies.
+//! - `outcome`: what became of a request, told to the handler after the write.
 //! - `conn`: serving a connection while it has input (keep-alive,
 //!   pipelining, errors, lingering closes); `conn/packet`: uwsgi.
 //! - `hub`: the worker's epoll set of listeners and parked connections,
@@ -37,6 +38,7 @@ mod chunked;
 mod conn;
 pub mod http;
 mod hub;
+mod outcome;
 pub mod request;
 pub mod response;
 pub mod sendfile;
@@ -48,6 +50,7 @@ mod wire;
 use std::time::Duration;
 
 pub use body::RequestBody;
+pub use outcome::Outcome;
 pub use request::{Fields, Request, Scheme, Version};
 pub use response::{Response, ResponseBody};
 pub use sendfile::FileBody;
@@ -74,6 +77,14 @@ pub trait Handler: Send + Sync {
     /// per request); the default just calls it.
     fn run_thread(&self, serve: &mut (dyn FnMut() + Send)) {
         serve()
+    }
+
+    /// Called once per request `call` answered (its response written, or
+    /// abandoned when the client went away: status 0), on the same thread,
+    /// before the connection's next request: access logs and request
+    /// metrics belong here. Default: nothing.
+    fn done(&self, req: &Request<'_>, outcome: &Outcome) {
+        let _ = (req, outcome);
     }
 }
 

@@ -96,11 +96,17 @@ pub(super) struct Ctx {
 }
 
 /// What happened on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Written {
     pub status: u16,
     /// The connection may carry another request.
     pub keep_alive: bool,
+    /// Bytes of the head: status line, header fields, blank line.
+    pub head_bytes: u64,
+    /// Body bytes handed to the connection (without chunk framing).
+    pub body_bytes: u64,
+    /// Header fields in the head.
+    pub headers: u32,
 }
 
 /// How the body is delimited on the wire.
@@ -135,7 +141,7 @@ pub(super) fn write_response(out: &mut dyn Out, resp: Response, ctx: &Ctx) -> Wr
             let fallback = Response::text(500, "Internal Server Error", "Internal Server Error");
             match prepare(fallback, ctx) {
                 Ok(p) => p,
-                Err(_) => return Written { status: 500, keep_alive: false },
+                Err(_) => return Written { status: 500, ..Written::default() },
             }
         }
     };
@@ -143,12 +149,13 @@ pub(super) fn write_response(out: &mut dyn Out, resp: Response, ctx: &Ctx) -> Wr
     let frame = frame(&prepared, ctx);
     let keep_alive = ctx.keep_alive && !prepared.close && frame != Frame::Close;
     let mut w = BodyWriter { out, pending: Vec::with_capacity(1024), frame, written: 0 };
-    write_head(&mut w.pending, &prepared, ctx, frame, keep_alive);
+    let headers = write_head(&mut w.pending, &prepared, ctx, frame, keep_alive);
+    let head_bytes = w.pending.len() as u64;
     let complete = match prepared.file {
         Some(file) if frame != Frame::NoBody => w.file(&file).is_ok_and(|done| done),
         _ => w.body(prepared.first, prepared.rest).is_ok_and(|done| done),
     };
-    Written { status, keep_alive: keep_alive && complete }
+    Written { status, keep_alive: keep_alive && complete, head_bytes, body_bytes: w.written, headers }
 }
 
 fn frame(p: &Prepared, ctx: &Ctx) -> Frame {
@@ -169,7 +176,9 @@ fn chunked_allowed(ctx: &Ctx) -> bool {
     ctx.protocol == Protocol::Http && ctx.version == Version::Http11
 }
 
-fn write_head(buf: &mut Vec<u8>, p: &Prepared, ctx: &Ctx, frame: Frame, keep_alive: bool) {
+/// Writes the head into `buf`; returns how many header fields it has.
+fn write_head(buf: &mut Vec<u8>, p: &Prepared, ctx: &Ctx, frame: Frame, keep_alive: bool) -> u32 {
+    let mut fields = p.headers.len() as u32;
     // HTTP: this server's version, whatever the client's (RFC 9110 §6.2);
     // uwsgi: the request's, as uWSGI answers nginx.
     let version = if ctx.protocol == Protocol::Http { Version::Http11 } else { ctx.version };
@@ -193,20 +202,25 @@ fn write_head(buf: &mut Vec<u8>, p: &Prepared, ctx: &Ctx, frame: Frame, keep_ali
             buf.extend_from_slice(b"Content-Length: ");
             decimal(buf, n);
             buf.extend_from_slice(b"\r\n");
+            fields += 1;
         }
         (_, None) if frame == Frame::Chunked || (ctx.head && chunked_allowed(ctx)) => {
             buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            fields += 1;
         }
         (_, None) => {}
     }
     if ctx.protocol == Protocol::Http {
         if !keep_alive {
             buf.extend_from_slice(b"Connection: close\r\n");
+            fields += 1;
         } else if ctx.version == Version::Http10 {
             buf.extend_from_slice(b"Connection: keep-alive\r\n");
+            fields += 1;
         }
     }
     buf.extend_from_slice(b"\r\n");
+    fields
 }
 
 /// The last decimal digit of `n`, as ASCII.
@@ -381,6 +395,7 @@ impl BodyWriter<'_> {
     fn file(&mut self, file: &FileBody) -> io::Result<bool> {
         self.flush_pending()?;
         let sent = sendfile::send(self.out, file)?;
+        self.written += sent;
         if sent < file.length {
             tracing::error!(promised = file.length, sent, "the file shrank while it was sent; closing");
         }

@@ -18,10 +18,11 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use super::Loaded;
 use super::environ;
 use super::harakiri::{Harakiri, Watched};
+use super::observe::Observer;
 use super::route::Router;
 use super::supervise::RequestBudget;
 use crate::sys::lend::lend;
-use crate::worker::front::{FileBody, Handler, Request, RequestBody, Response, ResponseBody};
+use crate::worker::front::{FileBody, Handler, Outcome, Request, RequestBody, Response, ResponseBody};
 use crate::worker::statics::Statics;
 
 /// The front's handler for the WSGI apps.
@@ -35,6 +36,7 @@ pub(super) struct WsgiHandler {
     budget: RequestBudget,
     harakiri: Option<Arc<Harakiri>>,
     statics: Statics,
+    observer: Observer,
 }
 
 /// What a WSGI worker serves besides the apps.
@@ -42,6 +44,7 @@ pub(super) struct Extras {
     pub budget: RequestBudget,
     pub harakiri: Option<Arc<Harakiri>>,
     pub statics: Statics,
+    pub observer: Observer,
 }
 
 impl WsgiHandler {
@@ -52,9 +55,10 @@ impl WsgiHandler {
         multithread: bool,
         extras: Extras,
     ) -> PyResult<WsgiHandler> {
-        let Extras { budget, harakiri, statics } = extras;
+        let Extras { budget, harakiri, statics, observer } = extras;
         let template = environ::template(py, multithread)?;
-        Ok(WsgiHandler { apps, router, template, said_unloaded: AtomicBool::new(false), budget, harakiri, statics })
+        let said_unloaded = AtomicBool::new(false);
+        Ok(WsgiHandler { apps, router, template, said_unloaded, budget, harakiri, statics, observer })
     }
 
     /// A 500 for an app that did not load (`need-app = false`).
@@ -213,6 +217,7 @@ impl Handler for WsgiHandler {
     }
 
     fn call(&self, req: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
+        self.observer.begin(req);
         // Static files: no Python, not counted against max-requests.
         if let Some(resp) = self.statics.serve(req) {
             return resp;
@@ -231,6 +236,10 @@ impl Handler for WsgiHandler {
             }
         });
         resp
+    }
+
+    fn done(&self, req: &Request<'_>, outcome: &Outcome) {
+        self.observer.done(req, outcome);
     }
 }
 

@@ -139,6 +139,7 @@ impl Harakiri {
             let stuck_only = st.cells.iter().flatten().all(|a| a.struck);
             if self.struck.load(Ordering::Relaxed) && draining.load(Ordering::Relaxed) && stuck_only {
                 tracing::warn!("harakiri: the other requests are done; the stuck worker exits now");
+                super::access::flush();
                 // SAFETY: `_exit` ends the process at once; nothing after
                 // it runs, and it needs no invariant.
                 unsafe { libc::_exit(0) };

@@ -16,10 +16,14 @@
 //! - `call`: the [`Handler`](super::front::Handler): `start_response`,
 //!   the app's iterable as a streamed body, errors as 500s.
 //! - `environ`: PEP 3333's `environ`, `wsgi.input`, `wsgi.file_wrapper`.
+//! - `observe`: request metrics and the access log, after each response;
+//!   `access`: the access log's lines.
 
+mod access;
 mod call;
 mod environ;
 mod harakiri;
+mod observe;
 mod route;
 mod supervise;
 
@@ -150,13 +154,16 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
     let harakiri = spec.harakiri.map(|limit| start_harakiri(py, limit, spec.harakiri_verbose, &drain)).transpose()?;
     let statics = crate::worker::statics::Statics::open(&spec.static_maps, spec.static_gzip_all)
         .map_err(pyo3::exceptions::PyOSError::new_err)?;
-    let extras = call::Extras { budget, harakiri, statics };
+    let access = access::AccessLog::new(&spec.access_log, spec.json_log, super::python::slot_id());
+    let observer = observe::Observer::new(super::python::http_row(), access);
+    let extras = call::Extras { budget, harakiri, statics, observer };
     let handler = call::WsgiHandler::new(py, apps, router, threads > 1, extras)?;
     // The sockets are listening already (the master bound them): from here
     // a connection waits in the backlog until a thread takes it.
     super::python::notify("READY=1")?;
     tracing::info!(threads, sockets = listeners.len(), "serving the WSGI app");
     let served = py.detach(|| front::serve(&listeners, threads, &handler, &config, &drain));
+    access::flush();
     served.map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("serving the WSGI app: {e}")))?;
     tracing::info!("WSGI worker drained; exiting");
     Ok(())

@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use super::super::body::{BodyFailure, Framing as BodyFraming, RequestBody};
-use super::super::response::{Ctx, Response, write_response};
+use super::super::outcome::Outcome;
+use super::super::response::{Ctx, Response, Written, write_response};
 use super::super::uwsgi;
 use super::super::wire::Wire;
 use super::super::{Protocol, Request, Version};
@@ -42,10 +43,11 @@ pub(super) fn serve_uwsgi(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Sit
     let mut headers = Vec::new();
     let defaults =
         uwsgi::Defaults { server_name: site.server_name.as_bytes(), server_port: site.server_port.as_bytes() };
+    let arrived = Instant::now();
     let lingers = match uwsgi::request(&scratch.head, &scratch.fields, &mut headers, &defaults) {
         Ok(mut req) => {
             req.conn_fd = conn.wire.raw_fd();
-            uwsgi_exchange(&mut conn.wire, site, &req)
+            uwsgi_exchange(&mut conn.wire, site, &req, arrived)
         }
         Err(e) => uwsgi_refusal(&mut conn.wire, e),
     };
@@ -72,7 +74,7 @@ fn uwsgi_refusal(wire: &mut Wire, e: uwsgi::VarsError) -> bool {
     true
 }
 
-fn uwsgi_exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>) -> bool {
+fn uwsgi_exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, arrived: Instant) -> bool {
     let config = site.config;
     let length = req.content_length.unwrap_or(0);
     let ctx = Ctx { protocol: Protocol::Uwsgi, version: req.version, head: req.method == b"HEAD", keep_alive: false };
@@ -83,9 +85,8 @@ fn uwsgi_exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>) -> bool {
     let mut body = RequestBody::new(wire, BodyFraming::Length(length), None, false, config.io_timeout);
     let (resp, _) = call(site.handler, req, &mut body);
     let unread = !body.is_finished();
-    if matches!(body.failure(), Some(BodyFailure::TimedOut | BodyFailure::Closed)) {
-        return false;
-    }
-    write_response(wire, resp, &ctx);
-    unread || !wire.buffered().is_empty()
+    let gone = matches!(body.failure(), Some(BodyFailure::TimedOut | BodyFailure::Closed));
+    let written = if gone { Written::default() } else { write_response(wire, resp, &ctx) };
+    site.handler.done(req, &Outcome::new(&written, arrived));
+    !gone && (unread || !wire.buffered().is_empty())
 }

@@ -1,0 +1,343 @@
+//! The WSGI worker's access log and request metrics (issue 20), end to
+//! end against a real podmaster and real HTTP: log lines parsed as JSON
+//! and as a uWSGI log format, `disable-logging`/`log-4xx`/`log-5xx`; the
+//! `podmaster_http_*` metrics parsed by Prometheus' own parser and checked
+//! against the requests sent, across a chain reload and a worker killed
+//! mid-request; the listen queue and the queue-wait histogram while the
+//! workers are stuck.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const APP: &str = r#"
+import mmap, os, time
+
+def scribble():
+    # A hostile app: garbage over every word of the request-metrics region.
+    master = os.getppid()
+    for name in os.listdir(f"/proc/{master}/fd"):
+        target = os.readlink(f"/proc/{master}/fd/{name}")
+        if target.startswith("/memfd:podmaster-http"):
+            fd = os.open(f"/proc/{master}/fd/{name}", os.O_RDWR)
+            size = os.fstat(fd).st_size
+            m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            m[:] = (bytes(range(256)) + b"\xff" * 256) * (size // 512)
+            m.close()
+            os.close(fd)
+            return b"scribbled\n"
+    return b"no region\n"
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/scribble":
+        body = scribble()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+    if path.startswith("/sleep/"):
+        time.sleep(float(path[len("/sleep/"):]))
+    status = {"/404": "404 Not Found", "/500": "500 Internal Server Error"}.get(path, "200 OK")
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", "3")])
+    return [b"ok\n"]
+"#;
+
+/// A podmaster serving [`APP`] on an HTTP socket: (instance, address, its dir).
+fn serve(processes: u32, extra: &str) -> (Instance, String, TempDir) {
+    let dir = TempDir::new("wsgi-obs");
+    dir.write("obsapp.py", APP);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let extra = format!("module = obsapp\npythonpath = {}\nhttp-socket = {addr}\n{extra}", dir.path().display());
+    let inst = Instance::start("", processes, 0, &extra);
+    inst.wait_ready();
+    (inst, addr, dir)
+}
+
+fn status_of(addr: &str, path: &str, headers: &[&str]) -> u16 {
+    http_request(addr, "GET", path, headers).unwrap().status
+}
+
+/// The request lines in the log that `is_request` picks, once there are `n`.
+fn request_lines(inst: &Instance, n: usize, is_request: impl Fn(&str) -> bool) -> Vec<String> {
+    wait_for(&format!("{n} request lines"), DEADLINE, || {
+        let lines: Vec<String> = inst.logs().lines().filter(|l| is_request(l)).map(str::to_owned).collect();
+        (lines.len() >= n).then_some(lines)
+    })
+}
+
+#[test]
+fn json_request_lines_carry_the_request() {
+    let (inst, addr, _d) = serve(2, "log-format = json");
+    assert_eq!(status_of(&addr, "/hello?x=1", &["X-Request-Id: trace-42", "User-Agent: obs-test/1"]), 200);
+    assert_eq!(status_of(&addr, "/404", &[]), 404);
+    assert_eq!(status_of(&addr, "/500", &["X-Request-Id: not sane"]), 500);
+    let lines = request_lines(&inst, 3, |l| l.contains("\"message\":\"request\""));
+    let events: Vec<serde_json::Value> =
+        lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let by_path = |p: &str| events.iter().find(|e| e["path"] == p).unwrap_or_else(|| panic!("{p}: {lines:?}"));
+    let pids: Vec<i64> = inst.worker_pids().iter().map(|(_, p)| i64::from(*p)).collect();
+    for (path, status) in [("/hello?x=1", 200), ("/404", 404), ("/500", 500)] {
+        let e = by_path(path);
+        assert_eq!((e["method"].as_str(), e["status"].as_i64()), (Some("GET"), Some(status)), "{e}");
+        assert_eq!((e["level"].as_str(), e["bytes"].as_i64()), (Some("INFO"), Some(3)), "{e}");
+        assert!(e["duration_ms"].as_f64().is_some_and(|d| (0.0..10_000.0).contains(&d)), "{e}");
+        assert!(pids.contains(&e["pid"].as_i64().unwrap()), "{e} {pids:?}");
+        assert!((1..=2).contains(&e["worker"].as_i64().unwrap()), "{e}");
+        assert_eq!(e["remote_addr"], "127.0.0.1");
+        assert!(e["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{e}");
+    }
+    assert_eq!(by_path("/hello?x=1")["request_id"], "trace-42");
+    assert_eq!(by_path("/hello?x=1")["user_agent"], "obs-test/1");
+    for path in ["/404", "/500"] {
+        let id = by_path(path)["request_id"].as_str().unwrap().to_owned();
+        assert!(id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit()), "generated: {id}");
+    }
+    assert_ne!(by_path("/404")["request_id"], by_path("/500")["request_id"]);
+}
+
+#[test]
+fn uwsgi_log_format_lines() {
+    let format = r#"%(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(size) "%(referer)" "%(uagent)" rsize=%(rsize) ms=%(msecs) wid=%(wid) pid=%(pid) fwd=%(var.HTTP_X_FORWARDED_FOR) rid=%(request_id) x=%(nope)"#;
+    let (inst, addr, _d) = serve(1, &format!("logformat = {format}\nthreads = 1"));
+    let headers =
+        ["Referer: http://ref/", "User-Agent: ua \"quoted\"", "X-Forwarded-For: 192.0.2.7", "X-Request-Id: r1"];
+    assert_eq!(status_of(&addr, "/a/b?c=d", &headers), 200);
+    assert_eq!(status_of(&addr, "/404", &[]), 404);
+    let lines = request_lines(&inst, 2, |l| l.starts_with("127.0.0.1 - - ["));
+    let pid = inst.worker_pids()[0].1;
+    // `[06/May/2024:12:53:20 +0000]` then the rest, exactly.
+    let rest = |l: &str| l.split_once("] ").map(|(t, r)| (t.to_owned(), r.to_owned())).unwrap();
+    let (time, first) = rest(&lines[0]);
+    assert!(time.ends_with(" +0000") && time.len() == "127.0.0.1 - - [06/May/2024:12:53:20 +0000".len(), "{time}");
+    let size_and_ms = |l: &str| {
+        let ms = l.split(" ms=").nth(1).and_then(|r| r.split(' ').next()).unwrap().to_owned();
+        (l.split(' ').nth(4).unwrap().to_owned(), ms)
+    };
+    let (size, ms) = size_and_ms(&first);
+    assert!(size.parse::<u64>().unwrap() > 3, "head and body: {first}");
+    assert!(ms.parse::<u64>().is_ok(), "{first}");
+    assert_eq!(
+        first,
+        format!(
+            r#""GET /a/b?c=d HTTP/1.1" 200 {size} "http://ref/" "ua \x22quoted\x22" rsize=3 ms={ms} wid=1 pid={pid} fwd=192.0.2.7 rid=r1 x=-"#
+        )
+    );
+    let (_, second) = rest(&lines[1]);
+    let (size, ms) = size_and_ms(&second);
+    assert!(
+        second.starts_with(&format!(r#""GET /404 HTTP/1.1" 404 {size} "-" "-" rsize=3 ms={ms} wid=1 "#)),
+        "{second}"
+    );
+    let logs = inst.logs();
+    assert!(!logs.contains("is a uWSGI request-log format"), "no notice when the WSGI worker logs requests: {logs}");
+}
+
+/// `disable-logging` with `log-4xx` / `log-5xx`: only those statuses are
+/// logged, as uWSGI's default line. One worker thread: its lines come in
+/// request order, so the last line's arrival means the earlier ones would
+/// have been written.
+#[test]
+fn disable_logging_keeps_only_what_log_4xx_and_log_5xx_ask_for() {
+    for (extra, logged) in [
+        ("disable-logging = true\nlog-5xx = true", &["/500"][..]),
+        ("disable-logging\nlog-4xx = true\nlog-5xx = true", &["/404", "/500"][..]),
+        ("disable-logging = false", &["/", "/404", "/500"][..]),
+    ] {
+        let (inst, addr, _d) = serve(1, &format!("threads = 1\n{extra}"));
+        for path in ["/", "/404", "/500", "/", "/500"] {
+            status_of(&addr, path, &[]);
+        }
+        let is_line = |l: &str| l.starts_with("[pid: ");
+        let want = logged.len() + usize::from(logged.contains(&"/500")) + usize::from(logged.contains(&"/"));
+        let lines = request_lines(&inst, want, is_line);
+        // The last request is a logged 500: once its line is there, every
+        // earlier request's would be too (one thread, in order).
+        assert!(lines.last().unwrap().contains("|req: 5/5] "), "{extra}: {lines:?}");
+        assert_eq!(lines.len(), want, "{extra}: {lines:?}");
+        for l in &lines {
+            let path = l.split(" GET ").nth(1).and_then(|r| r.split(' ').next()).unwrap();
+            assert!(logged.contains(&path), "{extra}: {l}");
+            assert!(l.contains("] 127.0.0.1 () {") && l.contains(" => generated 3 bytes in "), "{l}");
+        }
+    }
+}
+
+type Labels = serde_json::Map<String, serde_json::Value>;
+/// A parsed sample: (name, labels, value).
+type Sample = (String, Labels, f64);
+
+/// Every sample of the OpenMetrics exposition, through prometheus_client's
+/// parser.
+fn samples(inst: &Instance) -> Vec<Sample> {
+    let r =
+        http_request(&inst.probe, "GET", "/metrics", &["Accept: application/openmetrics-text; version=1.0.0"]).unwrap();
+    let mut p = Command::new(tools_python())
+        .arg(format!("{ROOT}/tests/scripts/metric_samples.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin.take().unwrap().write_all(r.body.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(out.status.success(), "parser rejected: {}\n{}", String::from_utf8_lossy(&out.stderr), r.body);
+    let v: Vec<(String, String, String, Labels, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+    v.into_iter().map(|(_, _, name, labels, value)| (name, labels, value)).collect()
+}
+
+fn value(
+    s: &[(String, serde_json::Map<String, serde_json::Value>, f64)],
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> f64 {
+    s.iter()
+        .filter(|(n, l, _)| n == name && label.is_none_or(|(k, v)| l.get(k).and_then(|x| x.as_str()) == Some(v)))
+        .map(|(_, _, v)| *v)
+        .sum()
+}
+
+/// (2xx, 4xx, 5xx, histogram count, in flight) as parsed.
+fn counts(inst: &Instance) -> (f64, f64, f64, f64, f64) {
+    let s = samples(inst);
+    let class = |c| value(&s, "podmaster_http_requests_total", Some(("code_class", c)));
+    (
+        class("2xx"),
+        class("4xx"),
+        class("5xx"),
+        value(&s, "podmaster_http_request_duration_seconds_count", None),
+        value(&s, "podmaster_http_requests_in_flight", None),
+    )
+}
+
+fn wait_counts(inst: &Instance, want: (f64, f64, f64, f64, f64)) {
+    wait_for(&format!("counts {want:?}"), DEADLINE, || (counts(inst) == want).then_some(()));
+}
+
+#[test]
+#[cfg_attr(
+    not(have_prometheus_client),
+    ignore = "needs Python's prometheus_client in .tools/venv: run bash scripts/test-deps.sh"
+)]
+fn request_metrics_count_exactly_and_survive_a_chain_reload() {
+    let (inst, addr, _d) = serve(2, "");
+    for (path, n) in [("/", 7), ("/404", 3), ("/500", 2)] {
+        for _ in 0..n {
+            status_of(&addr, path, &[]);
+        }
+    }
+    wait_counts(&inst, (7.0, 3.0, 2.0, 12.0, 0.0));
+    let s = samples(&inst);
+    for class in ["1xx", "3xx", "other"] {
+        assert_eq!(value(&s, "podmaster_http_requests_total", Some(("code_class", class))), 0.0, "{class}");
+    }
+    let inf = value(&s, "podmaster_http_request_duration_seconds_bucket", Some(("le", "+Inf")));
+    let fast = value(&s, "podmaster_http_request_duration_seconds_bucket", Some(("le", "1.0")));
+    assert_eq!((inf, fast), (12.0, 12.0), "12 quick requests");
+    assert!(value(&s, "podmaster_http_request_duration_seconds_sum", None) > 0.0);
+    assert_eq!(value(&s, "podmaster_http_request_queue_seconds_count", None), 12.0, "TCP: every request measured");
+    assert!(s.iter().any(|(n, l, v)| n == "podmaster_socket_listen_backlog" && l.contains_key("socket") && *v > 0.0));
+    // A chain reload replaces both workers: nothing counted is lost.
+    inst.signal(libc::SIGHUP);
+    inst.wait_metric("podmaster_reloads_total{result=\"ok\"}", 1.0);
+    assert_eq!(counts(&inst), (7.0, 3.0, 2.0, 12.0, 0.0));
+    status_of(&addr, "/", &[]);
+    wait_counts(&inst, (8.0, 3.0, 2.0, 13.0, 0.0));
+}
+
+#[test]
+fn in_flight_returns_to_zero_when_a_worker_is_killed_mid_request() {
+    let (inst, addr, _d) = serve(1, "threads = 2");
+    status_of(&addr, "/", &[]);
+    inst.wait_metric("podmaster_http_requests_total{code_class=\"2xx\"}", 1.0);
+    let mut stuck = TcpStream::connect(&addr).unwrap();
+    write!(stuck, "GET /sleep/60 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    inst.wait_metric("podmaster_http_requests_in_flight{worker=\"1\"}", 1.0);
+    let (_, pid) = inst.worker_pids()[0];
+    // SAFETY: kill(2) on the worker this test's podmaster started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut buf = Vec::new();
+    stuck.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = stuck.read_to_end(&mut buf);
+    wait_for("a new worker", DEADLINE, || {
+        let now = inst.worker_pids();
+        (now[0].1 != pid && now[0].1 > 0 && inst.probe_get("/readyz")?.status == 200).then_some(())
+    });
+    let in_flight = || metric_with(&inst.metrics(), "podmaster_http_requests_in_flight{worker=\"1\"}");
+    assert_eq!(in_flight(), Some(0.0), "{}", inst.metrics());
+    status_of(&addr, "/", &[]);
+    inst.wait_metric("podmaster_http_requests_total{code_class=\"2xx\"}", 2.0);
+    assert_eq!(in_flight(), Some(0.0));
+}
+
+#[test]
+fn the_listen_queue_and_queue_wait_show_requests_waiting_for_a_stuck_worker() {
+    let unix_dir = TempDir::new("wsgi-obs-unix");
+    let unix = unix_dir.path().join("http.sock");
+    let (inst, addr, _d) = serve(1, &format!("threads = 1\nhttp-socket = {}", unix.display()));
+    let sleeper = {
+        let addr = addr.clone();
+        std::thread::spawn(move || status_of(&addr, "/sleep/2", &[]))
+    };
+    inst.wait_metric("podmaster_http_requests_in_flight{worker=\"1\"}", 1.0);
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || status_of(&addr, "/", &[]))
+        })
+        .collect();
+    let socket = format!("podmaster_socket_listen_queue{{socket=\"{addr}\"}}");
+    wait_for("connections in the listen queue", DEADLINE, || {
+        (metric_with(&inst.metrics(), &socket)? >= 1.0).then_some(())
+    });
+    // A UNIX socket's queue too (sock_diag), where the kernel has unix_diag.
+    let unix_clients: Vec<_> = (0..2).map(|_| std::os::unix::net::UnixStream::connect(&unix).unwrap()).collect();
+    let unix_series = format!("podmaster_socket_listen_queue{{socket=\"{}\"}}", unix.display());
+    match metric_with(&inst.metrics(), &unix_series) {
+        Some(_) => wait_for("UNIX connections in the listen queue", DEADLINE, || {
+            (metric_with(&inst.metrics(), &unix_series)? >= 2.0).then_some(())
+        }),
+        None => eprintln!("no unix_diag in this kernel: the UNIX socket's queue is not exported; not checked"),
+    }
+    drop(unix_clients);
+    assert_eq!(sleeper.join().unwrap(), 200);
+    for w in waiting {
+        assert_eq!(w.join().unwrap(), 200);
+    }
+    inst.wait_metric("podmaster_http_request_queue_seconds_count", 4.0);
+    wait_for("the queue drained", DEADLINE, || (metric_with(&inst.metrics(), &socket)? == 0.0).then_some(()));
+    let m = inst.metrics();
+    let quick = metric_with(&m, "podmaster_http_request_queue_seconds_bucket{le=\"0.25\"}").unwrap();
+    let sum = metric_with(&m, "podmaster_http_request_queue_seconds_sum").unwrap();
+    assert!(quick <= 1.0, "the three queued requests waited for the sleeper: {m}");
+    assert!(sum >= 3.0 * 0.5, "{m}");
+}
+
+/// A worker (here the app itself) writing garbage over every cell of the
+/// request-metrics region: the master reads bounded numbers, its
+/// exposition still parses, and it keeps answering.
+#[test]
+#[cfg_attr(
+    not(have_prometheus_client),
+    ignore = "needs Python's prometheus_client in .tools/venv: run bash scripts/test-deps.sh"
+)]
+fn a_worker_scribbling_over_the_request_metrics_cannot_break_the_master() {
+    let (inst, addr, _d) = serve(2, "");
+    let r = http_request(&addr, "GET", "/scribble", &[]).unwrap();
+    if is_root() {
+        assert_eq!(r.body, "scribbled\n", "as root the app reaches the master's memfds");
+    }
+    for _ in 0..3 {
+        status_of(&addr, "/", &[]);
+    }
+    let s = samples(&inst);
+    let count = value(&s, "podmaster_http_request_duration_seconds_count", None);
+    let inf = value(&s, "podmaster_http_request_duration_seconds_bucket", Some(("le", "+Inf")));
+    assert_eq!(count, inf, "a consistent histogram even over garbage");
+    assert!(s.iter().filter(|(n, _, _)| n.starts_with("podmaster_http_")).all(|(_, _, v)| *v >= 0.0 && v.is_finite()));
+    assert_eq!(inst.probe_get("/livez").map(|r| r.status), Some(200));
+    assert!(inst.metrics().contains("podmaster_http_requests_total{code_class=\"2xx\"}"));
+    assert_eq!(status_of(&addr, "/", &[]), 200);
+}
