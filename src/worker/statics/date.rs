@@ -10,7 +10,7 @@ const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Au
 /// Days since 1970-01-01 → (year, month 1..=12, day 1..=31) (the civil
 /// calendar algorithm of Howard Hinnant's date library, in my own words:
 /// shift to a March-based era of 400 years, then split).
-fn civil(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -12,7 +12,7 @@
 //! absolute or escaping symlinks and `/proc` magic links all fail inside
 //! the kernel (answered 404); a `..` segment is refused before that.
 
-mod date;
+pub(crate) mod date;
 mod range;
 
 use std::os::fd::{AsFd, OwnedFd};

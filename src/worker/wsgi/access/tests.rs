@@ -286,7 +286,6 @@ proptest::proptest! {
     }
 }
 
-
 #[test]
 fn cgi_names_match_their_header_fields() {
     let head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: a\r\nContent-Type: t\r\nX_Under: u\r\n\r\n";
