@@ -264,7 +264,10 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
         | "manage-script-name"
         | "need-app"
         | "harakiri-verbose"
-        | "static-gzip-all" => boolean().prop_map(move |(w, b)| (w, dbg(&b))).boxed(),
+        | "static-gzip-all"
+        | "disable-logging"
+        | "log-4xx"
+        | "log-5xx" => boolean().prop_map(move |(w, b)| (w, dbg(&b))).boxed(),
         "max-requests" => (1..=u64::MAX).prop_map(move |n| (n.to_string(), dbg(&Some(n)))).boxed(),
         "max-requests-delta" => (0..=u64::MAX).prop_map(move |n| (n.to_string(), dbg(&n))).boxed(),
         "harakiri" => seconds(true).prop_map(move |(w, d)| (w, dbg(&Some(d)))).boxed(),
@@ -445,6 +448,9 @@ fn observe(cfg: &Config, name: &str) -> String {
         "uid" => dbg(&cfg.creds.map(|c| c.uid)),
         "gid" => dbg(&cfg.creds.map(|c| c.gid)),
         "log-format" => dbg(&cfg.log_format).to_ascii_lowercase(),
+        "disable-logging" => dbg(&cfg.access_log.disabled),
+        "log-4xx" => dbg(&cfg.access_log.log_4xx),
+        "log-5xx" => dbg(&cfg.access_log.log_5xx),
         "log-level" => cfg.log_level.clone(),
         "worker-ready-mode" => dbg(&cfg.ready_mode).to_ascii_lowercase(),
         "metric" => cfg.metrics.last().map(|m| dbg(&(m.name.clone(), m.counter, m.initial))).unwrap_or_default(),
