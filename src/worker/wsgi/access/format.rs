@@ -258,8 +258,9 @@ pub(super) fn cgi_var<'a>(req: &Request<'a>, name: &[u8]) -> Option<Cow<'a, [u8]
     if name == b"PATH_INFO" {
         return Some(req.path_info.clone());
     }
-    if req.protocol == Protocol::Uwsgi {
-        // Its header fields are vars, looked up above.
+    let header = name.starts_with(b"HTTP_") || name == b"CONTENT_TYPE" || name == b"CONTENT_LENGTH";
+    if req.protocol == Protocol::Uwsgi || !header {
+        // A uwsgi request's header fields are vars, looked up above.
         return None;
     }
     req.headers.iter().find(|(field, _)| is_cgi_name_of(name, field)).map(|(_, v)| Cow::Borrowed(v))

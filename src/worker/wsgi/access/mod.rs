@@ -199,7 +199,8 @@ fn default_line(l: &Line<'_>, served: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"] ");
     push_text(out, req.remote_addr);
     out.extend_from_slice(b" (");
-    push_text(out, &format::cgi_var(req, b"REMOTE_USER").unwrap_or_default());
+    // Only a proxy's uwsgi vars carry it (HTTP has no authentication here).
+    push_text(out, req.vars.get(b"REMOTE_USER").unwrap_or_default());
     let (vars, var_bytes) = format::var_count(req);
     out.extend_from_slice(b") {");
     push_num(out, vars);
