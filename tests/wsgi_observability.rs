@@ -341,3 +341,37 @@ fn a_worker_scribbling_over_the_request_metrics_cannot_break_the_master() {
     assert!(inst.metrics().contains("podmaster_http_requests_total{code_class=\"2xx\"}"));
     assert_eq!(status_of(&addr, "/", &[]), 200);
 }
+
+/// Behind nginx (`uwsgi_pass` over a UNIX socket): the request line comes
+/// from the packet's vars, `REMOTE_USER` and any var included; no queue
+/// wait is measured (not TCP), the request is counted all the same.
+#[test]
+fn uwsgi_protocol_requests_are_logged_from_their_vars() {
+    let dir = TempDir::new("wsgi-obs-uwsgi");
+    let sock = dir.path().join("app.sock");
+    let format = "%(addr) %(user) \"%(method) %(uri) %(proto)\" %(status) %(var.HTTP_X_REAL_IP) %(host) %(vars)";
+    let (inst, _addr, _d) = serve(1, &format!("socket = {}\nlogformat = {format}", sock.display()));
+    let vars: &[(&[u8], &[u8])] = &[
+        (b"REQUEST_METHOD", b"GET"),
+        (b"REQUEST_URI", b"/404?x=1"),
+        (b"PATH_INFO", b"/404"),
+        (b"QUERY_STRING", b"x=1"),
+        (b"SERVER_PROTOCOL", b"HTTP/1.0"),
+        (b"SERVER_NAME", b"example.org"),
+        (b"SERVER_PORT", b"80"),
+        (b"REMOTE_ADDR", b"10.0.0.7"),
+        (b"REMOTE_USER", b"alice"),
+        (b"HTTP_HOST", b"example.org"),
+        (b"HTTP_X_REAL_IP", b"203.0.113.9"),
+    ];
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(&podmaster::worker::front::uwsgi::encode_packet(vars)).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.0 404"), "{out}");
+    let lines = request_lines(&inst, 1, |l| l.starts_with("10.0.0.7 "));
+    assert_eq!(lines, [r#"10.0.0.7 alice "GET /404?x=1 HTTP/1.0" 404 203.0.113.9 example.org 11"#]);
+    inst.wait_metric("podmaster_http_requests_total{code_class=\"4xx\"}", 1.0);
+    assert_eq!(metric_with(&inst.metrics(), "podmaster_http_request_queue_seconds_count"), Some(0.0));
+}
