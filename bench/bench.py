@@ -1131,6 +1131,11 @@ def row_apps(a):
     return wsgi_rows.row17(a.reps, a.duration, a.all_views)
 
 
+def row_static_files(reps):
+    import static_row
+    return static_row.row_static(sys.modules[__name__], reps)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
@@ -1157,6 +1162,7 @@ def main():
         ("16", "WSGI hello and JSON views over HTTP: podmaster's WSGI worker (access log on and off), uWSGI, gunicorn sync", lambda: row_wsgi(a.reps)),
         ("17", "Flask and Django apps: podmaster, uWSGI (same ini), gunicorn; HTTP and nginx uwsgi_pass; PSS; chain reload",
          lambda: row_apps(a)),
+        ("18", "static files (static-map): podmaster's Rust front vs uWSGI, 2 workers", lambda: row_static_files(a.reps)),
     ]
     lines = [f"# Benchmark results ({time.strftime('%Y-%m-%d')})", "", f"`bench/run.sh --reps {a.reps}`; medians of {a.reps}.", ""]
     for key, title, fn in rows:
