@@ -104,8 +104,8 @@ impl Scratch {
 /// A connection between services: its socket, unread bytes, and phase.
 /// Counted in its worker's [`Occupancy`] from its accept to its drop
 /// (which closes the socket).
-/// How long a connection accepted before a drain, still without its first
-/// request, may wait for it once the drain started.
+/// How long an idle connection may wait for its next request once the
+/// worker drains (then the sweep closes it).
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(super) struct Conn<'o> {
@@ -173,32 +173,27 @@ impl<'o> Conn<'o> {
         }
     }
 
-    /// No byte of a request received: the connection may be closed
-    /// without losing anything (a drain closes these at once).
+    /// No byte of a request received (a drain gives these a short grace,
+    /// [`Conn::on_drain`]).
     pub(super) fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::Head { .. }) && self.wire.buffered().is_empty()
     }
 
-    /// A drain started: whether to close this parked connection now. An
-    /// idle one that already had answers closes — unless its next request
-    /// is already in the socket: closing on unread bytes resets the
-    /// connection under a request the client sent (a chain reload under
-    /// keep-alive load lost requests that way), so it is served, with
-    /// `Connection: close`. A fresh one has had no answer and its client
-    /// will not retry: it gets [`DRAIN_GRACE`] to send its first request.
-    /// A request that arrives after this look is the race every keep-alive
-    /// server has.
-    pub(super) fn close_on_drain(&mut self, now: Instant) -> bool {
-        if !self.is_idle() || self.wire.stream().wait(false, std::time::Duration::ZERO).unwrap_or(false) {
-            return false;
-        }
-        if self.served > 0 {
-            return true;
+    /// A drain started. An idle parked connection is not closed at once:
+    /// its client may be sending the next request this very moment (it was promised keep-alive), and closing
+    /// would reset that request under it — wrk under a chain reload lost
+    /// a few requests that way, and the client cannot tell a request the
+    /// server never saw from one it did. So an idle connection gets
+    /// [`DRAIN_GRACE`] for a next request (answered with `Connection:
+    /// close`, the worker is draining); one already in its socket is
+    /// served. A partial head or a lingering close keeps its deadline.
+    pub(super) fn on_drain(&mut self, now: Instant) {
+        if !self.is_idle() {
+            return;
         }
         if let Phase::Head { idle_until, .. } = &mut self.phase {
             *idle_until = (*idle_until).min(now + DRAIN_GRACE);
         }
-        false
     }
 
     /// Closes a parked connection whose deadline passed; a partly received

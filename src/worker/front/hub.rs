@@ -88,7 +88,7 @@ struct State<'o> {
     /// Threads waiting on `turn`.
     waiting: usize,
     accepting: Accepting,
-    /// The drain started and idle parked connections were closed.
+    /// The drain started and idle parked connections got their grace.
     drained: bool,
     next_sweep: Instant,
     /// Draining and no connection left: every thread returns.
@@ -229,7 +229,14 @@ impl<'a> Hub<'a> {
             }
             if !st.drained {
                 st.drained = true;
-                st.parked.take_where(|c| c.close_on_drain(now), &mut closing);
+                // Idle connections get a short grace, then the sweep closes them.
+                st.parked.take_where(
+                    |c| {
+                        c.on_drain(now);
+                        false
+                    },
+                    &mut closing,
+                );
             }
         } else if let Accepting::Paused(until) = st.accepting {
             if now >= until {
@@ -305,16 +312,12 @@ impl<'a> Hub<'a> {
     }
 
     /// Parks a connection until it has input (or its deadline passes);
-    /// once the drain started, an idle one is closed instead.
-    pub(super) fn park(&self, conn: Conn<'a>) {
+    /// once the drain started, an idle one only for a short grace
+    /// ([`Conn::on_drain`]).
+    pub(super) fn park(&self, mut conn: Conn<'a>) {
         let mut st = self.lock();
-        let mut conn = conn;
-        if st.drained && conn.close_on_drain(Instant::now()) {
-            if let Some(token) = conn.token {
-                st.parked.release(token);
-            }
-            drop(st);
-            return;
+        if st.drained {
+            conn.on_drain(Instant::now());
         }
         let (token, first) = match conn.token {
             Some(token) => match st.parked.put(token, conn) {
