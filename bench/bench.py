@@ -579,6 +579,19 @@ def start_wsgi_server(argv, port):
     return p, sink
 
 
+def cpu_ticks(pids):
+    """utime + stime (clock ticks) of `pids` and their descendants now."""
+    total = 0
+    for pid in set(pids) | {d for p in pids for d in descendants(p)}:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def row_wsgi(reps):
     """wrk -t2 -c64 10 s on the hello and the JSON view of bench/wsgi_hello.py,
     2 and 4 workers: requests/s and p99 per server. podmaster runs twice at
@@ -587,31 +600,42 @@ def row_wsgi(reps):
     res = {}
     for workers in (2, 4):
         for group in (("podmaster", "podmaster, access log off"), ("uWSGI",), ("gunicorn sync",)):
-            procs, urls = [], {}
+            procs, urls, tree = [], {}, {}
             try:
                 for name in group:
                     port, probe = free_port(), free_port()
-                    procs += start_wsgi_server(wsgi_servers(workers, port, probe)[name], port)
+                    server, sink = start_wsgi_server(wsgi_servers(workers, port, probe)[name], port)
+                    procs += [server, sink]
                     urls[name] = f"http://127.0.0.1:{port}"
+                    tree[name] = [server.pid, sink.pid]
+                hz = os.sysconf("SC_CLK_TCK")
                 for view in ("/", "/json"):
                     runs = {name: [] for name in group}
                     for _ in range(reps):
                         for name in group:
-                            runs[name].append(wrk(urls[name] + view))
+                            before = cpu_ticks(tree[name])
+                            rps, p99, errors, _ = wrk(urls[name] + view)
+                            # CPU of the server and its stderr reader per
+                            # request (over wrk's 10 s): less noisy than
+                            # requests/s on 2 cores shared with wrk.
+                            us = (cpu_ticks(tree[name]) - before) / hz * 1e6 / max(rps * 10, 1)
+                            runs[name].append((rps, p99, errors, us))
                     for name in group:
                         key = f"{name}, {workers} workers, {'hello' if view == '/' else 'JSON'}"
                         rs = runs[name]
                         res[key] = dict(rps=med([r[0] for r in rs]), p99_ms=med([r[1] for r in rs]),
-                                        errors=float(sum(r[2] for r in rs)))
+                                        errors=float(sum(r[2] for r in rs)),
+                                        cpu_us_per_req=med([r[3] for r in rs]))
             finally:
                 # Servers first; each sink ends at its pipe's end of file.
                 for p in procs[0::2] + procs[1::2]:
                     stop_process(p)
     notes = ["goal (issue 19): podmaster >= 1.2x uWSGI on hello, >= 1.5x gunicorn sync",
+             "cpu_us_per_req: CPU time of the server's processes and of its stderr reader per request",
              "goal (issue 20): the access log (on by default) costs <= 5 % of hello throughput: compare "
              "`podmaster` with `podmaster, access log off` (wrk alternates between them; stderr is read "
              "through a pipe, as a container runtime does)"]
-    return res, ["rps", "p99_ms", "errors"], notes
+    return res, ["rps", "p99_ms", "errors", "cpu_us_per_req"], notes
 
 
 def row_orphans(n=10000):

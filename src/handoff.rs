@@ -78,6 +78,8 @@ pub struct WsgiSpec {
     pub harakiri_verbose: bool,
     pub static_maps: Vec<(String, std::path::PathBuf)>,
     pub static_gzip_all: bool,
+    #[serde(default)]
+    pub static_expires: Vec<crate::config::ExpiresRule>,
     pub threads: u32,
     pub buffer_size: usize,
     pub limit_post: Option<u64>,
@@ -112,6 +114,7 @@ impl WsgiSpec {
             harakiri_verbose: cfg.harakiri_verbose,
             static_maps: cfg.static_maps.clone(),
             static_gzip_all: cfg.static_gzip_all,
+            static_expires: cfg.static_expires.clone(),
             threads: cfg.threads.max(1),
             buffer_size: cfg.buffer_size,
             limit_post: cfg.limit_post,

@@ -278,6 +278,29 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
         "static-map" => ("/[a-z]{1,6}", "/[a-z]{1,8}")
             .prop_map(move |(p, d)| (format!("{p}={d}"), dbg(&(p, std::path::PathBuf::from(d)))))
             .boxed(),
+        // `REGEX SECONDS` (the regex may hold spaces) or `TYPE=SECONDS`.
+        "static-expires"
+        | "static-expires-mtime"
+        | "static-expires-uri"
+        | "static-expires-uri-mtime"
+        | "static-expires-path-info"
+        | "static-expires-path-info-mtime"
+        | "static-expires-type"
+        | "static-expires-type-mtime" => {
+            let (on, from_mtime) = config::options::expires_kind(name).unwrap();
+            let pattern = if on == config::ExpiresOn::Type {
+                "[a-z]{1,6}/[a-z.+-]{1,10}".boxed()
+            } else {
+                "\\^?[a-z/]{0,6}( [a-z]{1,3})?(\\.\\*|\\\\\\.[a-z]{1,4}|\\[0-9a-f\\]\\+)?\\$?".boxed()
+            };
+            (pattern, 0..=315_360_000u64)
+                .prop_map(move |(p, n)| {
+                    let sep = if on == config::ExpiresOn::Type { "=" } else { " " };
+                    let rule = config::ExpiresRule { on, pattern: p.clone(), seconds: n, from_mtime };
+                    (format!("{p}{sep}{n}"), dbg(&rule))
+                })
+                .boxed()
+        }
         // Dotted module names, as `import` takes them, with stray blanks around.
         "shared-import" => (prop::collection::vec("[A-Za-z_][A-Za-z0-9_]{0,8}", 1..4), " {0,2}")
             .prop_map(move |(parts, pad)| {
@@ -413,6 +436,7 @@ fn observe(cfg: &Config, name: &str) -> String {
             }
         }
         "static-map" => dbg(cfg.static_maps.last().unwrap()),
+        n if n.starts_with("static-expires") => dbg(cfg.static_expires.last().unwrap()),
         "shared-import" => dbg(cfg.shared_imports.last().unwrap()),
         "processes" => dbg(&(cfg.processes, cfg.processes_auto)),
         "max-processes" => dbg(&cfg.max_processes),

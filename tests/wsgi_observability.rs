@@ -375,3 +375,49 @@ fn uwsgi_protocol_requests_are_logged_from_their_vars() {
     inst.wait_metric("podmaster_http_requests_total{code_class=\"4xx\"}", 1.0);
     assert_eq!(metric_with(&inst.metrics(), "podmaster_http_request_queue_seconds_count"), Some(0.0));
 }
+
+/// Sends `bytes` and reads the answer's status (the front closes after a
+/// refusal).
+fn raw_status(addr: &str, bytes: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut head = Vec::new();
+    let _ = s.read_to_end(&mut head);
+    let text = String::from_utf8_lossy(&head);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status: {text:?}"))
+}
+
+/// Requests the front answers itself, before the app (a TLS hello on the
+/// HTTP port, an unsupported version, a head over `buffer-size`), are
+/// access-logged and counted like the app's answers: a flood of them is
+/// visible in the log and in `podmaster_http_requests_total`.
+#[test]
+#[cfg_attr(
+    not(have_prometheus_client),
+    ignore = "needs Python's prometheus_client in .tools/venv: run bash scripts/test-deps.sh"
+)]
+fn requests_the_front_refuses_are_logged_and_counted() {
+    let (inst, addr, _d) = serve(1, "log-format = json\nbuffer-size = 4096");
+    assert_eq!(raw_status(&addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 tls\r\n\r\n"), 400);
+    assert_eq!(raw_status(&addr, b"GET /v2 HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+    let big = format!("GET /big HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n", "c".repeat(8000));
+    assert_eq!(raw_status(&addr, big.as_bytes()), 431);
+    assert_eq!(status_of(&addr, "/", &[]), 200);
+    let lines = request_lines(&inst, 4, |l| l.contains("\"message\":\"request\""));
+    let events: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<(String, String, i64)> = events
+        .iter()
+        .map(|e| {
+            (e["method"].as_str().unwrap().into(), e["path"].as_str().unwrap().into(), e["status"].as_i64().unwrap())
+        })
+        .collect();
+    for want in [("-", "-", 400), ("GET", "/v2", 505), ("GET", "/big", 431), ("GET", "/", 200)] {
+        assert!(got.iter().any(|g| (g.0.as_str(), g.1.as_str(), g.2) == want), "{want:?} in {got:?}");
+    }
+    for e in &events {
+        assert_eq!(e["remote_addr"], "127.0.0.1", "{e}");
+    }
+    // 2xx, 4xx (400 and 431), 5xx (505); nothing in flight.
+    wait_counts(&inst, (1.0, 2.0, 1.0, 4.0, 0.0));
+}

@@ -42,6 +42,10 @@ struct Site {
 }
 
 fn site() -> Site {
+    site_with("")
+}
+
+fn site_with(rules: &str) -> Site {
     let dir = TempDir::new("wsgi-static");
     let root = dir.path().join("public");
     std::fs::create_dir_all(root.join("sub")).unwrap();
@@ -51,6 +55,7 @@ fn site() -> Site {
     std::fs::write(root.join("big.bin"), &big).unwrap();
     std::fs::write(root.join("app.js"), "plain();\n").unwrap();
     std::fs::write(root.join("app.js.gz"), b"\x1f\x8bpretend-gzip").unwrap();
+    std::fs::write(root.join("notes.txt"), "no rule matches me\n").unwrap();
     std::fs::write(dir.path().join("secret.txt"), "top secret\n").unwrap();
     std::os::unix::fs::symlink("style.css", root.join("alias.css")).unwrap();
     std::os::unix::fs::symlink("../secret.txt", root.join("escape.txt")).unwrap();
@@ -59,7 +64,7 @@ fn site() -> Site {
     let addr = format!("127.0.0.1:{}", free_port());
     let extra = format!(
         "module = staticapp\npythonpath = {d}\nhttp-socket = {addr}\nstatic-map = /static={d}/public\n\
-         static-gzip-all = true\n",
+         static-gzip-all = true\n{rules}",
         d = dir.path().display()
     );
     let inst = Instance::start("", 1, 0, &extra);
@@ -136,5 +141,71 @@ fn the_app_gets_what_is_not_a_file_and_nothing_escapes() {
         let text = String::from_utf8_lossy(&body);
         assert!(!text.contains("top secret") && !text.contains("root:"), "{target} leaked: {text}");
         assert!(status == 404 || status == 400, "{target}: {head}{text}");
+    }
+}
+
+/// The `static-expires` family: the first rule that matches, in the order
+/// given, sets `Expires` and `Cache-Control: max-age` (from now, or from
+/// the file's mtime for `-mtime`), on 200, 206 and 304 alike; a file no
+/// rule matches gets neither.
+#[test]
+fn static_expires_rules_in_order() {
+    let s = site_with(
+        "static-expires-type = text/css=3600\n\
+         static-expires = /sub/.*\\.html 60\n\
+         static-expires-mtime = big\\.bin$ 86400\n\
+         static-expires-uri = \\?v=[0-9]+ 31536000\n\
+         static-expires-path-info = ^/static/app\\.js$ 120\n",
+    );
+    let max_age = |head: &str| {
+        let cc = header(head, "Cache-Control").unwrap_or_else(|| panic!("no Cache-Control: {head}"));
+        assert!(header(head, "Expires").is_some_and(|e| e.ends_with(" GMT")), "{head}");
+        cc.strip_prefix("max-age=").and_then(|n| n.parse::<u64>().ok()).unwrap_or_else(|| panic!("{cc}"))
+    };
+    for (target, want) in [
+        ("/static/style.css", 3600),
+        ("/static/alias.css", 3600),
+        ("/static/sub/page.html", 60),
+        ("/static/app.js?v=42", 31_536_000),
+        ("/static/app.js", 120),
+    ] {
+        let (status, head, _) = ask(&s.addr, "GET", target, "");
+        assert_eq!((status, max_age(&head)), (200, want), "{target}: {head}");
+    }
+    // From the mtime (just written): a day minus the file's age.
+    let (status, head, _) = ask(&s.addr, "GET", "/static/big.bin", "Range: bytes=0-9\r\n");
+    let age = max_age(&head);
+    assert!(status == 206 && (86_400 - 600..=86_400).contains(&age), "{age}: {head}");
+    // A 304 carries them too.
+    let (_, head, _) = ask(&s.addr, "GET", "/static/style.css", "");
+    let etag = header(&head, "ETag").unwrap().to_owned();
+    let (status, head, _) = ask(&s.addr, "GET", "/static/style.css", &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!((status, max_age(&head)), (304, 3600), "{head}");
+    let (status, head, _) = ask(&s.addr, "GET", "/static/notes.txt", "");
+    assert_eq!(status, 200);
+    assert!(header(&head, "Expires").is_none() && header(&head, "Cache-Control").is_none(), "{head}");
+}
+
+/// Malformed `static-expires*` values are configuration errors, all named
+/// at once, before any worker starts.
+#[test]
+fn bad_static_expires_values_are_refused() {
+    let dir = TempDir::new("wsgi-static-bad");
+    std::fs::create_dir_all(dir.path().join("public")).unwrap();
+    dir.write("staticapp.py", APP);
+    let ini = dir.write(
+        "bad.ini",
+        &format!(
+            "[uwsgi]\nmodule = staticapp\npythonpath = {d}\nhttp-socket = 127.0.0.1:0\nstatic-map = /s={d}/public\n\
+             static-expires = [unclosed 60\nstatic-expires-type = text/css\nstatic-expires-uri = .* soon\n\
+             static-expires-path-info = .* 999999999999\n",
+            d = dir.path().display()
+        ),
+    );
+    let out = std::process::Command::new(BIN).arg("--ini").arg(&ini).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    for want in ["\"[unclosed\" is not a regular expression", "expected TYPE=SECONDS", "\"soon\"", "ten years"] {
+        assert!(err.contains(want), "{want}: {err}");
     }
 }

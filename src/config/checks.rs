@@ -135,7 +135,8 @@ impl Config {
         }
         self.check_mounts()?;
         if !self.serves_wsgi() {
-            for key in ["max-requests", "harakiri", "static-map"] {
+            let statics = super::options::requests::EXPIRES.iter().map(|(key, ..)| *key);
+            for key in ["max-requests", "harakiri", "static-map"].into_iter().chain(statics) {
                 if self.origin_of(key).is_some() {
                     return Err(self.error_at(
                         key,

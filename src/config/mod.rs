@@ -36,8 +36,8 @@ pub use checks::{PY_VERSION, ScriptError, VirtualenvError, check_virtualenv};
 pub use error::{AtEntry, ConfigError};
 pub use metric::{MetricDecl, parse_metric};
 pub use model::{
-    AccessLog, AppSource, Config, Creds, LogFormat, MemoryMark, Mount, MountedApp, ReadyMode, ReadyWorkers,
-    SocketEntry, SocketProtocol, WsgiApp,
+    AccessLog, AppSource, Config, Creds, ExpiresOn, ExpiresRule, LogFormat, MemoryMark, Mount, MountedApp, ReadyMode,
+    ReadyWorkers, SocketEntry, SocketProtocol, WsgiApp,
 };
 use options::OptDef;
 pub use values::{parse_bool, parse_signal, split_command};

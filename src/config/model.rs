@@ -49,6 +49,32 @@ pub struct AccessLog {
     pub format: Option<String>,
 }
 
+/// What a `static-expires*` rule matches a static file by (uWSGI's
+/// `static-expires` family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ExpiresOn {
+    /// `static-expires`: a regular expression searched in the file's path.
+    Filename,
+    /// `static-expires-type`: the content type, exactly.
+    Type,
+    /// `static-expires-uri`: a regular expression searched in `REQUEST_URI`.
+    Uri,
+    /// `static-expires-path-info`: a regular expression searched in `PATH_INFO`.
+    PathInfo,
+}
+
+/// One `static-expires*` rule: matching files are sent with `Expires` and
+/// `Cache-Control: max-age` for `seconds` from now (or, `from_mtime`,
+/// from the file's modification time: the `-mtime` forms).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExpiresRule {
+    pub on: ExpiresOn,
+    /// The regular expression, or for [`ExpiresOn::Type`] the type.
+    pub pattern: String,
+    pub seconds: u64,
+    pub from_mtime: bool,
+}
+
 /// `reload-on-cgroup-memory`: where the container's working set is too high.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryMark {
@@ -243,6 +269,8 @@ pub struct Config {
     pub static_maps: Vec<(String, PathBuf)>,
     /// `static-gzip-all`.
     pub static_gzip_all: bool,
+    /// `static-expires`, `static-expires-type`, ... in the order given.
+    pub static_expires: Vec<ExpiresRule>,
     /// `need-app`: an app that fails to load stops the workers (default);
     /// false: the worker serves 500s for it and logs why.
     pub need_app: bool,
@@ -332,6 +360,7 @@ impl Config {
             harakiri: None,
             harakiri_verbose: false,
             static_maps: Vec::new(),
+            static_expires: Vec::new(),
             static_gzip_all: false,
             threads: 0,
             buffer_size: 0,

@@ -182,6 +182,13 @@ mod tests {
                 "env" | "set-placeholder" => "K=V",
                 "mount" => "/app=app",
                 "static-map" => "/static=/srv",
+                "static-expires"
+                | "static-expires-mtime"
+                | "static-expires-uri"
+                | "static-expires-uri-mtime"
+                | "static-expires-path-info"
+                | "static-expires-path-info-mtime" => r".*\.css 3600",
+                "static-expires-type" | "static-expires-type-mtime" => "text/css=3600",
                 "gid" => "0",
                 _ => "x",
             },

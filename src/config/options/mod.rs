@@ -12,7 +12,7 @@
 
 mod lifecycle;
 pub mod logging;
-mod requests;
+pub(super) mod requests;
 pub mod resources;
 mod sockets;
 pub mod uwsgi;
@@ -163,6 +163,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// What a `static-expires*` option matches by, and whether it counts
+/// from the file's mtime; None for other options.
+pub fn expires_kind(name: &str) -> Option<(super::ExpiresOn, bool)> {
+    requests::EXPIRES.iter().find(|(n, ..)| *n == name).map(|(_, on, mtime, _)| (*on, *mtime))
 }
 
 #[cfg(test)]

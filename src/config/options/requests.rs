@@ -8,7 +8,7 @@
 
 use super::{Kind, OptDef};
 use crate::config::values::{flag, positive_seconds, whole_in};
-use crate::config::{Config, ConfigError, Entry};
+use crate::config::{Config, ConfigError, Entry, ExpiresOn, ExpiresRule};
 
 /// Table-like (one declaration per option), exempt from the 80-line limit.
 pub(super) const OPTIONS: &[OptDef] = &[
@@ -54,7 +54,76 @@ pub(super) const OPTIONS: &[OptDef] = &[
         },
     )
     .default("false"),
+    OptDef::new("static-expires", Kind::Text, EXPIRES[0].3, |c, e| expires(c, e, 0)).repeatable(),
+    OptDef::new("static-expires-mtime", Kind::Text, EXPIRES[1].3, |c, e| expires(c, e, 1)).repeatable(),
+    OptDef::new("static-expires-type", Kind::Text, EXPIRES[2].3, |c, e| expires(c, e, 2)).repeatable(),
+    OptDef::new("static-expires-type-mtime", Kind::Text, EXPIRES[3].3, |c, e| expires(c, e, 3)).repeatable(),
+    OptDef::new("static-expires-uri", Kind::Text, EXPIRES[4].3, |c, e| expires(c, e, 4)).repeatable(),
+    OptDef::new("static-expires-uri-mtime", Kind::Text, EXPIRES[5].3, |c, e| expires(c, e, 5)).repeatable(),
+    OptDef::new("static-expires-path-info", Kind::Text, EXPIRES[6].3, |c, e| expires(c, e, 6)).repeatable(),
+    OptDef::new("static-expires-path-info-mtime", Kind::Text, EXPIRES[7].3, |c, e| expires(c, e, 7)).repeatable(),
 ];
+
+/// The `static-expires` family: (option, what it matches, from the file's
+/// modification time, help).
+pub(crate) const EXPIRES: [(&str, ExpiresOn, bool, &str); 8] = [
+    (
+        "static-expires",
+        ExpiresOn::Filename,
+        false,
+        "static files whose path matches REGEX get Expires / Cache-Control: max-age SECONDS from now: REGEX SECONDS",
+    ),
+    ("static-expires-mtime", ExpiresOn::Filename, true, "as static-expires, counted from the file's mtime"),
+    (
+        "static-expires-type",
+        ExpiresOn::Type,
+        false,
+        "static files of this content type get Expires / Cache-Control: max-age SECONDS from now: TYPE=SECONDS",
+    ),
+    ("static-expires-type-mtime", ExpiresOn::Type, true, "as static-expires-type, counted from the file's mtime"),
+    ("static-expires-uri", ExpiresOn::Uri, false, "as static-expires, the REGEX searched in REQUEST_URI"),
+    ("static-expires-uri-mtime", ExpiresOn::Uri, true, "as static-expires-uri, counted from the file's mtime"),
+    ("static-expires-path-info", ExpiresOn::PathInfo, false, "as static-expires, the REGEX searched in PATH_INFO"),
+    (
+        "static-expires-path-info-mtime",
+        ExpiresOn::PathInfo,
+        true,
+        "as static-expires-path-info, counted from the file's mtime",
+    ),
+];
+
+/// The longest expiry accepted: ten years (uWSGI takes any int; more
+/// than a year means "never" to caches anyway, RFC 9111 §5.3 asks for at
+/// most one year).
+const EXPIRES_MAX: u64 = 10 * 365 * 24 * 3600;
+
+/// `static-expires* = REGEX SECONDS` (the regex may hold spaces: the
+/// seconds are the last word) or `static-expires-type* = TYPE=SECONDS`.
+fn expires(c: &mut Config, e: &Entry, which: usize) -> Result<(), ConfigError> {
+    let (_, on, from_mtime, _) = EXPIRES[which];
+    let v = e.value.trim();
+    let split = if on == ExpiresOn::Type { v.rsplit_once('=') } else { v.rsplit_once([' ', '\t']) };
+    let form = if on == ExpiresOn::Type { "TYPE=SECONDS" } else { "REGEX SECONDS" };
+    let Some((pattern, secs)) = split.map(|(p, s)| (p.trim(), s.trim())).filter(|(p, _)| !p.is_empty()) else {
+        return Err(ConfigError::at(e, format!("expected {form}, found {v:?}")));
+    };
+    let seconds = match secs.parse::<u64>() {
+        Ok(n) if n <= EXPIRES_MAX => n,
+        _ => {
+            return Err(ConfigError::at(
+                e,
+                format!("expected {form} with SECONDS a whole number up to {EXPIRES_MAX} (ten years), found {secs:?}"),
+            ));
+        }
+    };
+    if on != ExpiresOn::Type {
+        if let Err(err) = regex_lite::Regex::new(pattern) {
+            return Err(ConfigError::at(e, format!("{pattern:?} is not a regular expression: {err}")));
+        }
+    }
+    c.static_expires.push(ExpiresRule { on, pattern: pattern.to_owned(), seconds, from_mtime });
+    Ok(())
+}
 
 /// `static-map = /prefix=dir` (uWSGI's form).
 fn static_map(c: &mut Config, e: &Entry) -> Result<(), ConfigError> {

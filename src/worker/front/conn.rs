@@ -198,14 +198,23 @@ impl<'o> Conn<'o> {
 
     /// Closes a parked connection whose deadline passed; a partly received
     /// HTTP head gets a 408 first, if the socket takes it without waiting.
-    pub(super) fn expire(mut self) {
+    /// The 408 is reported to `handler` (access log, request metrics).
+    pub(super) fn expire(mut self, handler: &dyn Handler) {
         let partial = matches!(self.phase, Phase::Head { .. }) && !self.wire.buffered().is_empty();
         if partial && self.protocol == Protocol::Http {
             tracing::debug!("request head not complete within head-timeout; closing");
+            let line = FirstLine::of(self.wire.buffered());
             let mut out = Vec::with_capacity(256);
             let ctx = Ctx { protocol: Protocol::Http, version: super::Version::Http11, head: false, keep_alive: false };
-            write_response(&mut out, Response::text(408, "Request Timeout", "request head not received in time"), &ctx);
-            self.wire.send_now(&out);
+            let mut written = write_response(
+                &mut out,
+                Response::text(408, "Request Timeout", "request head not received in time"),
+                &ctx,
+            );
+            if !self.wire.send_now(&out) {
+                written = Written::default();
+            }
+            line.report(handler, &self.peer, &written);
         }
     }
 }
@@ -288,10 +297,13 @@ fn serve_http(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Site<'_>) -> St
             Err(NoHead::Gone) => return Step::Close,
             Err(NoHead::TimedOut) => {
                 tracing::debug!("request head not complete within head-timeout; closing");
-                answer_error(&mut conn.wire, 408, "Request Timeout", "request head not received in time");
+                let line = FirstLine::of(conn.wire.buffered());
+                let written = answer_error(&mut conn.wire, 408, "Request Timeout", "request head not received in time");
+                line.report(site.handler, &conn.peer, &written);
                 return Step::Close;
             }
             Err(NoHead::Refused(e)) => {
+                let line = FirstLine::of(conn.wire.buffered());
                 let (code, reason) = e.status();
                 if code == 431 {
                     // Logged as uWSGI does: real clients with large cookies
@@ -306,7 +318,8 @@ fn serve_http(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Site<'_>) -> St
                 } else {
                     tracing::debug!(code, why = e.why(), "refused a request head");
                 }
-                answer_error(&mut conn.wire, code, reason, e.why());
+                let written = answer_error(&mut conn.wire, code, reason, e.why());
+                line.report(site.handler, &conn.peer, &written);
                 return Step::Linger;
             }
         };
@@ -486,9 +499,79 @@ fn settle_body(body: &mut RequestBody<'_>) -> Settled {
 }
 
 /// Writes a framework error answer with `Connection: close`.
-pub(super) fn answer_error(wire: &mut Wire, code: u16, reason: &str, why: &str) {
+pub(super) fn answer_error(wire: &mut Wire, code: u16, reason: &str, why: &str) -> Written {
     let ctx = Ctx { protocol: Protocol::Http, version: super::Version::Http11, head: false, keep_alive: false };
-    write_response(wire, Response::text(code, reason, why), &ctx);
+    write_response(wire, Response::text(code, reason, why), &ctx)
+}
+
+/// The first line of a head the front refused or gave up on, kept to
+/// report the refusal to the handler ([`Handler::done`]): access logs and
+/// request metrics count these requests like any other, or a flood of
+/// malformed or slow heads would not show anywhere but the debug log.
+pub(super) struct FirstLine {
+    bytes: Vec<u8>,
+    /// When the refusal was decided (its duration runs from there).
+    at: Instant,
+}
+
+/// At most this much of a refused head's first line is kept.
+const FIRST_LINE_MAX: usize = 1024;
+
+impl FirstLine {
+    pub(super) fn of(buffered: &[u8]) -> FirstLine {
+        let end = buffered.iter().take(FIRST_LINE_MAX).position(|&b| b == b'\n').unwrap_or(FIRST_LINE_MAX);
+        let line = &buffered[..end.min(buffered.len())];
+        FirstLine { bytes: line.strip_suffix(b"\r").unwrap_or(line).to_vec(), at: Instant::now() }
+    }
+
+    /// The request as far as it can be read: method and target when the
+    /// line starts with a token and a space, else `-` (the access log
+    /// escapes whatever bytes they hold).
+    fn request<'a>(&'a self, peer: &'a Peer, protocol: Protocol) -> Request<'a> {
+        let mut words = self.bytes.split(|&b| b == b' ');
+        let method = words.next().filter(|m| (1..=32).contains(&m.len()) && m.iter().all(|&b| is_tchar(b)));
+        let target = method.and_then(|_| words.next()).filter(|t| !t.is_empty());
+        let version = target.and_then(|_| words.next()).filter(|v| v.starts_with(b"HTTP/") && v.len() <= 8);
+        let target = target.unwrap_or(b"-");
+        let (path, query) = match target.iter().position(|&b| b == b'?') {
+            Some(q) => (&target[..q], &target[q + 1..]),
+            None => (target, &b""[..]),
+        };
+        Request {
+            protocol,
+            method: method.unwrap_or(b"-"),
+            request_uri: target,
+            script_name: b"",
+            path_info: Cow::Borrowed(path),
+            query_string: query,
+            server_protocol: version.unwrap_or(b"-"),
+            version: super::Version::Http11,
+            headers: Fields::empty(),
+            vars: Fields::empty(),
+            remote_addr: peer.addr.as_bytes(),
+            remote_port: peer.port.as_bytes(),
+            server_name: b"",
+            server_port: b"",
+            scheme: Scheme::Http,
+            content_length: None,
+            conn_fd: None,
+        }
+    }
+
+    /// Tells `handler` that this head was answered `written` by the front.
+    pub(super) fn report(&self, handler: &dyn Handler, peer: &Peer, written: &Written) {
+        self.report_as(handler, peer, Protocol::Http, written);
+    }
+
+    pub(super) fn report_as(&self, handler: &dyn Handler, peer: &Peer, protocol: Protocol, written: &Written) {
+        let req = self.request(peer, protocol);
+        handler.done(&req, &Outcome::new(written, self.at));
+    }
+}
+
+/// RFC 9110 `tchar`: what a method is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 mod packet;

@@ -39,9 +39,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use super::Config;
 use super::conn::{Conn, Occupancy};
 use super::serve::Listening;
+use super::{Config, Handler};
 
 mod table;
 use table::Table;
@@ -69,6 +69,8 @@ pub(super) struct Hub<'a> {
     pub(super) config: &'a Config,
     drain: &'a AtomicBool,
     occupancy: &'a Occupancy,
+    /// Told of the 408s the sweep sends (access log, request metrics).
+    handler: &'a dyn Handler,
     state: Mutex<State<'a>>,
     /// Free threads wait here while another one polls.
     turn: Condvar,
@@ -115,6 +117,7 @@ impl<'a> Hub<'a> {
         config: &'a Config,
         drain: &'a AtomicBool,
         occupancy: &'a Occupancy,
+        handler: &'a dyn Handler,
     ) -> io::Result<Hub<'a>> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| errno_io(e, "epoll_create1"))?;
         let shortest = config.keepalive_timeout.min(config.head_timeout) / 8;
@@ -135,6 +138,7 @@ impl<'a> Hub<'a> {
             config,
             drain,
             occupancy,
+            handler,
             state: Mutex::new(state),
             turn: Condvar::new(),
             sweep_every,
@@ -196,7 +200,7 @@ impl<'a> Hub<'a> {
             let (closing, timeout) = self.housekeeping(&mut st);
             drop(st);
             for conn in closing {
-                conn.expire();
+                conn.expire(self.handler);
             }
             let finished = self.drain.load(Ordering::Relaxed) && self.occupancy.open() == 0;
             let n = if finished { 0 } else { self.wait(events, timeout) };

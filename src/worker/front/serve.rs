@@ -64,7 +64,7 @@ pub fn serve(
             drain,
         })
         .collect();
-    let hub = Hub::new(threads, listeners, config, drain, &occupancy)?;
+    let hub = Hub::new(threads, listeners, config, drain, &occupancy, handler)?;
     std::thread::scope(|scope| {
         let mut started = 0;
         for i in 0..threads.max(1) {

@@ -204,8 +204,9 @@ impl Wire {
 
     /// Writes what the socket takes now, without waiting (an answer to a
     /// connection being dropped must not hold the thread).
-    pub(super) fn send_now(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write(bytes);
+    /// Whether all of `bytes` went.
+    pub(super) fn send_now(&mut self, bytes: &[u8]) -> bool {
+        matches!(self.stream.write(bytes), Ok(n) if n == bytes.len())
     }
 
     /// Shuts the write side: the start of a lingering close.

@@ -2,7 +2,7 @@
 //! without touching Python — `sendfile`, `ETag` and `Last-Modified`,
 //! `If-None-Match` / `If-Modified-Since` (304), a single `Range` (206,
 //! 416), `static-gzip-all` (a `file.gz` beside the file for clients that
-//! accept gzip).
+//! accept gzip), the `static-expires` family (see [`Expiry`]).
 //!
 //! Like uWSGI, a path under a prefix that names no regular file (missing,
 //! a directory) goes on to the app, and only GET and HEAD are served.
@@ -23,24 +23,92 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
 use super::front::{FileBody, Request, Response, ResponseBody};
+use crate::config::{ExpiresOn, ExpiresRule};
 
 /// One `static-map`: a URL prefix and the directory it maps to.
 struct Map {
     /// Without a trailing `/`.
     prefix: Vec<u8>,
     root: OwnedFd,
+    /// The directory's path, as configured (`static-expires` matches
+    /// file paths under it).
+    dir: PathBuf,
 }
 
 /// The static files of a worker.
 pub struct Statics {
     maps: Vec<Map>,
     gzip_all: bool,
+    expires: Vec<Expiry>,
+}
+
+/// A `static-expires*` rule, ready to match. As in uWSGI, a regular
+/// expression matches when it is found anywhere in its subject (the
+/// file's path under its `static-map` directory, `REQUEST_URI` or
+/// `PATH_INFO`), a type when it equals the file's content type without
+/// parameters; the first matching rule, in the order given, counts.
+/// Unlike uWSGI (`Expires` only) the answer carries `Cache-Control:
+/// max-age` too, which caches prefer and which no clock skew spoils.
+struct Expiry {
+    on: Match,
+    seconds: u64,
+    from_mtime: bool,
+}
+
+enum Match {
+    Filename(regex_lite::Regex),
+    Type(String),
+    Uri(regex_lite::Regex),
+    PathInfo(regex_lite::Regex),
+}
+
+impl Expiry {
+    fn new(rule: &ExpiresRule) -> Result<Expiry, String> {
+        let regex =
+            || regex_lite::Regex::new(&rule.pattern).map_err(|e| format!("static-expires {:?}: {e}", rule.pattern));
+        let on = match rule.on {
+            ExpiresOn::Filename => Match::Filename(regex()?),
+            ExpiresOn::Type => Match::Type(rule.pattern.clone()),
+            ExpiresOn::Uri => Match::Uri(regex()?),
+            ExpiresOn::PathInfo => Match::PathInfo(regex()?),
+        };
+        Ok(Expiry { on, seconds: rule.seconds, from_mtime: rule.from_mtime })
+    }
+
+    fn matches(&self, file: &Path, content_type: &str, req: &Request<'_>) -> bool {
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match &self.on {
+            Match::Filename(re) => re.is_match(&file.to_string_lossy()),
+            Match::Type(t) => content_type.split(';').next().is_some_and(|c| c.trim() == t),
+            Match::Uri(re) => re.is_match(&lossy(req.request_uri)),
+            Match::PathInfo(re) => re.is_match(&lossy(&req.path_info)),
+        }
+    }
+}
+
+/// The caching headers of a file: `Expires` and `Cache-Control`.
+struct Caching {
+    expires: String,
+    max_age: u64,
+}
+
+impl Caching {
+    fn of(rule: &Expiry, mtime: i64) -> Caching {
+        let now = i64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs(),
+        )
+        .unwrap_or(i64::MAX);
+        let base = if rule.from_mtime { mtime } else { now };
+        let at = base.saturating_add(i64::try_from(rule.seconds).unwrap_or(i64::MAX));
+        Caching { expires: date::format(at), max_age: u64::try_from(at.saturating_sub(now)).unwrap_or(0) }
+    }
 }
 
 impl Statics {
     /// Opens every mapped directory (a failure names it). Longest
     /// prefixes are tried first.
-    pub fn open(maps: &[(String, PathBuf)], gzip_all: bool) -> Result<Statics, String> {
+    pub fn open(maps: &[(String, PathBuf)], gzip_all: bool, expires: &[ExpiresRule]) -> Result<Statics, String> {
+        let expires = expires.iter().map(Expiry::new).collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::with_capacity(maps.len());
         for (prefix, dir) in maps {
             let root = nix::fcntl::open(
@@ -49,10 +117,10 @@ impl Statics {
                 nix::sys::stat::Mode::empty(),
             )
             .map_err(|e| format!("static-map {prefix}={}: {e}", dir.display()))?;
-            out.push(Map { prefix: prefix.trim_end_matches('/').as_bytes().to_vec(), root });
+            out.push(Map { prefix: prefix.trim_end_matches('/').as_bytes().to_vec(), root, dir: dir.clone() });
         }
         out.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
-        Ok(Statics { maps: out, gzip_all })
+        Ok(Statics { maps: out, gzip_all, expires })
     }
 
     /// The answer from the static files, or None: the app's request.
@@ -78,7 +146,11 @@ impl Statics {
             Err(Found::App) => return None,
             Err(Found::Refused) => return Some(not_found()),
         };
-        Some(respond(file, encoding, self.gzip_all, req))
+        let caching = |content_type: &str, mtime: i64| {
+            let rule = self.expires.iter().find(|r| r.matches(&map.dir.join(rel), content_type, req))?;
+            Some(Caching::of(rule, mtime))
+        };
+        Some(respond(file, encoding, self.gzip_all, req, &caching))
     }
 
     /// The file at `rel` under `map`, or its `.gz` beside it when gzip is
@@ -145,7 +217,13 @@ fn not_found() -> Response {
 }
 
 /// The response for an opened file: conditionals, range, headers.
-fn respond(file: std::fs::File, encoding: Option<&'static str>, gzip_all: bool, req: &Request<'_>) -> Response {
+fn respond(
+    file: std::fs::File,
+    encoding: Option<&'static str>,
+    gzip_all: bool,
+    req: &Request<'_>,
+    caching: &dyn Fn(&str, i64) -> Option<Caching>,
+) -> Response {
     let Ok(meta) = file.metadata() else { return not_found() };
     let (size, mtime) = (meta.len(), meta.mtime());
     let etag = format!(
@@ -154,6 +232,8 @@ fn respond(file: std::fs::File, encoding: Option<&'static str>, gzip_all: bool, 
         if encoding.is_some() { "-gz" } else { "" }
     );
     let last_modified = date::format(mtime);
+    let content_type = content_type(&req.path_info);
+    let caching = caching(content_type, mtime);
     let head = |status: u16, reason: &str| {
         let mut r = Response::new(status, reason)
             .header("ETag", etag.as_str())
@@ -162,12 +242,15 @@ fn respond(file: std::fs::File, encoding: Option<&'static str>, gzip_all: bool, 
         if gzip_all {
             r = r.header("Vary", "Accept-Encoding");
         }
+        // On a 304 too (RFC 9110 §15.4.5: as the 200 would have had).
+        if let Some(c) = &caching {
+            r = r.header("Expires", c.expires.as_str()).header("Cache-Control", format!("max-age={}", c.max_age));
+        }
         r
     };
     if not_modified(req, &etag, mtime) {
         return head(304, "Not Modified");
     }
-    let content_type = content_type(&req.path_info);
     let pick = range::pick(req, &etag, mtime, size);
     let mut resp = match pick {
         range::Pick::Whole => head(200, "OK").header("Content-Type", content_type),

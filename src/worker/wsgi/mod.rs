@@ -152,7 +152,7 @@ pub fn run(py: Python<'_>, spec: &WsgiSpec, nsockets: usize) -> PyResult<()> {
         );
     }
     let harakiri = spec.harakiri.map(|limit| start_harakiri(py, limit, spec.harakiri_verbose, &drain)).transpose()?;
-    let statics = crate::worker::statics::Statics::open(&spec.static_maps, spec.static_gzip_all)
+    let statics = crate::worker::statics::Statics::open(&spec.static_maps, spec.static_gzip_all, &spec.static_expires)
         .map_err(pyo3::exceptions::PyOSError::new_err)?;
     let access = access::AccessLog::new(&spec.access_log, spec.json_log, super::python::slot_id());
     let observer = observe::Observer::new(super::python::http_row(), access);

@@ -10,7 +10,7 @@ use super::super::response::{Ctx, Response, Written, write_response};
 use super::super::uwsgi;
 use super::super::wire::Wire;
 use super::super::{Protocol, Request, Version};
-use super::{Conn, Phase, Scratch, Site, Step, call};
+use super::{Conn, FirstLine, Phase, Scratch, Site, Step, call};
 
 /// One uwsgi request, as far as the connection's input goes.
 pub(super) fn serve_uwsgi(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Site<'_>) -> Step {
@@ -49,7 +49,11 @@ pub(super) fn serve_uwsgi(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Sit
             req.conn_fd = conn.wire.raw_fd();
             uwsgi_exchange(&mut conn.wire, site, &req, arrived)
         }
-        Err(e) => uwsgi_refusal(&mut conn.wire, e),
+        Err(e) => {
+            let written = uwsgi_refusal(&mut conn.wire, e);
+            FirstLine::of(b"").report_as(site.handler, &conn.peer, Protocol::Uwsgi, &written);
+            true
+        }
     };
     if lingers { Step::Linger } else { Step::Close }
 }
@@ -61,7 +65,7 @@ fn packet_len(buf: &[u8], buffer_size: usize) -> Result<Option<usize>, uwsgi::Pa
     uwsgi::check_header(h, buffer_size.min(usize::from(u16::MAX))).map(Some)
 }
 
-fn uwsgi_refusal(wire: &mut Wire, e: uwsgi::VarsError) -> bool {
+fn uwsgi_refusal(wire: &mut Wire, e: uwsgi::VarsError) -> Written {
     let why = match e {
         uwsgi::VarsError::NoMethod => {
             tracing::warn!("uwsgi request without REQUEST_METHOD: does the nginx location include uwsgi_params?");
@@ -70,8 +74,7 @@ fn uwsgi_refusal(wire: &mut Wire, e: uwsgi::VarsError) -> bool {
         uwsgi::VarsError::BadLength => "invalid CONTENT_LENGTH",
     };
     let ctx = Ctx { protocol: Protocol::Uwsgi, version: Version::Http10, head: false, keep_alive: false };
-    write_response(wire, Response::text(400, "Bad Request", why), &ctx);
-    true
+    write_response(wire, Response::text(400, "Bad Request", why), &ctx)
 }
 
 fn uwsgi_exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, arrived: Instant) -> bool {
@@ -79,7 +82,9 @@ fn uwsgi_exchange(wire: &mut Wire, site: &Site<'_>, req: &Request<'_>, arrived: 
     let length = req.content_length.unwrap_or(0);
     let ctx = Ctx { protocol: Protocol::Uwsgi, version: req.version, head: req.method == b"HEAD", keep_alive: false };
     if config.limit_post.is_some_and(|limit| length > limit) {
-        write_response(wire, Response::text(413, "Content Too Large", "request body larger than limit-post"), &ctx);
+        let written =
+            write_response(wire, Response::text(413, "Content Too Large", "request body larger than limit-post"), &ctx);
+        site.handler.done(req, &Outcome::new(&written, arrived));
         return true;
     }
     let mut body = RequestBody::new(wire, BodyFraming::Length(length), None, false, config.io_timeout);

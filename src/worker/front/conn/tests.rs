@@ -65,9 +65,20 @@ struct Seen {
     body: Vec<u8>,
 }
 
+/// What `Handler::done` was told: method, target, protocol, status.
+type Reported = (String, String, String, u16);
+
 #[derive(Default)]
 struct Recorder {
     seen: Mutex<Vec<Seen>>,
+    /// What `done` was told: method, target, protocol, status.
+    done: Mutex<Vec<Reported>>,
+}
+
+impl Recorder {
+    fn done(&self) -> Vec<Reported> {
+        std::mem::take(&mut *self.done.lock().unwrap())
+    }
 }
 
 impl Handler for Recorder {
@@ -86,6 +97,12 @@ impl Handler for Recorder {
             body: data.clone(),
         });
         Response::new(200, "OK").body(format!("{} bytes", data.len()))
+    }
+
+    fn done(&self, req: &Request<'_>, outcome: &Outcome) {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let row = (text(req.method), text(req.request_uri), text(req.server_protocol), outcome.status);
+        self.done.lock().unwrap().push(row);
     }
 }
 
@@ -281,9 +298,45 @@ fn an_expired_partial_head_is_answered_408_and_an_idle_one_is_not() {
         let bench = Bench::new(&rec, &config);
         let mut scratch = Scratch::new(&config);
         let conn = serve_ready(bench.conn(protocol, pieces), &mut scratch, &bench.site()).expect("parked");
-        conn.expire();
+        conn.expire(&rec);
         assert!(bench.text().starts_with(want), "{protocol:?}: {}", bench.text());
         assert_eq!(bench.occupancy.open(), 0);
+        // The 408 is counted and logged like any answer; a silent close is not.
+        let reported = if want.is_empty() { vec![] } else { vec![row("GET", "/", "HTTP/1.1", 408)] };
+        assert_eq!(rec.done(), reported, "{protocol:?}");
+    }
+}
+
+fn row(method: &str, target: &str, version: &str, status: u16) -> Reported {
+    (method.into(), target.into(), version.into(), status)
+}
+
+/// Heads the front refuses reach `Handler::done` with what their first
+/// line shows (a method only when it is a token, the rest only after it).
+#[test]
+fn refused_heads_are_reported_with_what_their_first_line_shows() {
+    let config = Config { buffer_size: 512, ..Config::default() };
+    let rec = Recorder::default();
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(600));
+    let cases: Vec<(Vec<u8>, Reported)> = vec![
+        (b"GET / HTTP/2.0\r\n\r\n".to_vec(), row("GET", "/", "HTTP/2.0", 505)),
+        (b"GET /x?q=1 HTTP/1.1\r\n\r\n".to_vec(), row("GET", "/x?q=1", "HTTP/1.1", 400)),
+        (b"\x16\x03\x01\x02\x00 tls hello\r\n\r\n".to_vec(), row("-", "-", "-", 400)),
+        (b"G(T / HTTP/1.1\r\n\r\n".to_vec(), row("-", "-", "-", 400)),
+        (long.clone().into_bytes(), row("GET", &long[4..long.find(" HTTP").unwrap()], "HTTP/1.1", 431)),
+    ];
+    for (head, want) in cases {
+        let bench = Bench::new(&rec, &config);
+        let mut scratch = Scratch::new(&config);
+        let _ = serve_ready(bench.conn(Protocol::Http, vec![head.clone(), vec![]]), &mut scratch, &bench.site());
+        let status = format!("HTTP/1.1 {} ", want.3);
+        assert!(bench.text().starts_with(&status), "{:?}: {}", String::from_utf8_lossy(&head), bench.text());
+        let got = rec.done();
+        assert_eq!(got.len(), 1, "{:?}", String::from_utf8_lossy(&head));
+        // A long target is kept up to the first line's cap.
+        let (m, t, v, s) = &got[0];
+        assert_eq!((m, v, *s), (&want.0, &want.2, want.3));
+        assert!(want.1.starts_with(t.as_str()) && !t.is_empty(), "{t:?}");
     }
 }
 
