@@ -38,6 +38,18 @@ def application(environ, start_response):
         body = scribble()
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
+    if path == "/logvar":
+        import uwsgi
+        uwsgi.set_logvar("user_id", "41")
+        uwsgi.set_logvar("user_id", "42")
+        uwsgi.set_logvar("evil", 'a"b\nc')
+        body = f"{uwsgi.get_logvar('user_id')} {uwsgi.get_logvar('nope')}".encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+    if path == "/id":
+        body = f"{environ.get('podmaster.request_id')} {environ.get('HTTP_X_REQUEST_ID')}".encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
     if path.startswith("/sleep/"):
         time.sleep(float(path[len("/sleep/"):]))
     status = {"/404": "404 Not Found", "/500": "500 Internal Server Error"}.get(path, "200 OK")
@@ -420,4 +432,53 @@ fn requests_the_front_refuses_are_logged_and_counted() {
     }
     // 2xx, 4xx (400 and 431), 5xx (505); nothing in flight.
     wait_counts(&inst, (1.0, 2.0, 1.0, 4.0, 0.0));
+}
+
+/// With request ids in the log, the app sees its request's id in
+/// `environ['podmaster.request_id']`, and as `HTTP_X_REQUEST_ID` when the
+/// client sent none; the log line carries the same id.
+#[test]
+fn the_app_sees_the_request_id_its_log_line_carries() {
+    let (inst, addr, _d) = serve(1, "log-format = json");
+    let body = |headers: &[&str]| {
+        let r = http_request(&addr, "GET", "/id", headers).unwrap();
+        assert_eq!(r.status, 200);
+        r.body
+    };
+    let generated = body(&[]);
+    let (ours, header) = generated.split_once(' ').unwrap();
+    assert!(ours.len() == 24 && ours.bytes().all(|b| b.is_ascii_hexdigit()), "{generated}");
+    assert_eq!(header, ours, "no client id: the header is ours");
+    assert_eq!(body(&["X-Request-Id: trace-7"]), "trace-7 trace-7");
+    let insane = body(&["X-Request-Id: has \"quotes\""]);
+    let (ours2, header) = insane.split_once(' ').unwrap();
+    assert!(ours2.len() == 24 && ours2 != ours, "{insane}");
+    assert_eq!(header, "has \"quotes\"", "the client's header is left as sent");
+    let lines = request_lines(&inst, 3, |l| l.contains("\"path\":\"/id\""));
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, [ours, "trace-7", ours2], "{lines:?}");
+}
+
+/// `uwsgi.set_logvar` during a request: `%(name)` on that request's line
+/// (escaped like request bytes), `-` on the next request's, which did not
+/// set it; JSON lines carry them under `logvars`.
+#[test]
+fn logvars_set_by_the_app_reach_its_request_line_only() {
+    let (inst, addr, _d) = serve(1, "logformat = LV %(uri) uid=%(user_id) evil=%(evil)\nthreads = 1");
+    let r = http_request(&addr, "GET", "/logvar", &[]).unwrap();
+    assert_eq!(r.body, "42 None");
+    assert_eq!(status_of(&addr, "/", &[]), 200);
+    let lines = request_lines(&inst, 2, |l| l.starts_with("LV "));
+    assert_eq!(lines, [r#"LV /logvar uid=42 evil=a\x22b\x0Ac"#, "LV / uid=- evil=-"]);
+
+    let (inst, addr, _d) = serve(1, "log-format = json\nthreads = 1");
+    assert_eq!(http_request(&addr, "GET", "/logvar", &[]).unwrap().status, 200);
+    assert_eq!(status_of(&addr, "/", &[]), 200);
+    let lines = request_lines(&inst, 2, |l| l.contains("\"message\":\"request\""));
+    let events: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events[0]["logvars"], serde_json::json!({"user_id": "42", "evil": "a\"b\nc"}), "{}", lines[0]);
+    assert!(events[1].get("logvars").is_none(), "{}", lines[1]);
 }

@@ -210,6 +210,19 @@ fn log(msg: &str) {
     tracing::info!(target: "app", worker = worker_id(), "{msg}");
 }
 
+/// `uwsgi.set_logvar(name, value)`: `%(name)` on this request's access
+/// log line (WSGI worker; see `wsgi::logvars`).
+#[pyfunction]
+fn set_logvar(name: &str, value: &str) {
+    super::wsgi::logvars::set(name, value);
+}
+
+/// `uwsgi.get_logvar(name)`: what `set_logvar` set for this request, or None.
+#[pyfunction]
+fn get_logvar(name: &str) -> Option<String> {
+    super::wsgi::logvars::get(name, |v| String::from_utf8_lossy(v).into_owned())
+}
+
 #[pymodule]
 fn uwsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let c = ctx();
@@ -232,6 +245,8 @@ fn uwsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(mem, m)?,
         wrap_pyfunction!(setprocname, m)?,
         wrap_pyfunction!(micros, m)?,
+        wrap_pyfunction!(set_logvar, m)?,
+        wrap_pyfunction!(get_logvar, m)?,
     ] {
         m.add_function(f)?;
     }

@@ -159,6 +159,18 @@ pub(super) fn build<'py>(
         Scheme::Https => intern!(py, "https"),
     };
     env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    super::access::current_id(|id| -> PyResult<()> {
+        if let Some(id) = id {
+            // The id of this request's access-log line, for the app's own
+            // logs; as the header too when the client sent none, which is
+            // where request-id middleware looks.
+            env.set_item(intern!(py, "podmaster.request_id"), id)?;
+            if req.header("x-request-id").is_none() {
+                env.set_item(intern!(py, "HTTP_X_REQUEST_ID"), id)?;
+            }
+        }
+        Ok(())
+    })?;
     env.set_item(intern!(py, "wsgi.input"), Input { loan: input })?;
     let sys = SYS.get_or_try_init(py, || py.import("sys").map(Bound::unbind))?;
     env.set_item(intern!(py, "wsgi.errors"), sys.bind(py).getattr(intern!(py, "stderr"))?)?;

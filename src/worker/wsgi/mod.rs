@@ -20,6 +20,7 @@
 //!   `access`: the access log's lines.
 
 mod access;
+pub(crate) use access::logvars;
 mod call;
 mod environ;
 mod harakiri;

@@ -37,6 +37,7 @@ impl Observer {
     /// A request is about to enter the app: in flight, and how long it
     /// waited (TCP: since its last bytes arrived, read from the kernel).
     pub(super) fn begin(&self, req: &Request<'_>) {
+        self.access.begin(req);
         let Some(row) = self.row else { return };
         if !IN_FLIGHT.with(|f| f.replace(true)) {
             row.begin();

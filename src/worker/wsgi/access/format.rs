@@ -4,8 +4,9 @@
 //!
 //! As uWSGI (`core/logging.c`): `%(name)` is a variable up to the next
 //! `)`; a variable whose value is empty prints `-`; a name uWSGI does not
-//! define is a "logvar" the app could set (podmaster has no
-//! `uwsgi.set_logvar`), so it prints `-`; `%(var.NAME)` is request
+//! define is a "logvar" the app sets for the request with
+//! `uwsgi.set_logvar(name, value)` (see [`super::logvars`]), `-` when it
+//! did not; `%(var.NAME)` is request
 //! variable `NAME` (CGI name: `HTTP_X_FORWARDED_FOR`, `REMOTE_PORT`...),
 //! `%(metric.NAME)` an app metric. podmaster adds `%(request_id)`.
 //! Values that come from the request are escaped (see
@@ -71,8 +72,10 @@ enum Var {
     RequestId,
     Cgi(Vec<u8>),
     Metric(String),
-    /// A logvar nobody set, or a variable podmaster cannot know
-    /// (`werr`, `rerr`, `ioerr`, `ftime`): `-`.
+    /// A name uWSGI does not define: the app's `uwsgi.set_logvar`.
+    Logvar(String),
+    /// A variable podmaster cannot know (`werr`, `rerr`, `ioerr`,
+    /// `ftime`): `-`.
     Unset,
 }
 
@@ -116,7 +119,8 @@ impl Var {
             _ => match (name.strip_prefix("var."), name.strip_prefix("metric.")) {
                 (Some(v), _) => Var::Cgi(v.as_bytes().to_vec()),
                 (_, Some(m)) => Var::Metric(m.to_owned()),
-                _ => Var::Unset,
+                _ if matches!(name, "werr" | "rerr" | "ioerr" | "ftime") => Var::Unset,
+                _ => Var::Logvar(name.to_owned()),
             },
         }
     }
@@ -221,6 +225,9 @@ fn value(v: &Var, line: &Line<'_>, out: &mut Vec<u8>) {
             if let Some(n) = crate::worker::python::metric_value(name) {
                 let _ = write!(out, "{n}");
             }
+        }
+        Var::Logvar(name) => {
+            super::logvars::get(name, |v| text(out, v));
         }
         Var::Unset => {}
     }

@@ -20,6 +20,7 @@
 
 mod clock;
 mod format;
+pub(crate) mod logvars;
 mod sink;
 
 use std::cell::{Cell, RefCell};
@@ -97,17 +98,58 @@ impl AccessLog {
         !s.disabled || (s.log_4xx && (400..500).contains(&status)) || (s.log_5xx && (500..600).contains(&status))
     }
 
+    /// Whether lines carry a request id (and so requests get one).
+    fn needs_id(&self) -> bool {
+        self.sink.is_some()
+            && match &self.style {
+                Style::Json => true,
+                Style::Uwsgi(f) => f.uses_request_id(),
+                Style::Default => false,
+            }
+    }
+
+    /// A request enters the worker: when lines carry a request id, it is
+    /// chosen now, so that the app sees the same one ([`current_id`]).
+    pub(super) fn begin(&self, req: &Request<'_>) {
+        logvars::clear();
+        if !self.needs_id() {
+            return;
+        }
+        let mut id_buf = [0u8; 24];
+        let id = self.ids.of(req, &mut id_buf);
+        CURRENT_ID.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.0.clear();
+                c.0.push_str(id);
+                c.1 = true;
+            }
+        });
+    }
+
     /// Logs one finished request (if it is to be logged).
     pub(super) fn log(&self, req: &Request<'_>, outcome: &Outcome) {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        // The id chosen by `begin` is this request's; the front's own
+        // refusals never began, and get one here.
+        let begun = CURRENT_ID.with(|c| c.try_borrow_mut().map(|mut c| std::mem::take(&mut c.1)).unwrap_or(false));
         let Some(sink) = self.sink.filter(|_| self.wants(outcome.status)) else { return };
-        let needs_id = match &self.style {
-            Style::Json => true,
-            Style::Uwsgi(f) => f.uses_request_id(),
-            Style::Default => false,
-        };
+        let needs_id = self.needs_id();
         let mut id_buf = [0u8; 24];
-        let request_id = if needs_id { self.ids.of(req, &mut id_buf) } else { "" };
+        let mut kept = [0u8; MAX_REQUEST_ID];
+        let request_id = match (needs_id, begun) {
+            (false, _) => "",
+            (true, true) => {
+                let n = CURRENT_ID.with(|c| {
+                    let Ok(c) = c.try_borrow() else { return 0 };
+                    let n = c.0.len().min(MAX_REQUEST_ID);
+                    kept[..n].copy_from_slice(&c.0.as_bytes()[..n]);
+                    n
+                });
+                // Visible ASCII (a sane client id, or hex).
+                std::str::from_utf8(&kept[..n]).unwrap_or("")
+            }
+            (true, false) => self.ids.of(req, &mut id_buf),
+        };
         let started = SystemTime::now().checked_sub(outcome.duration).unwrap_or(SystemTime::UNIX_EPOCH);
         let line =
             Line { req, outcome, started, request_id, pid: self.pid, worker: self.worker, core: thread_number() };
@@ -128,7 +170,20 @@ impl AccessLog {
     }
 }
 
+/// The request id chosen for the thread's current request, if any: for
+/// `environ` (`podmaster.request_id`, and `HTTP_X_REQUEST_ID` when the
+/// client sent none), only when the access log's lines carry ids.
+pub(super) fn current_id<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
+    CURRENT_ID.with(|c| match c.try_borrow() {
+        Ok(c) if c.1 => f(Some(&c.0)),
+        _ => f(None),
+    })
+}
+
 thread_local! {
+    /// The request id `begin` chose, and whether it is the current
+    /// request's (taken by `log`).
+    static CURRENT_ID: RefCell<(String, bool)> = const { RefCell::new((String::new(), false)) };
     /// The line being written, reused for every request of the thread.
     static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
     /// The thread's number, from its name (`front-N`), read once.
@@ -180,6 +235,17 @@ fn json_line(l: &Line<'_>, out: &mut Vec<u8>) {
     if let Some(ua) = l.req.header("user-agent") {
         out.extend_from_slice(b",\"user_agent\":");
         push_json(out, ua);
+    }
+    let mut first = true;
+    logvars::each(|name, value| {
+        out.extend_from_slice(if first { b",\"logvars\":{" } else { b"," });
+        first = false;
+        push_json(out, name.as_bytes());
+        out.push(b':');
+        push_json(out, value.as_bytes());
+    });
+    if !first {
+        out.push(b'}');
     }
     out.push(b'}');
 }
