@@ -291,7 +291,9 @@ fn valid_value(name: &'static str) -> BoxedStrategy<(String, String)> {
             let pattern = if on == config::ExpiresOn::Type {
                 "[a-z]{1,6}/[a-z.+-]{1,10}".boxed()
             } else {
-                "\\^?[a-z/]{0,6}( [a-z]{1,3})?(\\.\\*|\\\\\\.[a-z]{1,4}|\\[0-9a-f\\]\\+)?\\$?".boxed()
+                // Starts with a character (a value's leading blanks are
+                // trimmed), may hold a space (the seconds are the last word).
+                "\\^?[a-z/]{1,6}( [a-z]{1,3})?(\\.\\*|\\\\\\.[a-z]{1,4}|\\[0-9a-f\\]\\+)?\\$?".boxed()
             };
             (pattern, 0..=315_360_000u64)
                 .prop_map(move |(p, n)| {

@@ -41,9 +41,9 @@ def application(environ, start_response):
     if path == "/logvar":
         import uwsgi
         uwsgi.set_logvar("user_id", "41")
-        uwsgi.set_logvar("user_id", "42")
+        uwsgi.set_logvar(b"user_id", b"42")
         uwsgi.set_logvar("evil", 'a"b\nc')
-        body = f"{uwsgi.get_logvar('user_id')} {uwsgi.get_logvar('nope')}".encode()
+        body = f"{uwsgi.get_logvar('user_id')!r} {uwsgi.get_logvar('nope')}".encode()
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
     if path == "/id":
@@ -385,6 +385,18 @@ fn uwsgi_protocol_requests_are_logged_from_their_vars() {
     let lines = request_lines(&inst, 1, |l| l.starts_with("10.0.0.7 "));
     assert_eq!(lines, [r#"10.0.0.7 alice "GET /404?x=1 HTTP/1.0" 404 203.0.113.9 example.org 11"#]);
     inst.wait_metric("podmaster_http_requests_total{code_class=\"4xx\"}", 1.0);
+    // A packet the front refuses (no REQUEST_METHOD: an nginx location
+    // without uwsgi_params): logged with what its vars show, and counted.
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let refused: &[(&[u8], &[u8])] = &[(b"REQUEST_URI", b"/no-method"), (b"REMOTE_ADDR", b"10.0.0.8")];
+    s.write_all(&podmaster::worker::front::uwsgi::encode_packet(refused)).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.0 400"), "{out}");
+    let lines = request_lines(&inst, 1, |l| l.starts_with("10.0.0.8 "));
+    assert!(lines[0].starts_with(r#"10.0.0.8 - "- /no-method -" 400 "#), "{lines:?}");
+    inst.wait_metric("podmaster_http_requests_total{code_class=\"4xx\"}", 2.0);
     assert_eq!(metric_with(&inst.metrics(), "podmaster_http_request_queue_seconds_count"), Some(0.0));
 }
 
@@ -469,10 +481,21 @@ fn the_app_sees_the_request_id_its_log_line_carries() {
 fn logvars_set_by_the_app_reach_its_request_line_only() {
     let (inst, addr, _d) = serve(1, "logformat = LV %(uri) uid=%(user_id) evil=%(evil)\nthreads = 1");
     let r = http_request(&addr, "GET", "/logvar", &[]).unwrap();
-    assert_eq!(r.body, "42 None");
+    assert_eq!(r.body, "b'42' None", "bytes back, as uWSGI's get_logvar");
     assert_eq!(status_of(&addr, "/", &[]), 200);
-    let lines = request_lines(&inst, 2, |l| l.starts_with("LV "));
-    assert_eq!(lines, [r#"LV /logvar uid=42 evil=a\x22b\x0Ac"#, "LV / uid=- evil=-"]);
+    // A refusal the front reports on the same thread next: not theirs either.
+    assert_eq!(http_request(&addr, "GET", "/logvar", &[]).unwrap().status, 200);
+    assert_eq!(raw_status(&addr, b"GET /v2 HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+    let lines = request_lines(&inst, 4, |l| l.starts_with("LV "));
+    assert_eq!(
+        lines,
+        [
+            r#"LV /logvar uid=42 evil=a\x22b\x0Ac"#,
+            "LV / uid=- evil=-",
+            r#"LV /logvar uid=42 evil=a\x22b\x0Ac"#,
+            "LV /v2 uid=- evil=-"
+        ]
+    );
 
     let (inst, addr, _d) = serve(1, "log-format = json\nthreads = 1");
     assert_eq!(http_request(&addr, "GET", "/logvar", &[]).unwrap().status, 200);

@@ -56,6 +56,7 @@ fn site_with(rules: &str) -> Site {
     std::fs::write(root.join("app.js"), "plain();\n").unwrap();
     std::fs::write(root.join("app.js.gz"), b"\x1f\x8bpretend-gzip").unwrap();
     std::fs::write(root.join("notes.txt"), "no rule matches me\n").unwrap();
+    std::fs::write(root.join("logo.ico"), b"\x00\x00\x01\x00").unwrap();
     std::fs::write(dir.path().join("secret.txt"), "top secret\n").unwrap();
     std::os::unix::fs::symlink("style.css", root.join("alias.css")).unwrap();
     std::os::unix::fs::symlink("../secret.txt", root.join("escape.txt")).unwrap();
@@ -155,7 +156,9 @@ fn static_expires_rules_in_order() {
          static-expires = /sub/.*\\.html 60\n\
          static-expires-mtime = big\\.bin$ 86400\n\
          static-expires-uri = \\?v=[0-9]+ 31536000\n\
-         static-expires-path-info = ^/static/app\\.js$ 120\n",
+         static-expires-path-info = ^/static/app\\.js$ 120\n\
+         static-expires-type = image/x-icon=7200\n\
+         static-expires-type = application/x-tar=60\n",
     );
     let max_age = |head: &str| {
         let cc = header(head, "Cache-Control").unwrap_or_else(|| panic!("no Cache-Control: {head}"));
@@ -168,6 +171,8 @@ fn static_expires_rules_in_order() {
         ("/static/sub/page.html", 60),
         ("/static/app.js?v=42", 31_536_000),
         ("/static/app.js", 120),
+        // mime.types' name for the type podmaster sends as image/vnd.microsoft.icon.
+        ("/static/logo.ico", 7200),
     ] {
         let (status, head, _) = ask(&s.addr, "GET", target, "");
         assert_eq!((status, max_age(&head)), (200, want), "{target}: {head}");
@@ -184,6 +189,10 @@ fn static_expires_rules_in_order() {
     let (status, head, _) = ask(&s.addr, "GET", "/static/notes.txt", "");
     assert_eq!(status, 200);
     assert!(header(&head, "Expires").is_none() && header(&head, "Cache-Control").is_none(), "{head}");
+    // A type podmaster never sends: accepted (a uWSGI config may name
+    // any), with a notice that the rule matches nothing.
+    let logs = s._inst.logs();
+    assert!(logs.contains(r#"no static file is ever sent as "application/x-tar""#), "{logs}");
 }
 
 /// Malformed `static-expires*` values are configuration errors, all named

@@ -210,17 +210,29 @@ fn log(msg: &str) {
     tracing::info!(target: "app", worker = worker_id(), "{msg}");
 }
 
-/// `uwsgi.set_logvar(name, value)`: `%(name)` on this request's access
-/// log line (WSGI worker; see `wsgi::logvars`).
-#[pyfunction]
-fn set_logvar(name: &str, value: &str) {
-    super::wsgi::logvars::set(name, value);
+/// `str` or `bytes` (as uWSGI takes either), as text (bytes that are not
+/// UTF-8 replaced).
+fn text_of<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<std::borrow::Cow<'a, str>> {
+    if let Ok(b) = v.cast::<pyo3::types::PyBytes>() {
+        return Ok(String::from_utf8_lossy(b.as_bytes()).into_owned().into());
+    }
+    Ok(v.extract::<String>()?.into())
 }
 
-/// `uwsgi.get_logvar(name)`: what `set_logvar` set for this request, or None.
+/// `uwsgi.set_logvar(name, value)`: `%(name)` on this request's access
+/// log line (WSGI worker; see `wsgi::logvars`). `str` or `bytes`.
 #[pyfunction]
-fn get_logvar(name: &str) -> Option<String> {
-    super::wsgi::logvars::get(name, |v| String::from_utf8_lossy(v).into_owned())
+fn set_logvar(name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    super::wsgi::logvars::set(&text_of(name)?, &text_of(value)?);
+    Ok(())
+}
+
+/// `uwsgi.get_logvar(name)`: what `set_logvar` set for this request, as
+/// `bytes` (as uWSGI returns it), or None.
+#[pyfunction]
+fn get_logvar<'py>(py: Python<'py>, name: &Bound<'_, PyAny>) -> PyResult<Option<Bound<'py, pyo3::types::PyBytes>>> {
+    let name = text_of(name)?;
+    Ok(super::wsgi::logvars::get(&name, |v| pyo3::types::PyBytes::new(py, v)))
 }
 
 #[pymodule]

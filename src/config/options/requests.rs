@@ -120,6 +120,15 @@ fn expires(c: &mut Config, e: &Entry, which: usize) -> Result<(), ConfigError> {
         if let Err(err) = regex_lite::Regex::new(pattern) {
             return Err(ConfigError::at(e, format!("{pattern:?} is not a regular expression: {err}")));
         }
+    } else if crate::worker::statics::served_type(pattern).is_none() {
+        // Not an error: a config written for uWSGI's mime.types may name
+        // types podmaster never sends; the rule is inert, and said so.
+        let text = format!(
+            "no static file is ever sent as {pattern:?} (podmaster's types come from the file's extension: \
+             html, css, js, json, txt, xml, svg, png, jpg, gif, webp, avif, ico, woff, woff2, ttf, pdf, wasm, \
+             mp4, webm, else application/octet-stream); this rule matches nothing"
+        );
+        c.notices.push((e.key.clone(), e.origin.clone(), text));
     }
     c.static_expires.push(ExpiresRule { on, pattern: pattern.to_owned(), seconds, from_mtime });
     Ok(())

@@ -68,7 +68,7 @@ impl Expiry {
             || regex_lite::Regex::new(&rule.pattern).map_err(|e| format!("static-expires {:?}: {e}", rule.pattern));
         let on = match rule.on {
             ExpiresOn::Filename => Match::Filename(regex()?),
-            ExpiresOn::Type => Match::Type(rule.pattern.clone()),
+            ExpiresOn::Type => Match::Type(served_type(&rule.pattern).unwrap_or("").to_owned()),
             ExpiresOn::Uri => Match::Uri(regex()?),
             ExpiresOn::PathInfo => Match::PathInfo(regex()?),
         };
@@ -79,7 +79,7 @@ impl Expiry {
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         match &self.on {
             Match::Filename(re) => re.is_match(&file.to_string_lossy()),
-            Match::Type(t) => content_type.split(';').next().is_some_and(|c| c.trim() == t),
+            Match::Type(t) => !t.is_empty() && base_type(content_type) == t,
             Match::Uri(re) => re.is_match(&lossy(req.request_uri)),
             Match::PathInfo(re) => re.is_match(&lossy(&req.path_info)),
         }
@@ -117,7 +117,10 @@ impl Statics {
                 nix::sys::stat::Mode::empty(),
             )
             .map_err(|e| format!("static-map {prefix}={}: {e}", dir.display()))?;
-            out.push(Map { prefix: prefix.trim_end_matches('/').as_bytes().to_vec(), root, dir: dir.clone() });
+            // The filename rules see the real path, as uWSGI's (which
+            // resolves the mapped directory with realpath).
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            out.push(Map { prefix: prefix.trim_end_matches('/').as_bytes().to_vec(), root, dir });
         }
         out.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
         Ok(Statics { maps: out, gzip_all, expires })
@@ -283,30 +286,58 @@ fn not_modified(req: &Request<'_>, etag: &str, mtime: i64) -> bool {
     req.header("if-modified-since").and_then(date::parse).is_some_and(|since| mtime <= since)
 }
 
+/// The type podmaster serves for a type named in `static-expires-type`
+/// (`image/x-icon`, `application/javascript`: the names of mime.types
+/// files, which uWSGI reads), or None when no static file is ever sent
+/// with it.
+pub(crate) fn served_type(named: &str) -> Option<&'static str> {
+    let named = named.trim().to_ascii_lowercase();
+    let alias = match named.as_str() {
+        "application/javascript" | "application/x-javascript" | "text/x-javascript" => "text/javascript",
+        "image/x-icon" => "image/vnd.microsoft.icon",
+        "image/jpg" | "image/pjpeg" => "image/jpeg",
+        "text/xml" => "application/xml",
+        "application/font-woff" | "application/x-font-woff" => "font/woff",
+        "application/font-woff2" => "font/woff2",
+        "application/x-font-ttf" | "application/x-font-truetype" => "font/ttf",
+        other => other,
+    };
+    SERVED.iter().map(|(_, t)| base_type(t)).find(|t| *t == alias)
+}
+
+/// A content type without its parameters.
+fn base_type(t: &str) -> &str {
+    t.split(';').next().unwrap_or(t).trim()
+}
+
+/// Extensions and the types they are served with.
+const SERVED: &[(&[&str], &str)] = &[
+    (&["html", "htm"], "text/html; charset=utf-8"),
+    (&["css"], "text/css; charset=utf-8"),
+    (&["js", "mjs"], "text/javascript; charset=utf-8"),
+    (&["json", "map"], "application/json"),
+    (&["txt"], "text/plain; charset=utf-8"),
+    (&["xml"], "application/xml"),
+    (&["svg"], "image/svg+xml"),
+    (&["png"], "image/png"),
+    (&["jpg", "jpeg"], "image/jpeg"),
+    (&["gif"], "image/gif"),
+    (&["webp"], "image/webp"),
+    (&["avif"], "image/avif"),
+    (&["ico"], "image/vnd.microsoft.icon"),
+    (&["woff"], "font/woff"),
+    (&["woff2"], "font/woff2"),
+    (&["ttf"], "font/ttf"),
+    (&["pdf"], "application/pdf"),
+    (&["wasm"], "application/wasm"),
+    (&["mp4"], "video/mp4"),
+    (&["webm"], "video/webm"),
+    (&[], "application/octet-stream"),
+];
+
 /// A content type from the file's extension (the usual web types).
 fn content_type(path: &[u8]) -> &'static str {
     let ext = path.rsplit(|b| *b == b'.').next().unwrap_or_default().to_ascii_lowercase();
-    match ext.as_slice() {
-        b"html" | b"htm" => "text/html; charset=utf-8",
-        b"css" => "text/css; charset=utf-8",
-        b"js" | b"mjs" => "text/javascript; charset=utf-8",
-        b"json" | b"map" => "application/json",
-        b"txt" => "text/plain; charset=utf-8",
-        b"xml" => "application/xml",
-        b"svg" => "image/svg+xml",
-        b"png" => "image/png",
-        b"jpg" | b"jpeg" => "image/jpeg",
-        b"gif" => "image/gif",
-        b"webp" => "image/webp",
-        b"avif" => "image/avif",
-        b"ico" => "image/vnd.microsoft.icon",
-        b"woff" => "font/woff",
-        b"woff2" => "font/woff2",
-        b"ttf" => "font/ttf",
-        b"pdf" => "application/pdf",
-        b"wasm" => "application/wasm",
-        b"mp4" => "video/mp4",
-        b"webm" => "video/webm",
-        _ => "application/octet-stream",
-    }
+    let ext = std::str::from_utf8(&ext).unwrap_or_default();
+    SERVED.iter().find(|(exts, _)| exts.contains(&ext)).map_or("application/octet-stream", |(_, t)| t)
 }

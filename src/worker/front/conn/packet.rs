@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use super::super::body::{BodyFailure, Framing as BodyFraming, RequestBody};
 use super::super::outcome::Outcome;
+use super::super::request::Fields;
 use super::super::response::{Ctx, Response, Written, write_response};
+use super::super::stream::Peer;
 use super::super::uwsgi;
 use super::super::wire::Wire;
 use super::super::{Protocol, Request, Version};
@@ -50,8 +52,21 @@ pub(super) fn serve_uwsgi(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Sit
             uwsgi_exchange(&mut conn.wire, site, &req, arrived)
         }
         Err(e) => {
+            // What the vars say of the request, for its log line.
+            let vars = Fields::new(&scratch.head, &scratch.fields);
+            let var = |name: &[u8]| vars.get(name).filter(|v| !v.is_empty());
+            let mut line = var(b"REQUEST_METHOD").unwrap_or(b"-").to_vec();
+            line.push(b' ');
+            line.extend_from_slice(var(b"REQUEST_URI").unwrap_or(b"-"));
+            let text =
+                |v: Option<&[u8]>, or: &str| v.map_or_else(|| or.to_owned(), |v| String::from_utf8_lossy(v).into());
+            let peer = Peer {
+                addr: text(var(b"REMOTE_ADDR"), &conn.peer.addr),
+                port: text(var(b"REMOTE_PORT"), &conn.peer.port),
+            };
+            let line = FirstLine::of(&line);
             let written = uwsgi_refusal(&mut conn.wire, e);
-            FirstLine::of(b"").report_as(site.handler, &conn.peer, Protocol::Uwsgi, &written);
+            line.report_as(site.handler, &peer, Protocol::Uwsgi, &written);
             true
         }
     };

@@ -35,6 +35,13 @@ use format::Format;
 
 /// The longest `X-Request-Id` taken from a client (longer: one is made).
 const MAX_REQUEST_ID: usize = 128;
+/// The longest line written, newline included: what one write puts in a
+/// pipe atomically (`PIPE_BUF`).
+const MAX_LINE: usize = 4096;
+/// In a JSON line too long for [`MAX_LINE`], each field from the request
+/// is cut to this many bytes once escaped, and log variables are left
+/// out (`"truncated":true` says so): 5 such fields and the fixed ones fit.
+const JSON_FIELD_CAP: usize = 640;
 /// A line buffer grown past this by a huge line is given back afterwards.
 const KEEP_BUFFER: usize = 16 * 1024;
 
@@ -128,6 +135,16 @@ impl AccessLog {
 
     /// Logs one finished request (if it is to be logged).
     pub(super) fn log(&self, req: &Request<'_>, outcome: &Outcome) {
+        /// The request's log variables go with its line: a refusal the
+        /// front reports next on this thread (it never `begin`s) must not
+        /// carry them.
+        struct ClearVars;
+        impl Drop for ClearVars {
+            fn drop(&mut self) {
+                logvars::clear();
+            }
+        }
+        let _clear = ClearVars;
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         // The id chosen by `begin` is this request's; the front's own
         // refusals never began, and get one here.
@@ -157,9 +174,21 @@ impl AccessLog {
             let Ok(mut buf) = buf.try_borrow_mut() else { return };
             buf.clear();
             match &self.style {
-                Style::Json => json_line(&line, &mut buf),
+                Style::Json => json_line(&line, &mut buf, None),
                 Style::Uwsgi(f) => f.render(&line, &mut buf),
                 Style::Default => default_line(&line, served, &mut buf),
+            }
+            // A line longer than a pipe's atomic write could be split by
+            // other processes' lines: long request fields (a huge target,
+            // user agent or log variables) are cut to fit.
+            if buf.len() >= MAX_LINE {
+                match &self.style {
+                    Style::Json => {
+                        buf.clear();
+                        json_line(&line, &mut buf, Some(JSON_FIELD_CAP));
+                    }
+                    Style::Uwsgi(_) | Style::Default => cut_text(&mut buf, MAX_LINE - 1),
+                }
             }
             buf.push(b'\n');
             sink.push(&buf);
@@ -206,8 +235,22 @@ pub(super) fn unix_now() -> Duration {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
 }
 
-/// `{"timestamp":...,"level":"INFO","message":"request","method":...}`
-fn json_line(l: &Line<'_>, out: &mut Vec<u8>) {
+/// Cuts a text line to at most `max` bytes, not inside a UTF-8 sequence
+/// (request bytes are escaped to ASCII; a format's own text may not be).
+fn cut_text(buf: &mut Vec<u8>, max: usize) {
+    let mut end = max.min(buf.len());
+    while end > 0 && end < buf.len() && (buf[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    buf.truncate(end);
+}
+
+/// `{"timestamp":...,"level":"INFO","message":"request","method":...}`;
+/// `cap`: each request field cut to this many escaped bytes, no log
+/// variables (the line would not fit in one atomic write otherwise).
+fn json_line(l: &Line<'_>, out: &mut Vec<u8>, cap: Option<usize>) {
+    let limit = cap.unwrap_or(usize::MAX);
+    let push_json = |out: &mut Vec<u8>, bytes: &[u8]| push_json_within(out, bytes, limit);
     out.extend_from_slice(b"{\"timestamp\":\"");
     Civil::of(SystemTime::now()).rfc3339(out);
     out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
@@ -236,16 +279,20 @@ fn json_line(l: &Line<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"user_agent\":");
         push_json(out, ua);
     }
-    let mut first = true;
-    logvars::each(|name, value| {
-        out.extend_from_slice(if first { b",\"logvars\":{" } else { b"," });
-        first = false;
-        push_json(out, name.as_bytes());
-        out.push(b':');
-        push_json(out, value.as_bytes());
-    });
-    if !first {
-        out.push(b'}');
+    if cap.is_some() {
+        out.extend_from_slice(b",\"truncated\":true");
+    } else {
+        let mut first = true;
+        logvars::each(|name, value| {
+            out.extend_from_slice(if first { b",\"logvars\":{" } else { b"," });
+            first = false;
+            push_json(out, name.as_bytes());
+            out.push(b':');
+            push_json(out, value.as_bytes());
+        });
+        if !first {
+            out.push(b'}');
+        }
     }
     out.push(b'}');
 }
@@ -333,27 +380,50 @@ pub(super) fn push_text(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Bytes as a JSON string: UTF-8 as it is (escaped as JSON requires);
 /// bytes that are not UTF-8 read as latin-1 (`\u00HH`), so any input is
-/// valid JSON.
-fn push_json(out: &mut Vec<u8>, bytes: &[u8]) {
+/// valid JSON. The string's escaped bytes are cut at `budget` (never
+/// inside an escape or a UTF-8 sequence).
+fn push_json_within(out: &mut Vec<u8>, bytes: &[u8], budget: usize) {
     out.push(b'"');
     let utf8 = std::str::from_utf8(bytes).is_ok();
-    for &b in bytes {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..0x20 | 0x7f => {
-                let _ = write!(out, "\\u{b:04x}");
+    let start = out.len();
+    let mut unit = [0u8; 6];
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (piece, used): (&[u8], usize) = match b {
+            b'"' => (b"\\\"", 1),
+            b'\\' => (b"\\\\", 1),
+            b'\n' => (b"\\n", 1),
+            b'\r' => (b"\\r", 1),
+            b'\t' => (b"\\t", 1),
+            0..0x20 | 0x7f => (escape_u(b, &mut unit), 1),
+            0x80.. if !utf8 => (escape_u(b, &mut unit), 1),
+            0x80.. => {
+                // A whole character (the input is valid UTF-8).
+                let len = match b {
+                    0xF0.. => 4,
+                    0xE0.. => 3,
+                    _ => 2,
+                };
+                let end = (i + len).min(bytes.len());
+                (&bytes[i..end], end - i)
             }
-            0x80.. if !utf8 => {
-                let _ = write!(out, "\\u{b:04x}");
-            }
-            _ => out.push(b),
+            _ => (std::slice::from_ref(&bytes[i]), 1),
+        };
+        if out.len() - start + piece.len() > budget {
+            break;
         }
+        out.extend_from_slice(piece);
+        i += used;
     }
     out.push(b'"');
+}
+
+/// `\u00HH` for byte `b`.
+fn escape_u(b: u8, unit: &mut [u8; 6]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    *unit = [b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
+    &unit[..]
 }
 
 /// Request ids: the client's `X-Request-Id` when sane (1 to 128 visible

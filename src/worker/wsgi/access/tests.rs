@@ -138,7 +138,7 @@ fn request_bytes_cannot_split_or_forge_a_line() {
             };
             let mut out = Vec::new();
             match style {
-                Style::Json => json_line(&line, &mut out),
+                Style::Json => json_line(&line, &mut out, None),
                 Style::Uwsgi(f) => f.render(&line, &mut out),
                 Style::Default => default_line(&line, 1, &mut out),
             }
@@ -181,7 +181,7 @@ fn lines(head: &[u8], style: Style) -> String {
         };
         let mut out = Vec::new();
         match &log.style {
-            Style::Json => json_line(&line, &mut out),
+            Style::Json => json_line(&line, &mut out, None),
             Style::Uwsgi(f) => f.render(&line, &mut out),
             Style::Default => default_line(&line, 9, &mut out),
         }
@@ -278,7 +278,7 @@ proptest::proptest! {
             let line = Line { req, outcome: &o, started: SystemTime::now(), request_id: "r", pid: 1, worker: 1, core: 0 };
             let mut out = Vec::new();
             f.render(&line, &mut out);
-            json_line(&line, &mut out);
+            json_line(&line, &mut out, None);
             default_line(&line, 1, &mut out);
             out
         });
@@ -301,4 +301,99 @@ fn cgi_names_match_their_header_fields() {
         assert_eq!(get(b"HTTP_X_UNDER"), None, "X_Under has no CGI name");
         assert_eq!(get(b"REQUEST_METHOD"), Some(b"GET".to_vec()));
     });
+}
+
+/// What `log` writes for a request with `uri` and `ua` as given, in
+/// `style`, with log variables set: the bytes that reached the pipe.
+fn logged(style: Style, uri: &[u8], ua: &[u8], vars: &[(String, String)]) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    let (r, w) = nix::unistd::pipe().unwrap();
+    nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20)).unwrap();
+    let w = w.into_raw_fd();
+    let log = AccessLog {
+        style,
+        settings: Settings::default(),
+        worker: 1,
+        pid: 1,
+        ids: RequestIds::new(),
+        served: AtomicU64::new(0),
+        sink: Some(Box::leak(Box::new(sink::Sink::unbatched(w)))),
+    };
+    let o = outcome(200, 1);
+    with_raw(uri, ua, |req| {
+        log.begin(req);
+        for (k, v) in vars {
+            logvars::set(k, v);
+        }
+        log.log(req, &o);
+    });
+    // SAFETY: `w` came from into_raw_fd above and is closed once, here.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(w) });
+    let mut out = Vec::new();
+    std::fs::File::from(r).read_to_end(&mut out).unwrap();
+    out
+}
+
+/// Lines stay within one atomic pipe write whatever the request and the
+/// app's log variables hold: text lines are cut, JSON lines keep every
+/// field (request ones cut), stay valid and say `truncated`; the log
+/// variables do not outlive the line.
+#[test]
+fn huge_fields_make_lines_that_fit_one_atomic_write() {
+    let uri: Vec<u8> = (0..20_000u32).map(|i| if i % 3 == 0 { 1 } else { b'/' }).collect();
+    let ua = "é\"".repeat(5000);
+    let big: Vec<(String, String)> =
+        (0..logvars::MAX_VARS).map(|i| (format!("v{i}"), "\u{1}".repeat(logvars::MAX_LEN))).collect();
+    for style in [Style::Json, Style::Default, Style::Uwsgi(Format::parse("%(uri) %(uagent) %(v1) é"))] {
+        let name = format!("{style:?}");
+        let json = matches!(style, Style::Json);
+        let out = logged(style, &uri, ua.as_bytes(), &big);
+        assert!(out.len() <= MAX_LINE && out.ends_with(b"\n"), "{name}: {} bytes", out.len());
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1, "{name}");
+        let text = String::from_utf8(out).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if json {
+            let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+            assert_eq!(v["truncated"], true);
+            assert_eq!(v["status"], 200);
+            assert!(v.get("logvars").is_none());
+            assert!(v["path"].as_str().unwrap().starts_with("\u{1}//\u{1}"), "{v}");
+            assert!(v["user_agent"].as_str().unwrap().starts_with("é\"é"), "{v}");
+        }
+    }
+    assert_eq!(logvars::get("v1", |_| ()), None, "cleared with the line");
+    // Variables alone can overflow a line: cut the same way.
+    let out = logged(Style::Json, b"/small", b"ua", &big);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((v["truncated"].as_bool(), v["path"].as_str()), (Some(true), Some("/small")));
+    // A line that fits keeps them, uncut.
+    let small = [("user".to_owned(), "42".to_owned())];
+    let out = logged(Style::Json, b"/small", b"ua", &small);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((v.get("truncated"), &v["logvars"]), (None, &serde_json::json!({"user": "42"})));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 300, ..Default::default() })]
+
+    /// Any request bytes up to 3 times a pipe's atomic write, any cap:
+    /// the capped JSON line is valid JSON, within the cap's bound.
+    #[test]
+    fn capped_json_lines_are_valid_and_bounded(
+        uri in proptest::collection::vec(proptest::num::u8::ANY, 0..12_000),
+        ua in proptest::collection::vec(proptest::num::u8::ANY, 0..12_000),
+        cap in 0usize..2000,
+    ) {
+        let o = outcome(200, 1);
+        let out = with_raw(&uri, &ua, |req| {
+            let line = Line { req, outcome: &o, started: SystemTime::now(), request_id: "r", pid: 1, worker: 1, core: 0 };
+            let mut out = Vec::new();
+            json_line(&line, &mut out, Some(cap));
+            out
+        });
+        let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}")))?;
+        proptest::prop_assert_eq!(&v["truncated"], &serde_json::Value::Bool(true));
+        // 5 request fields of at most `cap` escaped bytes plus the fixed ones.
+        proptest::prop_assert!(out.len() <= 5 * (cap + 2) + 400, "{} bytes for cap {}", out.len(), cap);
+    }
 }
