@@ -326,6 +326,7 @@ fn serve_http(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Site<'_>) -> St
         let arrived = Instant::now();
         let mut req = http_request(&scratch.head, &head, &scratch.fields, &conn.peer, site);
         req.conn_fd = conn.wire.raw_fd();
+        req.conn_tcp = conn.wire.is_tcp();
         conn.served = conn.served.saturating_add(1);
         let last = conn.served >= config.keepalive_requests;
         let (written, unread) = exchange(&mut conn.wire, site, &req, &head, last);
@@ -412,6 +413,7 @@ fn http_request<'a>(
             Framing::Empty | Framing::Chunked => None,
         },
         conn_fd: None,
+        conn_tcp: false,
     }
 }
 
@@ -555,6 +557,7 @@ impl FirstLine {
             scheme: Scheme::Http,
             content_length: None,
             conn_fd: None,
+            conn_tcp: false,
         }
     }
 

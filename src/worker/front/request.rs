@@ -153,6 +153,10 @@ pub struct Request<'a> {
     /// The connection's socket, open for as long as the handler runs (a
     /// watchdog may answer on it, see `harakiri`); None in tests.
     pub conn_fd: Option<std::os::fd::RawFd>,
+    /// The connection is TCP, whose `TCP_INFO` tells how long the request
+    /// waited (false for a UNIX socket: asking would be a failed syscall
+    /// per request).
+    pub conn_tcp: bool,
 }
 
 impl<'a> Request<'a> {

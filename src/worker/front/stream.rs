@@ -26,6 +26,10 @@ pub trait Stream: Read + Write + Send {
     /// The socket, for the worker's epoll set; None for a stream that is
     /// no socket (tests), which is then never parked.
     fn fd(&self) -> Option<BorrowedFd<'_>>;
+    /// A TCP connection (its `TCP_INFO` can be read).
+    fn is_tcp(&self) -> bool {
+        false
+    }
 }
 
 /// [`Stream::wait`] for any socket.
@@ -48,6 +52,9 @@ impl Stream for TcpStream {
     }
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         TcpStream::shutdown(self, how)
+    }
+    fn is_tcp(&self) -> bool {
+        true
     }
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.as_fd())
@@ -114,8 +121,10 @@ impl Listener {
                 Ok((Box::new(s), Peer::from_addr(addr)))
             }
             Listener::Unix(l) => {
-                let (s, _) = l.accept()?;
-                s.set_nonblocking(true)?;
+                // Non-blocking from the accept (one syscall, not two): behind
+                // nginx every request is a new connection.
+                let flags = nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC;
+                let s = UnixStream::from(nix::sys::socket::accept4(l, flags).map_err(io::Error::from)?);
                 Ok((Box::new(s), Peer::default()))
             }
         }

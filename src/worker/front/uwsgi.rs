@@ -172,6 +172,7 @@ pub fn request<'a>(
         scheme: scheme(get(b"UWSGI_SCHEME"), get(b"HTTPS")),
         content_length,
         conn_fd: None,
+        conn_tcp: false,
     })
 }
 

@@ -81,6 +81,10 @@ impl Wire {
     }
 
     /// The connection's fd, if it has one (harakiri's 504, sendfile).
+    pub(super) fn is_tcp(&self) -> bool {
+        self.stream.is_tcp()
+    }
+
     pub(super) fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         self.stream.fd().map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
     }

@@ -42,7 +42,7 @@ impl Observer {
         if !IN_FLIGHT.with(|f| f.replace(true)) {
             row.begin();
         }
-        if let Some(ms) = req.conn_fd.and_then(crate::sys::since_last_receive_ms) {
+        if let Some(ms) = req.conn_fd.filter(|_| req.conn_tcp).and_then(crate::sys::since_last_receive_ms) {
             row.queued(Duration::from_millis(u64::from(ms)));
         }
     }

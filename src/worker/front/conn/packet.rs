@@ -49,6 +49,7 @@ pub(super) fn serve_uwsgi(conn: &mut Conn<'_>, scratch: &mut Scratch, site: &Sit
     let lingers = match uwsgi::request(&scratch.head, &scratch.fields, &mut headers, &defaults) {
         Ok(mut req) => {
             req.conn_fd = conn.wire.raw_fd();
+            req.conn_tcp = conn.wire.is_tcp();
             uwsgi_exchange(&mut conn.wire, site, &req, arrived)
         }
         Err(e) => {

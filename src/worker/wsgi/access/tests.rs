@@ -32,6 +32,7 @@ fn with_request<T>(head: &[u8], f: impl FnOnce(&Request<'_>) -> T) -> T {
         scheme: Scheme::Http,
         content_length: Some(7),
         conn_fd: None,
+        conn_tcp: false,
     };
     f(&req)
 }
