@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -92,15 +92,7 @@ fn metrics_parse_with_the_prometheus_parser() {
     let r =
         http_request(&inst.probe, "GET", "/metrics", &["Accept: application/openmetrics-text; version=1.0.0"]).unwrap();
     assert_eq!(r.header("Content-Type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
-    let mut p = Command::new(tools_python())
-        .arg(format!("{ROOT}/tests/scripts/parse_metrics.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    p.stdin.take().unwrap().write_all(r.body.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
+    let out = python_filter("parse_metrics.py", r.body.as_bytes());
     let families = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

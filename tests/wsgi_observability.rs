@@ -10,7 +10,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -186,15 +185,7 @@ type Sample = (String, Labels, f64);
 fn samples(inst: &Instance) -> Vec<Sample> {
     let r =
         http_request(&inst.probe, "GET", "/metrics", &["Accept: application/openmetrics-text; version=1.0.0"]).unwrap();
-    let mut p = Command::new(tools_python())
-        .arg(format!("{ROOT}/tests/scripts/metric_samples.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    p.stdin.take().unwrap().write_all(r.body.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
+    let out = python_filter("metric_samples.py", r.body.as_bytes());
     assert!(out.status.success(), "parser rejected: {}\n{}", String::from_utf8_lossy(&out.stderr), r.body);
     let v: Vec<(String, String, String, Labels, f64)> = serde_json::from_slice(&out.stdout).unwrap();
     v.into_iter().map(|(_, _, name, labels, value)| (name, labels, value)).collect()

@@ -107,6 +107,20 @@ pub fn tools_python() -> PathBuf {
     Path::new(ROOT).join(".tools/venv/bin/python3")
 }
 
+/// Runs `tests/scripts/NAME` with [`tools_python`], `input` on its stdin;
+/// its output (the caller checks the status).
+pub fn python_filter(name: &str, input: &[u8]) -> std::process::Output {
+    let mut p = Command::new(tools_python())
+        .arg(format!("{ROOT}/tests/scripts/{name}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut p.stdin.take().unwrap(), input).unwrap();
+    p.wait_with_output().unwrap()
+}
+
 pub fn example_script() -> String {
     format!("{ROOT}/examples/hello/hello.py")
 }

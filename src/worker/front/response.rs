@@ -228,8 +228,9 @@ fn digit(n: u16) -> u8 {
     b'0' + (n % 10) as u8
 }
 
-/// Appends `n` in decimal.
-fn decimal(buf: &mut Vec<u8>, mut n: u64) {
+/// Appends `n` in decimal (without the `fmt` machinery, which would cost
+/// more than the rest of a response head or an access-log line).
+pub(crate) fn decimal(buf: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

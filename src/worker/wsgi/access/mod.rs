@@ -342,21 +342,8 @@ fn default_line(l: &Line<'_>, served: u64, out: &mut Vec<u8>) {
     out.push(b')');
 }
 
-/// `n` in decimal (the `fmt` machinery would cost more than the rest of
-/// the line).
-pub(super) fn push_num(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
+/// `n` in decimal.
+pub(super) use crate::worker::front::response::decimal as push_num;
 
 /// The last `width` decimal digits of `n`, zero-padded.
 pub(super) fn push_digits(out: &mut Vec<u8>, n: u64, width: u32) {
